@@ -32,7 +32,12 @@ class SubcallProgress:
 
 @dataclass(frozen=True)
 class IterationFinished:
+    """One iteration done: the root model's reply, the code it ran and what that printed."""
+
     iteration: int
+    root_reply: str
+    code_blocks: tuple[str, ...]
+    outputs: tuple[str, ...]
     subcalls: int
     input_tokens: int
     output_tokens: int

@@ -1,14 +1,14 @@
 """Errors the engine raises.
 
-    RLMError
-    ├── ConfigurationError          bad model spec, missing API key, bad argument
-    ├── ProviderError               a model call failed (after retries, when retryable)
-    │   ├── RateLimitError          429; carries retry_after
-    │   ├── ProviderUnavailableError 5xx, connection failures
-    │   ├── ProviderTimeoutError    the call timed out
-    │   ├── AuthenticationError     401/403: the key is wrong or missing
-    │   └── BadResponseError        4xx other than the above, or a body we cannot read
-    └── REPLError                   the sandboxed worker could not be started or talked to
+RLMError
+├── ConfigurationError          bad model spec, missing API key, bad argument
+├── ProviderError               a model call failed (after retries, when retryable)
+│   ├── RateLimitError          429; carries retry_after
+│   ├── ProviderUnavailableError 5xx, connection failures
+│   ├── ProviderTimeoutError    the call timed out
+│   ├── AuthenticationError     401/403: the key is wrong or missing
+│   └── BadResponseError        4xx other than the above, or a body we cannot read
+└── REPLError                   the sandboxed worker could not be started or talked to
 """
 
 from __future__ import annotations
