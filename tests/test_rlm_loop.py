@@ -88,7 +88,7 @@ def test_subcall_tokens_are_in_the_iteration_and_the_totals() -> None:
     finished: list[Event] = []
     _, trajectory = RLM(root, ScriptedLLM()).query("q", "c", on_event=finished.append)
     assert trajectory[0]["input_tokens"] == 20 and trajectory[0]["output_tokens"] == 10
-    done = [e for e in finished if isinstance(e, RunFinished)][0]
+    done = next(e for e in finished if isinstance(e, RunFinished))
     assert (done.subcalls, done.input_tokens, done.output_tokens) == (1, 20, 10)
 
 
@@ -155,7 +155,7 @@ def test_subcall_budget_stops_the_run_with_the_best_answer() -> None:
     )
     assert answer == "partial"
     assert "budget is used up" in root.seen[1][-1]["content"]
-    done = [e for e in events if isinstance(e, RunFinished)][0]
+    done = next(e for e in events if isinstance(e, RunFinished))
     assert done.subcalls == 4 and done.stopped_by == "max_subcalls"
 
 

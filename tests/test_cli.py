@@ -1,0 +1,94 @@
+"""The `rlm` command, run as a real process against the loopback LLM server."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from fake_llm import FakeLLMServer
+
+from tests.scripted_llm import repl
+
+
+def run_cli(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "rlm", *args],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=env,
+    )
+
+
+def cli_env(server: FakeLLMServer, **extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.endswith(("_API_KEY", "_BASE_URL"))}
+    env |= {"OPENAI_API_KEY": "test-key", "OPENAI_BASE_URL": server.openai_base_url}
+    return env | extra
+
+
+def make_docs(root: Path) -> Path:
+    docs = root / "docs"
+    (docs / "nested").mkdir(parents=True)
+    (docs / "a.txt").write_text("apples are red")
+    (docs / "nested" / "b.md").write_text("bananas are yellow")
+    (docs / "image.png").write_bytes(b"\x89PNG\r\n\x1a\n\x00\x00binary")
+    (docs / ".hidden").write_text("not read")
+    return docs
+
+
+def test_ask_over_a_directory(llm_server: FakeLLMServer, tmp_path: Path) -> None:
+    llm_server.script_root(
+        repl("names = [c.splitlines()[0] for c in context]\nprint(names)"),
+        repl("out = parallel_query('Fruit? {chunk}', context)", "FINAL_VAR(out)"),
+    )
+    docs = make_docs(tmp_path)
+    trajectory = tmp_path / "run.jsonl"
+    result = run_cli(
+        "ask",
+        "Which fruits?",
+        str(docs),
+        "--root",
+        "openai:root-model",
+        "--sub",
+        "openai:sub-model",
+        "--parallel",
+        "3",
+        "--trajectory",
+        str(trajectory),
+        env=cli_env(llm_server),
+    )
+    assert result.returncode == 0, result.stderr
+    answer = result.stdout.strip()
+    assert "apples are red" in answer and "bananas are yellow" in answer
+    assert "binary" not in answer and "not read" not in answer
+    steps = [json.loads(line) for line in trajectory.read_text().splitlines()]
+    assert [s["subcalls"] for s in steps] == [0, 2]
+    assert "a.txt" in steps[0]["outputs"][0] and "b.md" in steps[0]["outputs"][0]
+    assert "iteration 2: 2 sub-calls" in result.stderr  # plain progress lines off a terminal
+
+
+def test_missing_key_is_one_line(llm_server: FakeLLMServer, tmp_path: Path) -> None:
+    env = cli_env(llm_server)
+    del env["OPENAI_API_KEY"]
+    result = run_cli("ask", "q", str(make_docs(tmp_path)), env=env)
+    assert result.returncode == 2
+    assert result.stderr.count("\n") == 1 and "OPENAI_API_KEY" in result.stderr
+
+
+def test_missing_and_binary_files_are_one_line(llm_server: FakeLLMServer, tmp_path: Path) -> None:
+    missing = run_cli("ask", "q", str(tmp_path / "nope.txt"), env=cli_env(llm_server))
+    assert missing.returncode == 2 and "no such file" in missing.stderr
+    assert missing.stderr.count("\n") == 1
+    binary = run_cli("ask", "q", str(make_docs(tmp_path) / "image.png"), env=cli_env(llm_server))
+    assert binary.returncode == 2 and "binary" in binary.stderr
+
+
+def test_bad_model_spec_is_one_line(llm_server: FakeLLMServer, tmp_path: Path) -> None:
+    result = run_cli(
+        "ask", "q", str(make_docs(tmp_path)), "--root", "nonsense", env=cli_env(llm_server)
+    )
+    assert result.returncode == 2 and result.stderr.count("\n") == 1
+    assert "nonsense" in result.stderr
