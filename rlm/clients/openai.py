@@ -1,0 +1,97 @@
+"""OpenAI Chat Completions (`/v1/chat/completions`) through the official async SDK.
+
+Any OpenAI-compatible server (vLLM, Ollama, llama.cpp, gateways) works through `base_url`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import openai
+
+from rlm._exceptions import ProviderError
+from rlm.clients import _errors
+from rlm.clients._base import Completion, LLMInterface, Message
+
+_KEY_ENV = "OPENAI_API_KEY"
+
+
+class OpenAIInterface(LLMInterface):
+    """A chat model served over the OpenAI Chat Completions API.
+
+    `api_key=None` means `OPENAI_API_KEY`, `base_url=None` means `OPENAI_BASE_URL` or
+    OpenAI's own endpoint, as the SDK reads them.
+    """
+
+    provider = "openai"
+
+    def __init__(
+        self,
+        model: str,
+        api_key: str | None = None,
+        base_url: str | None = None,
+        **kw: Any,
+    ) -> None:
+        _errors.require_key(api_key, label="OpenAI", env_names=(_KEY_ENV,))
+        super().__init__(model, api_key, base_url, **kw)
+
+    def _make_client(self) -> openai.AsyncOpenAI:
+        return openai.AsyncOpenAI(
+            api_key=self.api_key,
+            base_url=self.base_url,
+            timeout=self.timeout,
+            max_retries=0,  # retries live in LLMInterface, with Retry-After honoured
+        )
+
+    async def _complete(self, client: Any, messages: Sequence[Message]) -> Completion:
+        try:
+            response = await client.chat.completions.create(
+                model=self.model,
+                messages=[{"role": m["role"], "content": m["content"]} for m in messages],
+                # Newer OpenAI models refuse `max_tokens`; compatible servers ignore what
+                # they do not know, so this name is the one that works everywhere.
+                max_completion_tokens=self.max_output_tokens,
+            )
+        except openai.APIError as exc:
+            raise _map_error(exc, self.timeout) from exc
+        except ValueError as exc:  # a body that claimed to be JSON and was not
+            raise _errors.unreadable("the body is not JSON") from exc
+        return _read_completion(response)
+
+
+def _map_error(exc: openai.APIError, timeout: float) -> ProviderError:
+    if isinstance(exc, openai.APIStatusError):
+        return _errors.error_for_status(
+            exc.status_code,
+            _errors.describe(exc.body, exc.message),
+            key_env=_KEY_ENV,
+            headers=exc.response.headers,
+        )
+    if isinstance(exc, openai.APITimeoutError):
+        return _errors.timeout_error(f"no reply within {timeout:g} s")
+    if isinstance(exc, openai.APIConnectionError):
+        return _errors.connection_error(_errors.describe(None, str(exc.__cause__ or exc)))
+    if isinstance(exc, openai.APIResponseValidationError):
+        return _errors.unreadable(exc.message, status=exc.status_code)
+    return _errors.unreadable(str(exc), status=None)
+
+
+def _read_completion(response: object) -> Completion:
+    # Without strict validation the SDK hands back whatever the server sent (even a plain
+    # string for a non-JSON body), so every field is checked here.
+    try:
+        choice = response.choices[0]  # type: ignore[attr-defined]
+        text = choice.message.content
+        if text is None:
+            text = getattr(choice.message, "refusal", None) or ""
+        if not isinstance(text, str):
+            raise TypeError(f"message content is {type(text).__name__}, not text")
+    except (AttributeError, IndexError, KeyError, TypeError) as exc:
+        raise _errors.unreadable(f"no chat completion choice in the body ({exc})") from exc
+    usage = getattr(response, "usage", None)
+    return Completion(
+        text=text,
+        input_tokens=int(getattr(usage, "prompt_tokens", 0) or 0),
+        output_tokens=int(getattr(usage, "completion_tokens", 0) or 0),
+    )

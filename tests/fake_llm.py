@@ -1,0 +1,564 @@
+"""A loopback LLM server that speaks the OpenAI, Anthropic and Gemini wire protocols.
+
+Tests start it in-process (`with FakeLLMServer() as server:`); it runs on its own event loop
+in a background thread, so sync tests, async tests and the sync bridge can all reach it.
+Benchmarks run it as a process: `python tests/fake_llm.py --latency 0.05` prints
+`PORT <n>` once it is ready and serves until killed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import random
+import signal
+import threading
+import time
+import traceback
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from aiohttp import web
+
+Conversation = list[dict[str, str]]
+RootReply = str | Callable[[Conversation], str]
+
+_MAP_REDUCE_REPLY = """\
+I will split the context into chunks, ask a sub-model about each, and join the answers.
+```repl
+if isinstance(context, str):
+    chunks = [context[i:i+4000] for i in range(0, len(context), 4000)]
+else:
+    chunks = list(context)
+answers = parallel_query("Answer the question using this part of the text: {chunk}", chunks)
+final_answer = "\\n".join(answers)
+```
+FINAL_VAR(final_answer)"""
+
+
+def default_root_reply(messages: Conversation) -> str:
+    """A one-iteration map-reduce over any context: one sub-call per chunk, answers joined."""
+    return _MAP_REDUCE_REPLY
+
+
+def default_sub_reply(prompt: str) -> str:
+    """Deterministic, so tests can check which prompt got which answer, and in what order."""
+    return f"[sub] {prompt}"[:200]
+
+
+def estimate_tokens(text: str) -> int:
+    return len(text.split())
+
+
+@dataclass
+class RecordedRequest:
+    """One request the server received, as it understood it."""
+
+    protocol: str  # "openai" | "anthropic" | "gemini"
+    model: str
+    kind: str  # "root" | "sub"
+    messages: Conversation  # system prompt included, roles system/user/assistant
+    prompt: str  # the last user message's text
+    headers: dict[str, str]  # names lower-cased
+    body: Any = None  # the JSON body as sent
+    path: str = ""
+    status: int = 200
+
+
+@dataclass
+class _FailureRule:
+    remaining: int
+    status: int
+    retry_after: float | None
+    kind: str
+    body: str | None
+
+
+def _text_of(content: Any) -> str:
+    """Text of a message's content: a string, or a list of text blocks/parts."""
+    if isinstance(content, str):
+        return content
+    if isinstance(content, dict):
+        return str(content.get("text", ""))
+    if isinstance(content, list):
+        return "".join(_text_of(part) for part in content)
+    return ""
+
+
+# -- the three wire protocols -----------------------------------------------------------------
+
+
+def _openai_messages(body: dict[str, Any]) -> Conversation:
+    out = []
+    for m in body.get("messages") or []:
+        role = "system" if m.get("role") == "developer" else m.get("role", "user")
+        out.append({"role": role, "content": _text_of(m.get("content"))})
+    return out
+
+
+def _openai_reply(model: str, text: str, tokens_in: int, tokens_out: int) -> dict[str, Any]:
+    return {
+        "id": f"chatcmpl-fake{random.randrange(10**9)}",
+        "object": "chat.completion",
+        "created": int(time.time()),
+        "model": model,
+        "choices": [
+            {
+                "index": 0,
+                "message": {"role": "assistant", "content": text, "refusal": None},
+                "logprobs": None,
+                "finish_reason": "stop",
+            }
+        ],
+        "usage": {
+            "prompt_tokens": tokens_in,
+            "completion_tokens": tokens_out,
+            "total_tokens": tokens_in + tokens_out,
+        },
+    }
+
+
+_OPENAI_ERRORS = {
+    401: ("invalid_request_error", "invalid_api_key"),
+    403: ("invalid_request_error", "unsupported_country_region_territory"),
+    404: ("invalid_request_error", "model_not_found"),
+    429: ("requests", "rate_limit_exceeded"),
+}
+
+
+def _openai_error(status: int, message: str) -> dict[str, Any]:
+    kind, code = _OPENAI_ERRORS.get(
+        status, ("server_error" if status >= 500 else "invalid_request_error", None)
+    )
+    return {"error": {"message": message, "type": kind, "param": None, "code": code}}
+
+
+def _anthropic_messages(body: dict[str, Any]) -> Conversation:
+    out = []
+    system = _text_of(body.get("system"))
+    if system:
+        out.append({"role": "system", "content": system})
+    for m in body.get("messages") or []:
+        out.append({"role": m.get("role", "user"), "content": _text_of(m.get("content"))})
+    return out
+
+
+def _anthropic_reply(model: str, text: str, tokens_in: int, tokens_out: int) -> dict[str, Any]:
+    return {
+        "id": f"msg_fake{random.randrange(10**9)}",
+        "type": "message",
+        "role": "assistant",
+        "model": model,
+        "content": [{"type": "text", "text": text}],
+        "stop_reason": "end_turn",
+        "stop_sequence": None,
+        "usage": {"input_tokens": tokens_in, "output_tokens": tokens_out},
+    }
+
+
+_ANTHROPIC_ERRORS = {
+    400: "invalid_request_error",
+    401: "authentication_error",
+    403: "permission_error",
+    404: "not_found_error",
+    413: "request_too_large",
+    429: "rate_limit_error",
+    529: "overloaded_error",
+}
+
+
+def _anthropic_error(status: int, message: str) -> dict[str, Any]:
+    kind = _ANTHROPIC_ERRORS.get(status, "api_error" if status >= 500 else "invalid_request_error")
+    return {"type": "error", "error": {"type": kind, "message": message}}
+
+
+def _gemini_messages(body: dict[str, Any]) -> Conversation:
+    out = []
+    system = body.get("systemInstruction") or body.get("system_instruction")
+    if system:
+        out.append({"role": "system", "content": _text_of(system.get("parts"))})
+    for c in body.get("contents") or []:
+        role = "assistant" if c.get("role") == "model" else "user"
+        out.append({"role": role, "content": _text_of(c.get("parts"))})
+    return out
+
+
+def _gemini_reply(model: str, text: str, tokens_in: int, tokens_out: int) -> dict[str, Any]:
+    return {
+        "candidates": [
+            {
+                "content": {"role": "model", "parts": [{"text": text}]},
+                "finishReason": "STOP",
+                "index": 0,
+            }
+        ],
+        "usageMetadata": {
+            "promptTokenCount": tokens_in,
+            "candidatesTokenCount": tokens_out,
+            "totalTokenCount": tokens_in + tokens_out,
+        },
+        "modelVersion": model,
+        "responseId": f"fake{random.randrange(10**9)}",
+    }
+
+
+_GEMINI_STATUSES = {
+    400: "INVALID_ARGUMENT",
+    401: "UNAUTHENTICATED",
+    403: "PERMISSION_DENIED",
+    404: "NOT_FOUND",
+    429: "RESOURCE_EXHAUSTED",
+    500: "INTERNAL",
+    503: "UNAVAILABLE",
+    504: "DEADLINE_EXCEEDED",
+}
+
+
+def _gemini_error(status: int, message: str) -> dict[str, Any]:
+    name = _GEMINI_STATUSES.get(status, "INTERNAL" if status >= 500 else "FAILED_PRECONDITION")
+    return {"error": {"code": status, "message": message, "status": name}}
+
+
+def _bearer(headers: dict[str, str]) -> str | None:
+    value = headers.get("authorization", "")
+    return value[7:] if value.lower().startswith("bearer ") else None
+
+
+@dataclass(frozen=True)
+class _Protocol:
+    name: str
+    messages: Callable[[dict[str, Any]], Conversation]
+    reply: Callable[[str, str, int, int], dict[str, Any]]
+    error: Callable[[int, str], dict[str, Any]]
+    key: Callable[[dict[str, str]], str | None]
+
+
+_PROTOCOLS = {
+    "openai": _Protocol("openai", _openai_messages, _openai_reply, _openai_error, _bearer),
+    "anthropic": _Protocol(
+        "anthropic",
+        _anthropic_messages,
+        _anthropic_reply,
+        _anthropic_error,
+        lambda h: h.get("x-api-key") or _bearer(h),
+    ),
+    "gemini": _Protocol(
+        "gemini", _gemini_messages, _gemini_reply, _gemini_error, lambda h: h.get("x-goog-api-key")
+    ),
+}
+
+_ERROR_TEXT = {
+    401: "Invalid API key provided.",
+    429: "Rate limit reached; please try again later.",
+}
+
+
+# -- the server -------------------------------------------------------------------------------
+
+
+class FakeLLMServer:
+    """The loopback server, its script of replies, the failures to inject and its records.
+
+    Every attribute may be set at any time, from any thread; it applies to the next request.
+    """
+
+    def __init__(
+        self,
+        *,
+        sub_latency: float = 0.0,
+        root_latency: float = 0.0,
+        required_key: str | None = None,
+        seed: int = 0,
+    ) -> None:
+        self.sub_latency = sub_latency
+        self.root_latency = root_latency
+        self.required_key = required_key  # when set, other keys (or none) get a 401
+        self.root_responder: Callable[[Conversation], str] | None = None
+        self.sub_responder: Callable[[str], str] = default_sub_reply
+        self.failure_rate = 0.0  # share of sub requests failing, drawn from a seeded random
+        self.failure_statuses: list[int] = [500, 503, 429]
+        self.record_requests = True  # the benchmark process turns this off to stay small
+        self.requests: list[RecordedRequest] = []
+        self.errors: list[str] = []  # tracebacks of responders that raised
+        self.max_in_flight = 0
+        self.in_flight = 0
+        self.url = ""
+        self.port = 0
+        self._lock = threading.Lock()
+        self._random = random.Random(seed)
+        self._root_script: list[RootReply] = []
+        self._fail_rules: list[_FailureRule] = []
+        self._fail_when: list[tuple[Callable[[str], bool], int]] = []
+        self._counts = {"root": 0, "sub": 0}
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._thread: threading.Thread | None = None
+        self._runner: web.AppRunner | None = None
+
+    # -- lifecycle -----------------------------------------------------------------------------
+
+    @property
+    def openai_base_url(self) -> str:
+        return self.url + "/v1"
+
+    @property
+    def anthropic_base_url(self) -> str:
+        return self.url
+
+    @property
+    def gemini_base_url(self) -> str:
+        return self.url
+
+    def start(self) -> FakeLLMServer:
+        if self._thread is not None:
+            return self
+        ready = threading.Event()
+        failure: list[BaseException] = []
+        self._thread = threading.Thread(
+            target=self._serve, args=(ready, failure), name="fake-llm", daemon=True
+        )
+        self._thread.start()
+        if not ready.wait(10) or failure:
+            self._thread = None
+            raise RuntimeError("the fake LLM server did not start") from (
+                failure[0] if failure else None
+            )
+        return self
+
+    def stop(self) -> None:
+        loop, thread = self._loop, self._thread
+        if loop is None or thread is None:
+            return
+        loop.call_soon_threadsafe(loop.stop)
+        thread.join(timeout=15)
+        self._loop = self._thread = None
+
+    def __enter__(self) -> FakeLLMServer:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    def _serve(self, ready: threading.Event, failure: list[BaseException]) -> None:
+        loop = asyncio.new_event_loop()
+        asyncio.set_event_loop(loop)
+        try:
+            loop.run_until_complete(self._open())
+        except BaseException as exc:
+            failure.append(exc)
+            ready.set()
+            loop.close()
+            return
+        self._loop = loop
+        ready.set()
+        try:
+            loop.run_forever()
+        finally:
+            loop.run_until_complete(self._close())
+            loop.run_until_complete(loop.shutdown_asyncgens())
+            loop.close()
+
+    async def _open(self) -> None:
+        app = web.Application(client_max_size=64 * 1024 * 1024)
+        app.router.add_post("/v1/chat/completions", self._route("openai"))
+        app.router.add_post("/v1/messages", self._route("anthropic"))
+        # The SDK's default API version has moved between v1beta and v1; serve both.
+        app.router.add_post("/{version:v1|v1beta}/models/{target}", self._gemini_route)
+        self._runner = web.AppRunner(app, access_log=None, shutdown_timeout=0.5)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, "127.0.0.1", 0)
+        await site.start()
+        self.port = int(self._runner.addresses[0][1])
+        self.url = f"http://127.0.0.1:{self.port}"
+
+    async def _close(self) -> None:
+        # Requests still sleeping out a latency are cut short rather than waited for.
+        current = asyncio.current_task()
+        pending = [t for t in asyncio.all_tasks() if t is not current]
+        for task in pending:
+            task.cancel()
+        await asyncio.gather(*pending, return_exceptions=True)
+        if self._runner is not None:
+            await self._runner.cleanup()
+
+    # -- what tests set ------------------------------------------------------------------------
+
+    def script_root(self, *replies: RootReply) -> None:
+        """Queue replies for root calls, first in first out; a callable gets the conversation."""
+        with self._lock:
+            self._root_script.extend(replies)
+
+    def fail_next(
+        self,
+        n: int,
+        status: int = 500,
+        *,
+        retry_after: float | None = None,
+        kind: str = "sub",
+        body: str | None = None,
+    ) -> None:
+        """Answer the next `n` requests of `kind` ("sub", "root" or "any") with `status`.
+
+        `body=None` sends a realistic JSON error body for the protocol; otherwise `body` is
+        sent as is, so `fail_next(1, 200, body="not json")` gives a malformed reply.
+        """
+        if kind not in ("sub", "root", "any"):
+            raise ValueError(f"kind must be 'sub', 'root' or 'any', not {kind!r}")
+        with self._lock:
+            self._fail_rules.append(_FailureRule(n, status, retry_after, kind, body))
+
+    def fail_when(self, predicate: Callable[[str], bool], status: int = 500) -> None:
+        """Every sub request whose prompt satisfies `predicate` fails with `status`, always."""
+        with self._lock:
+            self._fail_when.append((predicate, status))
+
+    def reset_stats(self) -> None:
+        with self._lock:
+            self.requests.clear()
+            self._counts = {"root": 0, "sub": 0}
+            self.max_in_flight = self.in_flight
+
+    def count(self, kind: str = "sub") -> int:
+        """Requests received of `kind` ("sub", "root" or "any"), failed ones included."""
+        with self._lock:
+            return sum(self._counts.values()) if kind == "any" else self._counts.get(kind, 0)
+
+    # -- serving -------------------------------------------------------------------------------
+
+    def _route(self, protocol: str) -> Callable[[web.Request], Any]:
+        async def handle(request: web.Request) -> web.StreamResponse:
+            return await self._handle(request, _PROTOCOLS[protocol], None)
+
+        return handle
+
+    async def _gemini_route(self, request: web.Request) -> web.StreamResponse:
+        model, _, method = request.match_info["target"].rpartition(":")
+        if method != "generateContent":
+            raise web.HTTPNotFound(text=f"unsupported method {method!r}")
+        return await self._handle(request, _PROTOCOLS["gemini"], model)
+
+    async def _handle(
+        self, request: web.Request, protocol: _Protocol, path_model: str | None
+    ) -> web.StreamResponse:
+        headers = {k.lower(): v for k, v in request.headers.items()}
+        try:
+            body = await request.json()
+            if not isinstance(body, dict):
+                raise ValueError("not an object")
+        except ValueError:
+            return web.json_response(
+                protocol.error(400, "The body is not a JSON object."), status=400
+            )
+        model = path_model or str(body.get("model", ""))
+        messages = protocol.messages(body)
+        prompt = next((m["content"] for m in reversed(messages) if m["role"] == "user"), "")
+        kind = "root" if model.startswith("root") else "sub"
+        record = RecordedRequest(
+            protocol.name, model, kind, messages, prompt, headers, body, request.path
+        )
+
+        with self._lock:
+            self._counts[kind] += 1
+            if self.record_requests:
+                self.requests.append(record)
+            failure = self._failure_for(record, protocol.key(headers))
+            if kind == "sub":
+                self.in_flight += 1
+                self.max_in_flight = max(self.max_in_flight, self.in_flight)
+        try:
+            latency = self.root_latency if kind == "root" else self.sub_latency
+            if latency > 0:
+                await asyncio.sleep(latency)
+            if failure is not None:
+                record.status = failure.status
+                return self._failure_response(protocol, failure)
+            try:
+                text = self._reply(kind, messages, prompt)
+            except Exception:
+                self.errors.append(traceback.format_exc())
+                record.status = 500
+                return web.json_response(
+                    protocol.error(500, "The fake model's responder raised."), status=500
+                )
+            reply = protocol.reply(
+                model,
+                text,
+                sum(estimate_tokens(m["content"]) for m in messages),
+                estimate_tokens(text),
+            )
+            return web.json_response(reply)
+        finally:
+            if kind == "sub":
+                with self._lock:
+                    self.in_flight -= 1
+
+    def _failure_for(self, record: RecordedRequest, key: str | None) -> _FailureRule | None:
+        """The failure this request gets, if any; called with the lock held."""
+        if self.required_key is not None and key != self.required_key:
+            return _FailureRule(1, 401, None, "any", None)
+        for rule in self._fail_rules:
+            if rule.remaining > 0 and rule.kind in ("any", record.kind):
+                rule.remaining -= 1
+                self._fail_rules = [r for r in self._fail_rules if r.remaining > 0]
+                return rule
+        if record.kind != "sub":
+            return None
+        for predicate, status in self._fail_when:
+            if predicate(record.prompt):
+                return _FailureRule(1, status, None, "sub", None)
+        if self.failure_rate > 0 and self._random.random() < self.failure_rate:
+            return _FailureRule(1, self._random.choice(self.failure_statuses), None, "sub", None)
+        return None
+
+    def _failure_response(self, protocol: _Protocol, failure: _FailureRule) -> web.Response:
+        headers = {}
+        if failure.retry_after is not None:
+            headers["Retry-After"] = f"{failure.retry_after:g}"
+        if failure.body is not None:
+            return web.Response(
+                status=failure.status,
+                text=failure.body,
+                content_type="application/json",
+                headers=headers,
+            )
+        message = _ERROR_TEXT.get(failure.status, f"Injected failure with status {failure.status}.")
+        return web.json_response(
+            protocol.error(failure.status, message), status=failure.status, headers=headers
+        )
+
+    def _reply(self, kind: str, messages: Conversation, prompt: str) -> str:
+        if kind == "sub":
+            return self.sub_responder(prompt)
+        with self._lock:
+            scripted = self._root_script.pop(0) if self._root_script else None
+        if isinstance(scripted, str):
+            return scripted
+        if scripted is not None:
+            return scripted(messages)
+        if self.root_responder is not None:
+            return self.root_responder(messages)
+        return default_root_reply(messages)
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description="Serve a fake LLM on 127.0.0.1.")
+    parser.add_argument("--latency", type=float, default=0.0, help="seconds per sub call")
+    parser.add_argument("--root-latency", type=float, default=0.0, help="seconds per root call")
+    parser.add_argument(
+        "--failure-rate", type=float, default=0.0, help="share of sub calls failing"
+    )
+    args = parser.parse_args(argv)
+    stopped = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stopped.set())
+    signal.signal(signal.SIGINT, lambda *_: stopped.set())
+    server = FakeLLMServer(sub_latency=args.latency, root_latency=args.root_latency)
+    server.failure_rate = args.failure_rate
+    server.record_requests = False
+    with server:
+        print(f"PORT {server.port}", flush=True)
+        while not stopped.wait(0.5):
+            pass
+
+
+if __name__ == "__main__":
+    main()
