@@ -3,6 +3,8 @@
 The whole public surface is re-exported here.
 """
 
+from typing import TYPE_CHECKING, Any
+
 from rlm._core import RLM, write_trajectory_jsonl
 from rlm._events import (
     CodeExecuted,
@@ -25,19 +27,24 @@ from rlm._exceptions import (
     RLMError,
 )
 from rlm._limiter import KeyedLimiter, Limiter
-from rlm.clients import (
-    AnthropicInterface,
-    Completion,
-    GeminiInterface,
-    LLMInterface,
-    Message,
-    OpenAIInterface,
-    Usage,
-    interface_from_spec,
-)
+from rlm.clients import Completion, LLMInterface, Message, Usage, interface_from_spec
+
+if TYPE_CHECKING:
+    from rlm.clients.anthropic import AnthropicInterface
+    from rlm.clients.gemini import GeminiInterface
+    from rlm.clients.openai import OpenAIInterface
+
+
+def __getattr__(name: str) -> Any:
+    # The provider interfaces load their SDK on first use (see rlm.clients).
+    if name in ("AnthropicInterface", "GeminiInterface", "OpenAIInterface"):
+        import rlm.clients
+
+        return getattr(rlm.clients, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
 
 __all__ = [
-    "RLM",
     "AnthropicInterface",
     "AuthenticationError",
     "BadResponseError",
@@ -58,6 +65,7 @@ __all__ = [
     "ProviderTimeoutError",
     "ProviderUnavailableError",
     "REPLError",
+    "RLM",
     "RLMError",
     "RateLimitError",
     "RunFinished",
