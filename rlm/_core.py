@@ -352,27 +352,29 @@ class _Run:
         self._add_tokens(completion.input_tokens, completion.output_tokens)
         final = find_final(completion.text)
         answer = final.value if final and final.kind == "text" else completion.text.strip()
-        entry = {
-            "iteration": len(self.trajectory) + 1,
+        iteration = len(self.trajectory) + 1
+        seconds = round(time.perf_counter() - started, 3)
+        entry: dict[str, Any] = {
+            "iteration": iteration,
             "root_reply": completion.text,
             "code_blocks": [],
             "outputs": [],
             "subcalls": 0,
             "input_tokens": completion.input_tokens,
             "output_tokens": completion.output_tokens,
-            "seconds": round(time.perf_counter() - started, 3),
+            "seconds": seconds,
         }
         self.trajectory.append(entry)
         await self.emit(
             IterationFinished(
-                entry["iteration"],
+                iteration,
                 completion.text,
                 (),
                 (),
                 0,
                 completion.input_tokens,
                 completion.output_tokens,
-                entry["seconds"],
+                seconds,
             )
         )
         return answer

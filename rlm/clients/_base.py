@@ -149,7 +149,7 @@ class LLMInterface(ABC):
     def _delay(self, attempt: int, exc: ProviderError) -> float:
         if isinstance(exc, RateLimitError) and exc.retry_after is not None:
             return min(max(exc.retry_after, 0.0), self.retry_max_delay)
-        backoff = self.retry_base_delay * 2 ** (attempt - 1)
+        backoff: float = self.retry_base_delay * 2.0 ** (attempt - 1)
         return min(backoff, self.retry_max_delay) * random.uniform(0.5, 1.0)
 
     def _count(self, *, completion: Completion | None = None, failed: bool = False) -> None:
