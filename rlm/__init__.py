@@ -27,6 +27,7 @@ from rlm._exceptions import (
     RLMError,
 )
 from rlm._limiter import KeyedLimiter, Limiter
+from rlm.repl import SandboxLimits
 from rlm.clients import Completion, LLMInterface, Message, Usage, interface_from_spec
 
 if TYPE_CHECKING:
@@ -69,6 +70,7 @@ __all__ = [
     "RLMError",
     "RateLimitError",
     "RunFinished",
+    "SandboxLimits",
     "SubcallProgress",
     "Usage",
     "interface_from_spec",

@@ -1,7 +1,8 @@
 """The host side of the sandboxed REPL: starts the worker, runs cells, serves its sub-calls.
 
 The worker is a fresh interpreter (never a fork of the host), started in its own temporary
-directory with an environment that holds no secrets. Each cell has a time limit that counts
+directory with an environment that holds no secrets, inside the isolation `_sandbox` chose
+(no network, no view of the host's files or processes). Each cell has a time limit that counts
 only the worker's own time, not the time the host spends serving its sub-calls. A worker
 that dies or times out is reported as an error and replaced by a fresh one holding the same
 context; its variables are lost, and the output says so.
@@ -25,6 +26,13 @@ from pathlib import Path
 from typing import Any
 
 from rlm._exceptions import REPLError
+from rlm.repl._sandbox import (
+    WorkerLaunch,
+    build_launch,
+    choose_method,
+    sandbox_uid,
+    validate_choice,
+)
 
 _HEADER = struct.Struct(">I")
 _WORKER = Path(__file__).with_name("_worker.py")
@@ -44,18 +52,39 @@ class CellResult:
 
 @dataclass(frozen=True)
 class SandboxLimits:
-    """Resource limits applied to the worker process (setrlimit)."""
+    """How the worker is confined: resource limits (setrlimit) and isolation.
+
+    `isolation`: "auto" uses bwrap, else unshare, else (with a loud warning) none; "bwrap" or
+    "unshare" insist on that method; "none" runs the worker unisolated. With
+    `require_isolation`, a session that cannot isolate refuses to start (REPLError).
+    `processes` (RLIMIT_NPROC) holds only when isolated: it counts all of a uid's processes.
+    """
 
     memory_mb: int = 4096
     file_size_mb: int = 512
     open_files: int = 256
+    cpu_seconds: int = 600
+    processes: int = 64
+    isolation: str = "auto"
+    require_isolation: bool = False
+    max_message_mb: int = 256  # the largest frame the host accepts from the worker
+
+    def __post_init__(self) -> None:
+        validate_choice(self.isolation, self.require_isolation)
 
     def as_rlimits(self) -> dict[str, int]:
         return {
             "RLIMIT_AS": self.memory_mb * 1024 * 1024,
             "RLIMIT_FSIZE": self.file_size_mb * 1024 * 1024,
             "RLIMIT_NOFILE": self.open_files,
+            "RLIMIT_CPU": self.cpu_seconds,
+            "RLIMIT_NPROC": self.processes,
+            "RLIMIT_CORE": 0,
         }
+
+
+class _ProtocolError(Exception):
+    """The worker sent something that is not a frame of the protocol."""
 
 
 def clean_environment(workdir: str) -> dict[str, str]:
@@ -83,6 +112,27 @@ def write_context(context: str | Sequence[str], directory: str) -> tuple[str, st
     return path, "list"
 
 
+def _cell_result(message: dict[str, Any], seconds: float) -> CellResult:
+    output, error, final = message.get("output"), message.get("error"), message.get("final")
+    if not isinstance(output, str) or not isinstance(error, bool):
+        raise _ProtocolError("a result without output")
+    return CellResult(output, error, seconds, final if isinstance(final, dict) else None)
+
+
+_SIGNAL_CAUSES = {
+    "SIGKILL": ", likely the memory limit",
+    "SIGXCPU": ", the CPU time limit",
+    "SIGXFSZ": ", the file size limit",
+}
+
+
+def _signal_name(number: int) -> str:
+    try:
+        return signal.Signals(number).name
+    except ValueError:
+        return f"signal {number}"
+
+
 class REPLSession:
     """One worker holding `context` and the namespace across cells."""
 
@@ -107,6 +157,7 @@ class REPLSession:
         self._dir: str | None = None
         self._context_file: tuple[str, str] | None = None
         self._proc: asyncio.subprocess.Process | None = None
+        self._launch: WorkerLaunch | None = None
         self.restarts = 0
 
     @property
@@ -117,6 +168,11 @@ class REPLSession:
     def pid(self) -> int | None:
         return self._proc.pid if self._proc else None
 
+    @property
+    def isolation(self) -> str | None:
+        """The isolation method in use ("bwrap", "unshare" or "none"); None before start."""
+        return self._launch.method if self._launch else None
+
     async def __aenter__(self) -> REPLSession:
         await self.start()
         return self
@@ -125,21 +181,45 @@ class REPLSession:
         await self.close()
 
     async def start(self) -> None:
+        """Start the worker; raises REPLError if it cannot, or cannot be isolated as required."""
         if self._dir is None:
+            method, error = await asyncio.to_thread(
+                choose_method, self.limits.isolation, self.limits.require_isolation
+            )
+            if error:
+                raise REPLError(error)
             self._dir = tempfile.mkdtemp(prefix="rlm-repl-")
             os.chmod(self._dir, 0o700)
+            uid = None
+            if method != "none" and os.geteuid() == 0:
+                # The worker drops to `uid`; root without capabilities (the wrapper, before
+                # the drop) still gets in as the group.
+                uid = sandbox_uid()
+                os.chown(self._dir, uid, os.getegid())
+                os.chmod(self._dir, 0o770)
             self._context_file = await asyncio.to_thread(write_context, self._context, self._dir)
             self._context = ""  # the file holds it now; don't keep a second copy alive here
+            if uid is not None:
+                os.chown(self._context_file[0], uid, os.getegid())
+            self._launch = build_launch(
+                method,
+                [sys.executable, "-I", str(_WORKER)],
+                workdir=self._dir,
+                keep=[str(_WORKER)],
+                uid=uid,
+            )
         await self._spawn()
 
     async def _spawn(self) -> None:
         assert self._dir is not None and self._context_file is not None
+        assert self._launch is not None
+        limits = self.limits.as_rlimits()
+        if self._launch.method == "none":
+            del limits["RLIMIT_NPROC"]  # it would count every process of the host's user
         stderr_path = os.path.join(self._dir, "worker.stderr")
         with open(stderr_path, "ab") as stderr:  # noqa: ASYNC230 - a local file, opened once
             self._proc = await asyncio.create_subprocess_exec(
-                sys.executable,
-                "-I",
-                str(_WORKER),
+                *self._launch.argv,
                 stdin=asyncio.subprocess.PIPE,
                 stdout=asyncio.subprocess.PIPE,
                 stderr=stderr,
@@ -153,18 +233,19 @@ class REPLSession:
             "op": "init",
             "context_path": path,
             "context_kind": kind,
-            "limits": self.limits.as_rlimits(),
+            "limits": limits,
             "subcalls": self._subcalls_enabled,
+            "sandbox": self._launch.confine,
         }
         try:
             await self._send(init)
             ready = await asyncio.wait_for(self._receive(), self.start_timeout)
-        except (TimeoutError, OSError, asyncio.IncompleteReadError) as exc:
-            detail = await self._kill()
+        except (TimeoutError, OSError, asyncio.IncompleteReadError, _ProtocolError) as exc:
+            detail = await self._kill(grace=1.0)
             raise REPLError(f"the REPL worker did not start: {detail or exc!r}") from exc
         if "error" in ready:
             await self._kill()
-            raise REPLError(f"the REPL worker could not load the context: {ready['error']}")
+            raise REPLError(f"the REPL worker could not start: {ready['error']}")
 
     async def _send(self, message: dict[str, Any]) -> None:
         assert self._proc is not None and self._proc.stdin is not None
@@ -173,10 +254,20 @@ class REPLSession:
         await self._proc.stdin.drain()
 
     async def _receive(self) -> dict[str, Any]:
+        # Generated code can write to the protocol pipe too: never trust a frame's size or shape.
         assert self._proc is not None and self._proc.stdout is not None
         header = await self._proc.stdout.readexactly(_HEADER.size)
         (size,) = _HEADER.unpack(header)
-        message: dict[str, Any] = json.loads(await self._proc.stdout.readexactly(size))
+        if size > self.limits.max_message_mb * 1024 * 1024:
+            raise _ProtocolError(
+                f"a {size}-byte message, over the {self.limits.max_message_mb} MB limit"
+            )
+        try:
+            message = json.loads(await self._proc.stdout.readexactly(size))
+        except ValueError as exc:
+            raise _ProtocolError("a message that is not JSON") from exc
+        if not isinstance(message, dict) or not isinstance(message.get("op"), str):
+            raise _ProtocolError("a message without an operation")
         return message
 
     async def run_cell(self, code: str) -> CellResult:
@@ -192,18 +283,15 @@ class REPLSession:
                 message = await asyncio.wait_for(self._receive(), budget)
                 budget -= time.perf_counter() - waited_from
                 if message["op"] == "result":
-                    return CellResult(
-                        output=message["output"],
-                        error=message["error"],
-                        seconds=time.perf_counter() - started,
-                        final=message.get("final"),
-                    )
+                    return _cell_result(message, time.perf_counter() - started)
                 await self._send(await self._serve(message))
         except TimeoutError:
             reason = f"the cell ran longer than its {self.cell_timeout:g} s limit and was stopped"
         except (asyncio.IncompleteReadError, ConnectionError, BrokenPipeError):
             reason = "the REPL worker crashed"
-        detail = await self._kill()
+        except _ProtocolError as exc:
+            reason = f"the REPL worker sent {exc} and was stopped"
+        detail = await self._kill(grace=1.0 if reason.endswith("crashed") else 0.0)
         await self._restart()
         note = f"Error: {reason}{f' ({detail})' if detail else ''}. "
         note += "A fresh REPL was started: `context` is loaded again, but variables from "
@@ -230,11 +318,12 @@ class REPLSession:
         try:
             await self._send({"op": "variable", "name": name})
             reply = await asyncio.wait_for(self._receive(), self.cell_timeout)
-        except (TimeoutError, asyncio.IncompleteReadError, ConnectionError):
+        except (TimeoutError, asyncio.IncompleteReadError, ConnectionError, _ProtocolError):
             await self._kill()
             await self._restart()
             return None
-        return reply["value"] if reply.get("found") else None
+        value = reply.get("value")
+        return value if reply.get("found") and isinstance(value, str) else None
 
     async def _restart(self) -> None:
         self.restarts += 1
@@ -243,25 +332,38 @@ class REPLSession:
         except REPLError:
             self._proc = None  # the next cell tries again and reports if it still fails
 
-    async def _kill(self) -> str:
-        """Stop the worker and its process group; returns what explains its end, if anything."""
+    async def _kill(self, *, grace: float = 0.0) -> str:
+        """Stop the worker and its process group; returns what explains its end, if anything.
+
+        A worker that is ending by itself gets `grace` seconds to do so, so that its own exit
+        status is reported rather than the SIGKILL sent here, which is not news.
+        """
         proc, self._proc = self._proc, None
         if proc is None:
             return ""
+        if grace and proc.returncode is None:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(proc.wait(), grace)
+        stopped_here = proc.returncode is None
+        # Signal with os.kill/killpg only: Popen.kill() polls first, and that poll can reap
+        # the child before asyncio's watcher does, which then reports a bogus exit code 255.
         if proc.returncode is None:
-            with contextlib.suppress(ProcessLookupError, PermissionError):
+            try:
                 os.killpg(proc.pid, signal.SIGKILL)
-        with contextlib.suppress(ProcessLookupError):
-            proc.kill()
+            except (ProcessLookupError, PermissionError):
+                with contextlib.suppress(ProcessLookupError, PermissionError):
+                    os.kill(proc.pid, signal.SIGKILL)
         returncode = await proc.wait()
         if proc.stdin is not None:
             proc.stdin.close()
+        if returncode and returncode > 128 and self.isolation != "none":
+            returncode = 128 - returncode  # the wrappers report a signal as 128 + its number
         detail = []
-        if returncode and returncode < 0:
-            name = signal.Signals(-returncode).name
-            detail.append(
-                f"killed by {name}" + (", likely the memory limit" if name == "SIGKILL" else "")
-            )
+        if stopped_here and returncode == -signal.SIGKILL:
+            pass  # the SIGKILL sent above: the caller says why
+        elif returncode and returncode < 0:
+            name = _signal_name(-returncode)
+            detail.append(f"killed by {name}{_SIGNAL_CAUSES.get(name, '')}")
         elif returncode:
             detail.append(f"exit code {returncode}")
         tail = self._stderr_tail()

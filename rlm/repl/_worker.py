@@ -1,9 +1,11 @@
 """The REPL worker: a fresh interpreter that runs the root model's code.
 
-Started by `rlm.repl._host` as `python -I _worker.py`; it imports nothing from `rlm` so it
-starts fast and carries nothing of the host. It speaks length-prefixed JSON frames over the
-stdin/stdout it was given, which it moves off fds 0 and 1 first so generated code cannot
-write into the protocol. `llm_query` and `parallel_query` are requests to the host.
+Started by `rlm.repl._host` as `python -I _worker.py`, usually inside a sandbox wrapper (see
+`_sandbox.py`); it imports nothing from `rlm` so it starts fast and carries nothing of the
+host. It speaks length-prefixed JSON frames over the stdin/stdout it was given, which it moves
+off fds 0 and 1 first so generated code cannot write into the protocol. Before it loads the
+context it confines itself as the init message says: hides host paths, sets its resource
+limits, drops privileges. `llm_query` and `parallel_query` are requests to the host.
 """
 
 from __future__ import annotations
@@ -13,6 +15,8 @@ import io
 import json
 import os
 import resource
+import signal
+import stat
 import struct
 import sys
 import threading
@@ -89,7 +93,144 @@ def _apply_limits(limits: dict[str, int]) -> None:
         kind = getattr(resource, name)
         _, hard = resource.getrlimit(kind)
         cap = value if hard == resource.RLIM_INFINITY else min(value, hard)
-        resource.setrlimit(kind, (cap, cap))
+        # Past the CPU soft limit comes SIGXCPU, which names the cause; SIGKILL only if ignored.
+        roomy = hard == resource.RLIM_INFINITY or cap + 5 <= hard
+        ceiling = cap + 5 if name == "RLIMIT_CPU" and roomy else cap
+        resource.setrlimit(kind, (cap, ceiling))
+    # Past the file size limit a write fails with EFBIG rather than killing the worker.
+    signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+
+
+# -- confinement: runs before the context is loaded and before any generated code -------------
+
+_MS_RDONLY, _MS_NOSUID, _MS_NODEV, _MS_REMOUNT, _MS_BIND, _MS_REC = 1, 2, 4, 32, 4096, 16384
+_ST_TO_MS = {  # statvfs flags a read-only remount must keep, and their mount(2) bits
+    os.ST_NOSUID: _MS_NOSUID,
+    os.ST_NODEV: _MS_NODEV,
+    os.ST_NOEXEC: 8,
+    os.ST_NOATIME: 1024,
+    os.ST_NODIRATIME: 2048,
+    os.ST_RELATIME: 1 << 21,
+}
+_PR_SET_PDEATHSIG, _PR_CAPBSET_DROP, _PR_SET_SECUREBITS, _PR_SET_NO_NEW_PRIVS = 1, 24, 28, 38
+_SECUREBITS_NO_ROOT = 0xEF  # uid 0 gains nothing on exec or setuid, and that is locked
+
+
+class _Libc:
+    """The few system calls the stdlib lacks; ctypes loads only on the paths that need it."""
+
+    def __init__(self) -> None:
+        import ctypes
+
+        self.ctypes = ctypes
+        self.lib = ctypes.CDLL(None, use_errno=True)
+
+    def check(self, result: int, what: str) -> None:
+        if result != 0:
+            err = self.ctypes.get_errno()
+            raise OSError(err, f"{what}: {os.strerror(err)}")
+
+    def prctl(self, option: int, arg: int) -> int:
+        ulong = self.ctypes.c_ulong
+        return int(self.lib.prctl(option, ulong(arg), ulong(0), ulong(0), ulong(0)))
+
+    def mount(self, source: str | None, target: str, fstype: str | None, flags: int) -> None:
+        def raw(text: str | None) -> bytes | None:
+            return None if text is None else os.fsencode(text)
+
+        data = b"mode=0755,size=64k" if fstype == "tmpfs" else None
+        result = self.lib.mount(
+            raw(source), raw(target), raw(fstype), self.ctypes.c_ulong(flags), data
+        )
+        self.check(result, f"mount {target}")
+
+
+def _inside(path: str, parent: str) -> bool:
+    return path == parent or path.startswith(parent.rstrip("/") + "/")
+
+
+def _hide_host(
+    libc: _Libc, hide: list[str], keep: list[str], writable: list[str], cover: list[str]
+) -> None:
+    """Cover every host directory in `hide` with an empty tmpfs, then bind back `keep`
+    (read-only) and `writable`, cover `cover`, and make the rest read-only."""
+    os.umask(0o022)  # the mount points made below must stay traversable after the uid drop
+    held: list[tuple[str, int]] = []
+    for path in [*keep, *writable]:  # opened first: the covering hides them
+        if any(_inside(path, h) for h in hide) or path in writable:
+            try:
+                held.append((path, os.open(path, os.O_PATH | os.O_CLOEXEC)))
+            except OSError:
+                continue
+    for path in hide:
+        if os.path.isdir(path):
+            libc.mount("tmpfs", path, "tmpfs", _MS_NOSUID | _MS_NODEV)
+        elif os.path.isfile(path):
+            libc.mount("/dev/null", path, None, _MS_BIND)
+    for path, fd in held:
+        if stat.S_ISDIR(os.fstat(fd).st_mode):
+            os.makedirs(path, exist_ok=True)
+        elif not os.path.exists(path):
+            os.makedirs(os.path.dirname(path), exist_ok=True)
+            open(path, "a").close()
+        libc.mount(f"/proc/self/fd/{fd}", path, None, _MS_BIND | _MS_REC)
+        os.close(fd)
+    for path in cover:
+        libc.mount("tmpfs", path, "tmpfs", _MS_NOSUID | _MS_NODEV)
+    for path in ["/", *hide, *(p for p, _ in held if p not in writable), *cover]:
+        if os.path.isdir(path) or os.path.isfile(path):
+            kept = sum(bit for st, bit in _ST_TO_MS.items() if os.statvfs(path).f_flag & st)
+            libc.mount(None, path, None, _MS_REMOUNT | _MS_BIND | _MS_RDONLY | kept)
+
+
+def _drop_capabilities(libc: _Libc) -> None:
+    """Root inside a user namespace: keep the uid, give up every capability for good."""
+    libc.check(libc.prctl(_PR_SET_SECUREBITS, _SECUREBITS_NO_ROOT), "securebits")
+    cap = 0
+    while libc.prctl(_PR_CAPBSET_DROP, cap) == 0:  # fails past the last capability
+        cap += 1
+    header = (libc.ctypes.c_uint32 * 2)(0x20080522, 0)  # _LINUX_CAPABILITY_VERSION_3
+    data = (libc.ctypes.c_uint32 * 6)()
+    libc.check(libc.lib.capset(header, data), "capset")
+
+
+def confine(spec: dict[str, Any], limits: dict[str, int]) -> None:
+    """Apply what the host asked for, in the order that keeps each step possible."""
+    libc = _Libc() if spec.get("hide") or spec.get("drop_caps") or spec.get("pdeathsig") else None
+    if libc is not None and spec.get("hide"):
+        _hide_host(libc, spec["hide"], spec["keep"], spec["writable"], spec.get("cover", []))
+    _apply_limits(limits)
+    uid = spec.get("uid")
+    if uid is not None and os.getuid() == 0:
+        # Root ignores RLIMIT_NPROC and owns the host's files: become a uid of our own.
+        os.setgroups([])
+        os.setresgid(uid, uid, uid)
+        os.setresuid(uid, uid, uid)
+    if libc is not None and spec.get("drop_caps"):
+        _drop_capabilities(libc)
+    if libc is not None:
+        libc.check(libc.prctl(_PR_SET_NO_NEW_PRIVS, 1), "no_new_privs")
+        if spec.get("pdeathsig"):  # unisolated: die with the host, not outlive it
+            libc.check(libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL), "pdeathsig")
+
+
+def _run_as_init() -> None:
+    """As PID 1 of a new namespace, stay behind as its reaper and run the worker in a child.
+
+    PID 1 ignores signals it has no handler for and inherits every orphan; the child dies of
+    signals like any process, and this one reports that as exit status 128 + signal.
+    """
+    child = os.fork()
+    if child == 0:
+        return
+    devnull = os.open(os.devnull, os.O_RDWR)
+    os.dup2(devnull, 0)
+    os.dup2(devnull, 1)
+    while True:
+        pid, status = os.wait()
+        if pid == child:
+            code = os.waitstatus_to_exitcode(status)
+            os._exit(128 - code if code < 0 else code)
 
 
 def _load_context(path: str, kind: str) -> Any:
@@ -172,8 +313,7 @@ class Worker:
             pass
         except BaseException as exc:  # the model's code may raise anything, SystemExit included
             error = True
-            frames = traceback.extract_tb(exc.__traceback__)
-            frames = [f for f in frames if f.filename == "<repl>"]
+            frames = [f for f in traceback.extract_tb(exc.__traceback__) if f.filename == "<repl>"]
             lines = traceback.format_list(frames) + traceback.format_exception_only(type(exc), exc)
             output.write("Traceback (most recent call last):\n" + "".join(lines))
         finally:
@@ -192,6 +332,8 @@ class Worker:
 
 
 def main() -> None:
+    if os.getpid() == 1:
+        _run_as_init()
     # Take the protocol pipes off fds 0/1 so code that writes to them cannot corrupt frames.
     channel = _Channel(os.dup(0), os.dup(1))
     devnull = os.open(os.devnull, os.O_RDWR)
@@ -201,7 +343,11 @@ def main() -> None:
     sys.stdin = open(os.devnull)
 
     init = channel.receive()
-    _apply_limits(init.get("limits", {}))
+    try:
+        confine(init.get("sandbox") or {}, init.get("limits", {}))
+    except OSError as exc:
+        channel.send({"op": "ready", "error": f"the sandbox could not be set up ({exc})"})
+        return
     worker = Worker(channel, init.get("subcalls", True))
     try:
         worker.namespace["context"] = _load_context(init["context_path"], init["context_kind"])

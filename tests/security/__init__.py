@@ -1,0 +1,1 @@
+"""Attacks on the REPL sandbox, run through the real worker."""
