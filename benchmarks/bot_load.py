@@ -1,0 +1,122 @@
+"""Load on the Slack app: many questions across workspaces through the signed HTTP endpoint.
+
+Runs the real app (HTTP on loopback, SQLite in a temporary directory) against the loopback
+Slack and LLM servers from tests/, sends questions as slash commands and mentions while
+earlier runs are still in flight, then prints the ack latency (p50, p99; Slack's deadline is
+3 s, the target p99 is under 100 ms) and each workspace's peak sub-calls in flight against
+its limit.
+
+    .venv/bin/python benchmarks/bot_load.py [--questions 50] [--workspaces 5] [--limit 4]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
+
+from bot_harness import BotHarness, harness_settings, mention
+from fake_llm import FakeLLMServer
+from slack_server import BOT_USER, SlackServer
+
+MAP_EVERY_LINE = """Mapping over every line.
+```repl
+lines = [l for doc in context for l in doc.splitlines() if l.strip()]
+answers = parallel_query("Summarize: {chunk}", lines)
+final_answer = f"{len(answers)} parts read"
+```
+FINAL_VAR(final_answer)"""
+
+
+def percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
+
+
+async def run(args: argparse.Namespace) -> int:
+    with SlackServer() as slack, FakeLLMServer(sub_latency=args.sub_latency) as llm:
+        llm.root_responder = lambda conversation: MAP_EVERY_LINE
+        llm.record_requests = False
+        slack.add_user("U1", "Alice")
+        teams = [f"T{i}" for i in range(args.workspaces)]
+        for team in teams:
+            slack.add_channel(f"C{team}", f"general-{team.lower()}")
+            for i in range(args.messages):
+                slack.add_message(f"C{team}", f"{team} update {i}: all is well", user="U1")
+        with tempfile.TemporaryDirectory() as tmp:
+            settings = harness_settings(
+                slack_api_url=slack.api_url,
+                openai_base_url=llm.openai_base_url,
+                database_url=f"sqlite+aiosqlite:///{Path(tmp) / 'bench.db'}",
+                rlm_max_parallel_calls=args.limit,
+                rlm_max_runs_per_workspace=args.runs_per_workspace,
+            )
+            bot = await BotHarness(settings, response_base=slack.url).start()
+            assert bot.events is not None and bot.services is not None
+            try:
+                started = time.perf_counter()
+                acks: list[float] = []
+                in_flight_at_ack: list[int] = []
+                for n in range(args.questions):
+                    team = teams[n % len(teams)]
+                    channel = f"C{team}"
+                    if n % 2:
+                        ts = slack.add_message(channel, f"<@{BOT_USER}> question {n}", user="U1")
+                        event = mention(channel, f"<@{BOT_USER}> question {n}", ts)
+                        reply = await bot.events.event(event, team_id=team)
+                    else:
+                        reply = await bot.events.command(
+                            f"ask question {n}", team_id=team, channel_id=channel
+                        )
+                    if reply.status != 200:
+                        print(f"question {n}: HTTP {reply.status}", file=sys.stderr)
+                        return 1
+                    acks.append(reply.seconds)
+                    in_flight_at_ack.append(len(bot.services.tasks))
+                    await asyncio.sleep(args.gap)
+                await bot.settle(600)
+                elapsed = time.perf_counter() - started
+                runs = await bot.store.list_runs()
+                limiters = bot.services.limiters
+                peaks = {t: (limiters.get(t).peak, limiters.get(t).max_in_flight) for t in teams}
+            finally:
+                await bot.close()
+
+    finished = sum(r.status == "finished" for r in runs)
+    print(f"questions: {args.questions} across {args.workspaces} workspaces in {elapsed:.1f} s")
+    print(f"runs finished: {finished}/{len(runs)}")
+    print(
+        f"ack latency: p50 {percentile(acks, 0.5) * 1000:.1f} ms, "
+        f"p99 {percentile(acks, 0.99) * 1000:.1f} ms, max {max(acks) * 1000:.1f} ms "
+        f"(target p99 < 100 ms; background tasks at ack: median "
+        f"{statistics.median(in_flight_at_ack):.0f}, max {max(in_flight_at_ack)})"
+    )
+    worst = 0
+    for team, (peak, limit) in peaks.items():
+        worst = max(worst, peak - limit)
+        print(f"workspace {team}: peak sub-calls in flight {peak} (limit {limit})")
+    ok = finished == args.questions and worst <= 0 and percentile(acks, 0.99) < 0.1
+    print("OK" if ok else "NOT OK")
+    return 0 if ok else 1
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--questions", type=int, default=50)
+    parser.add_argument("--workspaces", type=int, default=5)
+    parser.add_argument("--messages", type=int, default=30, help="history messages per channel")
+    parser.add_argument("--limit", type=int, default=4, help="RLM_MAX_PARALLEL_CALLS")
+    parser.add_argument("--runs-per-workspace", type=int, default=2)
+    parser.add_argument("--sub-latency", type=float, default=0.05)
+    parser.add_argument("--gap", type=float, default=0.02, help="seconds between questions")
+    sys.exit(asyncio.run(run(parser.parse_args())))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,340 @@
+"""Running one question: queue per workspace, gather context, run the engine, report, store.
+
+Each workspace (`team_id`) has one sub-call limiter shared by all its runs, and a cap on runs
+at once; a run beyond the cap waits its turn and says so in its thread. Every iteration is
+stored as it finishes; every way a run can end is stored and told in its thread.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections import Counter
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from typing import Literal
+
+from slack_sdk.errors import SlackApiError
+
+from bot import messages
+from bot.context import ContextGatherer, GatheredContext
+from bot.progress import ChannelPacer, ProgressReporter
+from bot.slack_api import SlackPoster, explain
+from bot.storage import Store
+from bot.writes import ShieldedWrites
+from rlm import (
+    RLM,
+    Event,
+    IterationFinished,
+    KeyedLimiter,
+    LLMInterface,
+    ProviderError,
+    RunFinished,
+)
+
+logger = logging.getLogger("bot.runner")
+
+INTERRUPT_NOTICE_SECONDS = 5.0
+
+
+@dataclass(frozen=True)
+class Question:
+    """A question as the listeners hand it over."""
+
+    team_id: str
+    channel_id: str
+    user_id: str
+    text: str
+    trigger: Literal["command", "mention"]
+    scope: Literal["channel", "thread"]
+    # Where to answer; None for a slash command, whose question is posted first.
+    thread_ts: str | None = None
+    # Messages to leave out of the context (the mention itself).
+    exclude_ts: tuple[str, ...] = ()
+    response_url: str | None = None
+
+
+@dataclass(frozen=True)
+class EngineConfig:
+    root_llm: LLMInterface
+    sub_llm: LLMInterface
+    root_model: str
+    sub_model: str
+    prompt_mode: Literal["standard", "conservative", "no_subcalls"] = "standard"
+    max_iterations: int = 20
+
+
+class RunSlots:
+    """At most `limit` runs at once per workspace; the rest wait in arrival order."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self._slots: dict[str, asyncio.Semaphore] = {}
+        self._waiting: Counter[str] = Counter()
+
+    @asynccontextmanager
+    async def turn(
+        self, team_id: str, on_wait: Callable[[int], Awaitable[None]]
+    ) -> AsyncIterator[None]:
+        slot = self._slots.setdefault(team_id, asyncio.Semaphore(self.limit))
+        if slot.locked():
+            self._waiting[team_id] += 1
+            try:
+                await on_wait(self.limit + self._waiting[team_id] - 1)
+                await slot.acquire()
+            finally:
+                self._waiting[team_id] -= 1
+        else:
+            await slot.acquire()
+        try:
+            yield
+        finally:
+            slot.release()
+
+
+@dataclass
+class _Totals:
+    iterations: int = 0
+    subcalls: int = 0
+    input_tokens: int = 0
+    output_tokens: int = 0
+    seconds: float = 0.0
+    stopped_by: str | None = None
+    finished: RunFinished | None = field(default=None, repr=False)
+
+    def add(self, event: IterationFinished) -> None:
+        self.iterations = max(self.iterations, event.iteration)
+        self.subcalls += event.subcalls
+        self.input_tokens += event.input_tokens
+        self.output_tokens += event.output_tokens
+        self.seconds += event.seconds
+
+    def end(self, event: RunFinished) -> None:
+        self.finished = event
+        self.iterations, self.subcalls = event.iterations, event.subcalls
+        self.input_tokens, self.output_tokens = event.input_tokens, event.output_tokens
+        self.seconds, self.stopped_by = event.seconds, event.stopped_by
+
+
+class Runner:
+    def __init__(
+        self,
+        *,
+        engine: EngineConfig,
+        store: Store,
+        poster: SlackPoster,
+        gatherer: ContextGatherer,
+        pacer: ChannelPacer,
+        limiters: KeyedLimiter,
+        slots: RunSlots,
+    ) -> None:
+        self.engine = engine
+        self.store = store
+        self.poster = poster
+        self.gatherer = gatherer
+        self.pacer = pacer
+        self.limiters = limiters
+        self.slots = slots
+        self.write = ShieldedWrites()
+
+    async def recover(self) -> int:
+        """Mark runs a crash left unfinished as interrupted and tell their threads."""
+        runs = await self.write(self.store.mark_interrupted_runs())
+        for run in runs:
+            logger.info("run %d was left unfinished by a previous process: interrupted", run.id)
+            if run.thread_ts:
+                await self.poster.try_post(
+                    run.channel_id, messages.INTERRUPTED, thread_ts=run.thread_ts
+                )
+        return len(runs)
+
+    async def ask(self, question: Question) -> int | None:
+        """Run `question` to the end; returns the run id (None if it never got a thread)."""
+        q = question
+        thread_ts = q.thread_ts
+        if thread_ts is None:
+            try:
+                thread_ts = await self.poster.post(
+                    q.channel_id, messages.question_root(q.user_id, q.text)
+                )
+            except SlackApiError as exc:
+                await self.poster.tell_user(
+                    q.channel_id,
+                    q.user_id,
+                    explain("chat.postMessage", exc),
+                    response_url=q.response_url,
+                )
+                return None
+        run_id = await self.write(
+            self.store.create_run(
+                team_id=q.team_id,
+                channel_id=q.channel_id,
+                thread_ts=thread_ts,
+                user_id=q.user_id,
+                question=q.text,
+                root_model=self.engine.root_model,
+                sub_model=self.engine.sub_model,
+                trigger=q.trigger,
+            )
+        )
+        logger.info("run %d queued in %s/%s (%s)", run_id, q.team_id, q.channel_id, q.trigger)
+        reporter = ProgressReporter(
+            poster=self.poster, pacer=self.pacer, channel=q.channel_id, thread_ts=thread_ts
+        )
+
+        async def say_queued(ahead: int) -> None:
+            await reporter.say(messages.queued(ahead, self.slots.limit))
+
+        try:
+            async with self.slots.turn(q.team_id, say_queued):
+                await self.write(self.store.set_run_status(run_id, "running"))
+                await self._run(run_id, q, reporter)
+        except asyncio.CancelledError:
+            reporter.cancel()
+            await asyncio.shield(self._interrupted(run_id, q.channel_id, thread_ts))
+            raise
+        return run_id
+
+    async def _run(self, run_id: int, q: Question, reporter: ProgressReporter) -> None:
+        try:
+            gathered = await self._gather(q, reporter.thread_ts)
+        except SlackApiError as exc:
+            why = explain("conversations.history", exc)
+            await reporter.say(messages.cannot_read_context(why))
+            await self.poster.tell_user(q.channel_id, q.user_id, why, response_url=q.response_url)
+            await self._fail(run_id, f"slack: {exc.response.get('error')}", _Totals())
+            return
+        if gathered.empty:
+            await reporter.say(
+                messages.EMPTY_THREAD if q.scope == "thread" else messages.EMPTY_CHANNEL
+            )
+            await self._fail(run_id, "nothing to read", _Totals())
+            return
+        for source in gathered.sources:
+            await self.write(
+                self.store.add_context_source(
+                    run_id, kind=source.kind, ref=source.ref, items=source.items, chars=source.chars
+                )
+            )
+        reporter.note(
+            "reading", messages.reading(gathered.messages, gathered.files, gathered.chars)
+        )
+
+        totals = _Totals()
+
+        async def on_event(event: Event) -> None:
+            reporter.on_event(event)
+            if isinstance(event, IterationFinished):
+                totals.add(event)
+                await self.write(
+                    self.store.record_iteration(
+                        run_id,
+                        iteration=event.iteration,
+                        root_reply=event.root_reply,
+                        code="\n\n".join(event.code_blocks),
+                        output="\n\n".join(event.outputs),
+                        subcalls=event.subcalls,
+                        input_tokens=event.input_tokens,
+                        output_tokens=event.output_tokens,
+                        seconds=event.seconds,
+                    )
+                )
+            elif isinstance(event, RunFinished):
+                totals.end(event)
+
+        engine = RLM(
+            root_llm=self.engine.root_llm,
+            sub_llm=self.engine.sub_llm,
+            prompt_mode=self.engine.prompt_mode,
+            max_iterations=self.engine.max_iterations,
+            limiter=self.limiters.get(q.team_id),
+            on_event=on_event,
+        )
+        logger.info("run %d running over %d chars", run_id, gathered.chars)
+        try:
+            answer, _ = await engine.query_async(q.text, gathered.documents)
+        except ProviderError as exc:
+            logger.warning("run %d: provider failed: %s", run_id, exc)
+            await reporter.say(messages.provider_failed(_clip(str(exc), 200)))
+            await self._fail(run_id, f"provider: {_clip(str(exc), 500)}", totals)
+            return
+        except Exception as exc:
+            logger.exception("run %d failed", run_id)
+            await reporter.say(messages.run_crashed(run_id))
+            await self._fail(run_id, f"{type(exc).__name__}: {_clip(str(exc), 500)}", totals)
+            return
+        text = answer.strip() or messages.EMPTY_ANSWER
+        if totals.stopped_by:
+            text += "\n\n" + messages.stopped_by(totals.stopped_by)
+        footer = messages.answer_footer(
+            iterations=totals.iterations,
+            subcalls=totals.subcalls,
+            tokens=totals.input_tokens + totals.output_tokens,
+            seconds=totals.seconds,
+            run_id=run_id,
+        )
+        await reporter.answer(text, footer)
+        await self.write(
+            self.store.finish_run(
+                run_id,
+                status="finished",
+                answer=answer,
+                error=None,
+                iterations=totals.iterations,
+                subcalls=totals.subcalls,
+                input_tokens=totals.input_tokens,
+                output_tokens=totals.output_tokens,
+                seconds=totals.seconds,
+                stopped_by=totals.stopped_by,
+            )
+        )
+        logger.info(
+            "run %d finished: %d iterations, %d sub-calls, %.1f s",
+            run_id,
+            totals.iterations,
+            totals.subcalls,
+            totals.seconds,
+        )
+
+    async def _gather(self, q: Question, thread_ts: str) -> GatheredContext:
+        if q.scope == "thread":
+            return await self.gatherer.thread(
+                q.team_id, q.channel_id, thread_ts, exclude_ts=q.exclude_ts
+            )
+        bot = await self.poster.identity()
+        return await self.gatherer.channel(
+            q.team_id, q.channel_id, bot=bot, exclude_ts=q.exclude_ts
+        )
+
+    async def _fail(self, run_id: int, error: str, totals: _Totals) -> None:
+        await self.write(
+            self.store.finish_run(
+                run_id,
+                status="failed",
+                answer=None,
+                error=error,
+                iterations=totals.iterations,
+                subcalls=totals.subcalls,
+                input_tokens=totals.input_tokens,
+                output_tokens=totals.output_tokens,
+                seconds=totals.seconds,
+            )
+        )
+
+    async def _interrupted(self, run_id: int, channel_id: str, thread_ts: str) -> None:
+        """On shutdown: mark the run and tell its thread, briefly (the next start would too)."""
+        try:
+            async with asyncio.timeout(INTERRUPT_NOTICE_SECONDS):
+                run = await self.store.get_run(run_id)
+                if run is None or run.status not in ("queued", "running"):
+                    return  # it ended just as the shutdown came
+                await self.write(self.store.set_run_status(run_id, "interrupted"))
+                await self.poster.try_post(channel_id, messages.INTERRUPTED, thread_ts=thread_ts)
+        except Exception:
+            logger.warning("could not mark run %d interrupted at shutdown", run_id)
+
+
+def _clip(text: str, n: int) -> str:
+    text = " ".join(text.split())
+    return text if len(text) <= n else text[: n - 1] + "…"

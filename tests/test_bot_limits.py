@@ -1,0 +1,109 @@
+"""Per-workspace limits and pacing: sub-calls in flight, runs at once, posts per second."""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+
+from bot_harness import wait_until
+
+from bot import messages
+
+# One sub-call per non-empty line of the context: a long map.
+MAP_EVERY_LINE = """Mapping over every line.
+```repl
+lines = [l for doc in context for l in doc.splitlines() if l.strip()]
+answers = parallel_query("Summarize: {chunk}", lines)
+final_answer = f"{len(answers)} parts read"
+```
+FINAL_VAR(final_answer)"""
+
+
+async def test_two_workspaces_at_once_each_stay_within_their_own_limit(make_bot, slack, llm_server):
+    bot = await make_bot(rlm_max_parallel_calls=2, rlm_max_runs_per_workspace=2)
+    for channel in ("CA", "CB"):
+        slack.add_channel(channel, channel.lower())
+        for i in range(12):
+            slack.add_message(channel, f"{channel} note {i}", user="U1")
+    llm_server.root_responder = lambda conversation: MAP_EVERY_LINE
+    llm_server.sub_latency = 0.05
+
+    replies = await asyncio.gather(
+        *(
+            bot.events.command(f"ask question {n}", team_id=f"T{c[-1]}", channel_id=c)
+            for c in ("CA", "CB")
+            for n in range(2)
+        )
+    )
+    assert all(r.status == 200 and r.seconds < 1.0 for r in replies)
+    await bot.settle(60)
+
+    runs = await bot.store.list_runs()
+    assert sorted(r.team_id for r in runs) == ["TA", "TA", "TB", "TB"]
+    assert all(r.status == "finished" and r.subcalls == 13 for r in runs)
+    for team in ("TA", "TB"):
+        limiter = bot.services.limiters.get(team)
+        assert limiter.max_in_flight == 2
+        assert limiter.peak == 2  # reached, never passed
+    # Both workspaces mapped at the same time: more in flight than one workspace's cap.
+    assert 2 < llm_server.max_in_flight <= 4
+
+
+async def test_runs_beyond_the_workspace_cap_wait_their_turn_and_say_so(
+    make_bot, slack, llm_server
+):
+    bot = await make_bot(rlm_max_runs_per_workspace=1)
+    slack.add_message("C1", "something to read", user="U2")
+    llm_server.root_latency = 1.0
+
+    await bot.events.command("ask first?")
+    await wait_until(lambda: llm_server.count("root") == 1)
+    await bot.events.command("ask second?", user_id="U2")
+    second = await _root_of(slack, "*<@U2> asked:*")
+    await wait_until(lambda: len(slack.posts("C1", thread_ts=second)) == 1)
+    assert slack.posts("C1", thread_ts=second) == [messages.queued(1, 1)]
+    assert sorted(r.status for r in await bot.store.list_runs()) == ["queued", "running"]
+
+    llm_server.root_latency = 0.0
+    await bot.settle()
+    runs = await bot.store.list_runs()
+    assert [r.status for r in runs] == ["finished", "finished"]
+    assert runs[1].created_at < runs[0].finished_at  # it was waiting while the first ran
+    assert slack.posts("C1", thread_ts=second)[-1].endswith("run 2_")
+
+
+async def test_progress_posts_are_paced_to_one_per_second_per_channel(make_bot, slack, llm_server):
+    bot = await make_bot(rlm_progress_interval=1.0)
+    slack.add_message("C1", "something to read", user="U2")
+    llm_server.script_root(
+        "```repl\nx = 1\nprint(x)\n```",
+        "```repl\ny = llm_query('hello')\n```",
+        "FINAL(done)",
+    )
+    await bot.events.command("ask paced?")
+    await bot.settle()
+    root = slack.message_with("C1", "*<@U1> asked:*")
+    thread_posts = [
+        c for c in slack.calls_to("chat.postMessage") if c.params.get("thread_ts") == root["ts"]
+    ]
+    gaps = [b.at - a.at for a, b in itertools.pairwise(thread_posts)]
+    assert gaps and min(gaps) >= 0.95
+    text = "\n".join(str(c.params["text"]) for c in thread_posts)
+    for line in ("Reading 1 message", "Step 1:", "Step 2:", "Step 3:", "run 1_"):
+        assert line in text
+    # Notes that arrived within the second were coalesced rather than queued one by one.
+    assert len(thread_posts) < 5
+
+
+async def _root_of(slack, prefix: str) -> str:
+    found: list[str] = []
+
+    def posted() -> bool:
+        try:
+            found.append(slack.message_with("C1", prefix)["ts"])
+        except LookupError:
+            return False
+        return True
+
+    await wait_until(posted)
+    return found[0]

@@ -1,0 +1,120 @@
+"""Settings: DESIGN's variables and defaults, `.env`, and one line naming each bad variable."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+
+from bot.settings import Settings, SettingsError
+
+VARIABLES = [name.upper() for name in Settings.model_fields]
+
+
+@pytest.fixture
+def env(monkeypatch, tmp_path):
+    """A clean environment (none of the app's variables) in an empty directory."""
+    for name in VARIABLES:
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("SLACK_BOT_TOKEN", "xoxb-1-2-abc")
+    monkeypatch.setenv("SLACK_SIGNING_SECRET", "shh")
+    return monkeypatch
+
+
+def test_the_defaults_are_designs(env):
+    settings = Settings.from_env()
+    assert settings.slack_api_url == "https://slack.com/api/"
+    assert settings.port == 3000
+    assert settings.database_url == "sqlite+aiosqlite:///rlm.db"
+    assert (settings.rlm_root_model, settings.rlm_sub_model) == (
+        "openai:gpt-4o",
+        "openai:gpt-4o-mini",
+    )
+    assert settings.rlm_max_parallel_calls == 10
+    assert settings.slack_app_token is None and not settings.socket_mode
+    assert settings.openai_api_key is None and settings.openai_base_url is None
+
+
+def test_a_dotenv_file_is_read_and_the_environment_wins(env, tmp_path):
+    (tmp_path / ".env").write_text(
+        "PORT=8080\nRLM_SUB_MODEL=anthropic:claude-x\nOPENAI_BASE_URL=\nRLM_MAX_PARALLEL_CALLS=4\n"
+    )
+    env.setenv("RLM_MAX_PARALLEL_CALLS", "6")
+    settings = Settings.from_env()
+    assert settings.port == 8080
+    assert settings.rlm_sub_model == "anthropic:claude-x"
+    assert settings.openai_base_url is None  # blank means unset
+    assert settings.rlm_max_parallel_calls == 6
+
+
+def test_socket_mode_needs_no_signing_secret(env):
+    env.delenv("SLACK_SIGNING_SECRET")
+    env.setenv("SLACK_APP_TOKEN", "xapp-1-abc")
+    assert Settings.from_env().socket_mode
+
+
+def test_the_api_url_gets_its_trailing_slash(env):
+    env.setenv("SLACK_API_URL", "http://127.0.0.1:9999/api")
+    assert Settings.from_env().slack_api_url == "http://127.0.0.1:9999/api/"
+
+
+def test_provider_endpoints_follow_the_model_spec(env):
+    env.setenv("ANTHROPIC_API_KEY", "sk-ant")
+    env.setenv("ANTHROPIC_BASE_URL", "http://llm.local")
+    settings = Settings.from_env()
+    assert settings.provider_endpoint("anthropic:claude") == ("sk-ant", "http://llm.local")
+    assert settings.provider_endpoint("openai:gpt-4o") == (None, None)
+
+
+@pytest.mark.parametrize(
+    ("name", "value", "expected"),
+    [
+        ("SLACK_BOT_TOKEN", None, "SLACK_BOT_TOKEN is not set: set it to the app's bot token"),
+        ("SLACK_BOT_TOKEN", "  ", "SLACK_BOT_TOKEN is not set"),
+        ("SLACK_BOT_TOKEN", "xoxp-user", "SLACK_BOT_TOKEN must be a bot token starting with xoxb-"),
+        ("SLACK_SIGNING_SECRET", None, "SLACK_SIGNING_SECRET is not set: HTTP mode needs it"),
+        ("SLACK_APP_TOKEN", "xoxb-wrong", "SLACK_APP_TOKEN must be an app-level token"),
+        ("SLACK_API_URL", "ftp://slack", "SLACK_API_URL=ftp://slack is not valid: must be an"),
+        ("PORT", "eighty", "PORT=eighty is not valid"),
+        ("PORT", "70000", "PORT=70000 is not valid"),
+        ("DATABASE_URL", "rlm.db", "DATABASE_URL=rlm.db is not valid: must be a SQLAlchemy"),
+        ("RLM_ROOT_MODEL", "gpt-4o", "RLM_ROOT_MODEL=gpt-4o is not valid: must be provider:model"),
+        ("RLM_SUB_MODEL", "mistral:x", "RLM_SUB_MODEL=mistral:x is not valid"),
+        ("RLM_MAX_PARALLEL_CALLS", "0", "RLM_MAX_PARALLEL_CALLS=0 is not valid"),
+        ("RLM_MAX_FILE_BYTES", "-1", "RLM_MAX_FILE_BYTES=-1 is not valid"),
+        ("RLM_PROMPT_MODE", "wild", "RLM_PROMPT_MODE=wild is not valid"),
+    ],
+)
+def test_a_bad_setting_is_one_line_naming_the_variable(env, name, value, expected):
+    if value is None:
+        env.delenv(name)
+    else:
+        env.setenv(name, value)
+    with pytest.raises(SettingsError) as caught:
+        Settings.from_env()
+    message = str(caught.value)
+    assert message.startswith(expected), message
+    assert "\n" not in message and message.endswith(".")
+
+
+def test_a_secret_is_never_echoed_in_the_error(env):
+    env.setenv("SLACK_BOT_TOKEN", "xoxp-very-secret-value")
+    with pytest.raises(SettingsError) as caught:
+        Settings.from_env()
+    assert "very-secret" not in str(caught.value)
+
+
+def test_the_manifest_asks_for_what_the_app_uses():
+    from pathlib import Path
+
+    text = (Path(__file__).resolve().parent.parent / "manifest.yml").read_text()
+    listed = set(re.findall(r"^\s+- ([a-z_.:]+)\s*(?:#.*)?$", text, re.M))
+    scopes = {
+        "commands", "app_mentions:read", "chat:write", "channels:history", "groups:history",
+        "files:read", "users:read", "channels:read", "groups:read",
+    }  # fmt: skip
+    events = {"app_mention", "file_shared", "message.channels", "message.groups"}
+    assert listed == scopes | events
+    assert re.search(r"^\s+- command: /rlm$", text, re.M)
+    assert re.search(r"^\s+socket_mode_enabled: true$", text, re.M)
