@@ -7,6 +7,7 @@ import sqlite3
 import subprocess
 import sys
 import textwrap
+import time
 from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 
@@ -575,3 +576,49 @@ async def test_tokens_used_since_counts_the_workspaces_recent_runs(store):
 async def test_tokens_used_since_refuses_a_naive_datetime(store):
     with pytest.raises(ValueError, match="timezone-aware"):
         await store.tokens_used_since("T1", datetime.now())
+
+
+async def test_a_write_cancelled_mid_transaction_still_finishes_and_frees_the_lock(
+    tmp_path: Path,
+) -> None:
+    store = await Store.open(f"sqlite+aiosqlite:///{tmp_path / 'cancel.db'}")
+    try:
+        run_id = await store.create_run(
+            team_id="T1",
+            channel_id="C1",
+            thread_ts=None,
+            user_id="U1",
+            question="q",
+            root_model="openai:root",
+            sub_model="openai:sub",
+            trigger="command",
+        )
+        for i in range(20):
+            write = asyncio.ensure_future(
+                store.record_iteration(
+                    run_id,
+                    iteration=i + 1,
+                    root_reply="r",
+                    code="c",
+                    output="o",
+                    subcalls=0,
+                    input_tokens=1,
+                    output_tokens=1,
+                    seconds=0.1,
+                )
+            )
+            for _ in range(1 + i % 5):
+                await asyncio.sleep(0)
+            write.cancel()
+        started = time.perf_counter()
+        await asyncio.wait_for(store.set_run_status(run_id, "running"), 10)
+        assert time.perf_counter() - started < 5
+    finally:
+        await store.close()
+    reopened = await Store.open(f"sqlite+aiosqlite:///{tmp_path / 'cancel.db'}")
+    try:
+        # Writes cancelled before they began are not made; every one that began is whole.
+        assert 10 <= len(await reopened.list_iterations(run_id)) <= 20
+        assert (await reopened.get_run(run_id)).status == "running"  # type: ignore[union-attr]
+    finally:
+        await reopened.close()

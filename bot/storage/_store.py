@@ -7,11 +7,12 @@ visible to the others at once, and nothing is lost if the process dies a moment 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Iterable, Mapping
+import functools
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping
 from contextlib import AbstractAsyncContextManager, asynccontextmanager, nullcontext
 from datetime import datetime
 from types import TracebackType
-from typing import Any, TypeVar
+from typing import Any, ParamSpec, TypeVar
 
 from sqlalchemy import func, select
 from sqlalchemy.exc import DBAPIError, IntegrityError
@@ -44,6 +45,30 @@ _EMPTY_EVENT_ID = "An event id must not be empty."
 _NAIVE_SINCE = "`since` must be a timezone-aware datetime, such as datetime.now(UTC)."
 
 ModelT = TypeVar("ModelT", bound=Base)
+P = ParamSpec("P")
+T = TypeVar("T")
+
+
+def _uncancellable(
+    write: Callable[P, Awaitable[T]],
+) -> Callable[P, Awaitable[T]]:
+    """Run a write to the end even if its caller is cancelled.
+
+    A write cut off mid-transaction can leave SQLite's write lock held, so the next write
+    waits out the whole busy timeout and fails. Cancelling the caller stops its wait; the
+    write itself finishes, and `Store.close()` waits for it.
+    """
+
+    @functools.wraps(write)
+    async def wrapper(*args: P.args, **kwargs: P.kwargs) -> T:
+        store = args[0]
+        assert isinstance(store, Store)
+        task = asyncio.ensure_future(write(*args, **kwargs))
+        store._pending.add(task)
+        task.add_done_callback(store._pending.discard)
+        return await asyncio.shield(task)
+
+    return wrapper
 
 
 def _check_choice(what: str, value: str, allowed: Iterable[str]) -> None:
@@ -64,6 +89,7 @@ class Store:
         self._write_turn: AbstractAsyncContextManager[Any] = (
             asyncio.Lock() if engine.dialect.name == "sqlite" else nullcontext()
         )
+        self._pending: set[asyncio.Future[Any]] = set()
 
     @classmethod
     async def open(cls, database_url: str) -> Store:
@@ -81,6 +107,8 @@ class Store:
         return cls(engine)
 
     async def close(self) -> None:
+        while self._pending:  # writes whose callers were cancelled still finish first
+            await asyncio.gather(*list(self._pending), return_exceptions=True)
         await self._engine.dispose()
 
     async def __aenter__(self) -> Store:
@@ -102,6 +130,7 @@ class Store:
 
     # Slack events
 
+    @_uncancellable
     async def claim_event(self, event_id: str) -> bool:
         """True the first time `event_id` is claimed (by any coroutine or process), else False."""
         if not event_id:
@@ -115,12 +144,14 @@ class Store:
 
     # Workspaces
 
+    @_uncancellable
     async def ensure_workspace(self, team_id: str, name: str | None = None) -> None:
         async with self._writing() as session:
             await self._ensure_workspace(session, team_id, name)
 
     # Runs
 
+    @_uncancellable
     async def create_run(
         self,
         *,
@@ -154,6 +185,7 @@ class Store:
             await session.flush()
             return run.id
 
+    @_uncancellable
     async def set_run_status(
         self, run_id: int, status: str, *, thread_ts: str | None = None
     ) -> None:
@@ -167,6 +199,7 @@ class Store:
             if status in FINAL_STATUSES and run.finished_at is None:
                 run.finished_at = utc_now()
 
+    @_uncancellable
     async def add_context_source(
         self, run_id: int, *, kind: str, ref: str, items: int, chars: int
     ) -> None:
@@ -175,6 +208,7 @@ class Store:
             await self._get_run(session, run_id)
             session.add(ContextSource(run_id=run_id, kind=kind, ref=ref, items=items, chars=chars))
 
+    @_uncancellable
     async def record_iteration(
         self,
         run_id: int,
@@ -226,6 +260,7 @@ class Store:
                     run.seconds,
                 ) = totals
 
+    @_uncancellable
     async def finish_run(
         self,
         run_id: int,
@@ -277,6 +312,7 @@ class Store:
         async with self._read() as session:
             return [IterationRecord.from_row(row) for row in await session.scalars(query)]
 
+    @_uncancellable
     async def mark_interrupted_runs(self) -> list[RunRecord]:
         """Mark every queued or running run interrupted (call once at start-up); return them."""
         query = select(Run).where(Run.status.in_(ACTIVE_STATUSES)).order_by(Run.id)
@@ -291,6 +327,7 @@ class Store:
 
     # Files
 
+    @_uncancellable
     async def save_file(
         self,
         *,
