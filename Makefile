@@ -24,3 +24,5 @@ run: $(STAMP)
 
 bench: $(STAMP)
 	$(PY) benchmarks/parallel_query.py
+	$(PY) benchmarks/bot_load.py
+	$(PY) benchmarks/sandbox.py
