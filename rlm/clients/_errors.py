@@ -10,6 +10,7 @@ import email.utils
 import os
 import time
 from collections.abc import Mapping
+from types import ModuleType
 from typing import Any
 
 from rlm._exceptions import (
@@ -130,3 +131,23 @@ def timeout_error(detail: str) -> ProviderTimeoutError:
 
 def unreadable(detail: str, *, status: int | None = 200) -> BadResponseError:
     return BadResponseError(MESSAGES["unreadable"].format(detail=detail), status=status)
+
+
+def from_sdk_error(
+    exc: Exception, sdk: ModuleType, *, key_env: str, timeout: float
+) -> ProviderError:
+    """Map an error raised by the `openai` or `anthropic` SDK (the two share one error tree)."""
+    if isinstance(exc, sdk.APIStatusError):
+        return error_for_status(
+            exc.status_code,
+            describe(exc.body, exc.message),
+            key_env=key_env,
+            headers=exc.response.headers,
+        )
+    if isinstance(exc, sdk.APITimeoutError):
+        return timeout_error(f"no reply within {timeout:g} s")
+    if isinstance(exc, sdk.APIConnectionError):
+        return connection_error(describe(None, str(exc.__cause__ or exc)))
+    if isinstance(exc, sdk.APIResponseValidationError):
+        return unreadable(exc.message, status=exc.status_code)
+    return unreadable(str(exc), status=None)

@@ -7,7 +7,6 @@ from typing import Any
 
 import anthropic
 
-from rlm._exceptions import ProviderError
 from rlm.clients import _errors
 from rlm.clients._base import Completion, LLMInterface, Message
 
@@ -58,27 +57,12 @@ class AnthropicInterface(LLMInterface):
                 **extra,
             )
         except anthropic.APIError as exc:
-            raise _map_error(exc, self.timeout) from exc
+            raise _errors.from_sdk_error(
+                exc, anthropic, key_env=_KEY_ENV, timeout=self.timeout
+            ) from exc
         except ValueError as exc:  # a body that claimed to be JSON and was not
             raise _errors.unreadable("the body is not JSON") from exc
         return _read_message(response)
-
-
-def _map_error(exc: anthropic.APIError, timeout: float) -> ProviderError:
-    if isinstance(exc, anthropic.APIStatusError):
-        return _errors.error_for_status(
-            exc.status_code,
-            _errors.describe(exc.body, exc.message),
-            key_env=_KEY_ENV,
-            headers=exc.response.headers,
-        )
-    if isinstance(exc, anthropic.APITimeoutError):
-        return _errors.timeout_error(f"no reply within {timeout:g} s")
-    if isinstance(exc, anthropic.APIConnectionError):
-        return _errors.connection_error(_errors.describe(None, str(exc.__cause__ or exc)))
-    if isinstance(exc, anthropic.APIResponseValidationError):
-        return _errors.unreadable(exc.message, status=exc.status_code)
-    return _errors.unreadable(str(exc), status=None)
 
 
 def _read_message(response: object) -> Completion:

@@ -10,7 +10,6 @@ from typing import Any
 
 import openai
 
-from rlm._exceptions import ProviderError
 from rlm.clients import _errors
 from rlm.clients._base import Completion, LLMInterface, Message
 
@@ -59,27 +58,12 @@ class OpenAIInterface(LLMInterface):
             # which a parallel_query of thousands of chunks pays for in wall time.
             response = await client.post("/chat/completions", body=body, cast_to=object)
         except openai.APIError as exc:
-            raise _map_error(exc, self.timeout) from exc
+            raise _errors.from_sdk_error(
+                exc, openai, key_env=_KEY_ENV, timeout=self.timeout
+            ) from exc
         except ValueError as exc:  # a body that claimed to be JSON and was not
             raise _errors.unreadable("the body is not JSON") from exc
         return _read_completion(response)
-
-
-def _map_error(exc: openai.APIError, timeout: float) -> ProviderError:
-    if isinstance(exc, openai.APIStatusError):
-        return _errors.error_for_status(
-            exc.status_code,
-            _errors.describe(exc.body, exc.message),
-            key_env=_KEY_ENV,
-            headers=exc.response.headers,
-        )
-    if isinstance(exc, openai.APITimeoutError):
-        return _errors.timeout_error(f"no reply within {timeout:g} s")
-    if isinstance(exc, openai.APIConnectionError):
-        return _errors.connection_error(_errors.describe(None, str(exc.__cause__ or exc)))
-    if isinstance(exc, openai.APIResponseValidationError):
-        return _errors.unreadable(exc.message, status=exc.status_code)
-    return _errors.unreadable(str(exc), status=None)
 
 
 def _read_completion(response: object) -> Completion:
