@@ -68,19 +68,22 @@ class Progress:
         self.live = out.isatty()
         self.started = time.perf_counter()
         self.iteration = 0
-        self.subcalls = 0
+        self.subcalls = 0  # in finished iterations
+        self.in_iteration = 0  # sub-calls finished so far in the current one
         self.map: tuple[int, int] | None = None
         self.last_draw = 0.0
 
     def __call__(self, event: Event) -> None:
         if isinstance(event, IterationStarted):
-            self.iteration, self.map = event.iteration, None
+            self.iteration, self.map, self.in_iteration = event.iteration, None, 0
         elif isinstance(event, SubcallProgress):
             self.map = (event.done, event.total)
+            self.in_iteration += 1
             if time.perf_counter() - self.last_draw < 0.1 and event.done < event.total:
                 return
         elif isinstance(event, IterationFinished):
             self.subcalls += event.subcalls
+            self.in_iteration = 0
             if not self.live:
                 self.out.write(
                     f"iteration {event.iteration}: {event.subcalls} sub-calls, "
@@ -96,7 +99,7 @@ class Progress:
 
     def draw(self) -> None:
         self.last_draw = time.perf_counter()
-        parts = [f"iteration {self.iteration}", f"{self.subcalls} sub-calls"]
+        parts = [f"iteration {self.iteration}", f"{self.subcalls + self.in_iteration} sub-calls"]
         if self.map is not None:
             done, total = self.map
             filled = int(20 * done / total) if total else 20

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import subprocess
@@ -92,3 +93,23 @@ def test_bad_model_spec_is_one_line(llm_server: FakeLLMServer, tmp_path: Path) -
     )
     assert result.returncode == 2 and result.stderr.count("\n") == 1
     assert "nonsense" in result.stderr
+
+
+def test_progress_bar_on_a_terminal_counts_sub_calls_as_they_finish() -> None:
+    from rlm import IterationFinished, IterationStarted, SubcallProgress
+    from rlm.cli import Progress
+
+    class Terminal(io.StringIO):
+        def isatty(self) -> bool:
+            return True
+
+    screen = Terminal()
+    progress = Progress(screen)
+    progress(IterationStarted(1))
+    for done in range(1, 5):
+        progress(SubcallProgress(1, done, 4, 0))
+    assert screen.getvalue().rsplit("\r", 1)[-1].startswith("\x1b[2Kiteration 1  [####")
+    assert "4/4  4 sub-calls" in screen.getvalue()
+    progress(IterationFinished(1, "", (), (), 4, 0, 0, 0.1))
+    progress(IterationStarted(2))
+    assert "iteration 2  4 sub-calls" in screen.getvalue()
