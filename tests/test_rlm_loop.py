@@ -193,3 +193,12 @@ def test_root_sees_its_own_replies_and_outputs() -> None:
 
     root = ScriptedLLM(repl("secret_value = 314\nprint(secret_value)"), check)
     assert RLM(root).query("q", "c")[0] == "seen"
+
+
+def test_verbose_prints_each_iteration_readably(capsys: pytest.CaptureFixture[str]) -> None:
+    root = ScriptedLLM(repl("print('looked: ' + context)"), "FINAL(seen it)")
+    RLM(root).query("q", "the context", verbose=True)
+    out = capsys.readouterr().out
+    assert "iteration 1" in out and "iteration 2" in out
+    assert "looked: the context" in out
+    assert out.rstrip().endswith("seen it")
