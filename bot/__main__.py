@@ -23,13 +23,25 @@ class StartupError(Exception):
 async def serve(settings: Settings, stop: asyncio.Event | None = None) -> None:
     """Run the app until `stop` is set (by default: on SIGINT or SIGTERM); `StartupError` if
     it cannot start."""
+    # The sandbox is proved before anything else is imported or opened, so a machine that
+    # cannot isolate is refused with one line and nothing else.
+    from bot.isolation import SandboxUnavailable, check_sandbox, sandbox_limits
+    from bot.logs import configure_logging
+
+    configure_logging(settings.rlm_log_level, settings.secrets)
+    try:
+        isolation = await check_sandbox(
+            sandbox_limits(settings.rlm_sandbox, settings.rlm_require_sandbox)
+        )
+    except SandboxUnavailable as exc:
+        raise StartupError(str(exc)) from None
     # Imported here, after the settings are known good: the provider SDKs take seconds to
     # import, and a missing variable should be reported at once.
     from bot.app import EVENTS_PATH, build_app, serve_http, start_services
     from rlm import ConfigurationError
 
     try:
-        services = await start_services(settings)
+        services = await start_services(settings, isolation=isolation)
     except ConfigurationError as exc:
         raise StartupError(str(exc)) from None
     except ValueError as exc:  # an unusable DATABASE_URL
@@ -51,7 +63,12 @@ async def serve(settings: Settings, stop: asyncio.Event | None = None) -> None:
             await stop.wait()
             await handler.close_async()  # type: ignore[no-untyped-call]
         else:
-            server = await serve_http(app, host=settings.rlm_http_host, port=settings.port)
+            server = await serve_http(
+                app,
+                host=settings.rlm_http_host,
+                port=settings.port,
+                max_request_bytes=settings.rlm_max_request_bytes,
+            )
             logger.info("listening on port %d at %s", server.port, EVENTS_PATH)
             await stop.wait()
             await server.close()

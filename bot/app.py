@@ -2,7 +2,7 @@
 
 Listeners parse, acknowledge and hand the work to a background task, so every request is
 answered well inside Slack's 3 seconds. `create_app(settings)` gives the app and its
-services; `serve_http(app, ...)` runs it on aiohttp (port 0 in tests).
+services; `serve_http(app, ...)` (from bot.http_server) runs it on aiohttp (port 0 in tests).
 """
 
 from __future__ import annotations
@@ -15,22 +15,35 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import aiohttp
-from aiohttp import web
 from slack_bolt.async_app import AsyncAck, AsyncApp
 
 from bot import messages
+from bot.budgets import BudgetBook, Budgets
 from bot.context import ContextGatherer, UserDirectory
+from bot.http_server import EVENTS_PATH, HttpServer, serve_http
+from bot.isolation import check_sandbox, sandbox_limits
+from bot.logs import configure_logging
 from bot.progress import ChannelPacer
-from bot.runner import EngineConfig, Question, Runner, RunSlots
+from bot.runner import EngineConfig, Question, Runner
 from bot.settings import Settings
 from bot.slack_api import SlackPoster, make_web_client
+from bot.slots import RunSlots
 from bot.storage import Store
 from bot.uploads import Uploads
 from rlm import KeyedLimiter, LLMInterface, interface_from_spec
 
+__all__ = [
+    "EVENTS_PATH",
+    "HttpServer",
+    "Services",
+    "build_app",
+    "create_app",
+    "serve_http",
+    "start_services",
+]
+
 logger = logging.getLogger("bot.app")
 
-EVENTS_PATH = "/slack/events"
 COMMAND = "/rlm"
 
 
@@ -46,6 +59,7 @@ class Services:
     uploads: Uploads
     runner: Runner
     llms: tuple[LLMInterface, ...]
+    isolation: str = "none"  # the REPL sandbox method runs use
     tasks: set[asyncio.Task[Any]] = field(default_factory=set)
 
     @property
@@ -81,21 +95,34 @@ class Services:
         await self.store.close()
 
 
-async def start_services(settings: Settings) -> Services:
-    """Open the database (migrating it), build clients and engine settings, recover runs.
+async def start_services(settings: Settings, *, isolation: str | None = None) -> Services:
+    """Set up logging, prove the REPL sandbox (unless `isolation` says how it was proved),
+    open the database (migrating it), build clients and engine settings, recover runs.
 
-    Raises `rlm.ConfigurationError` for a model setting the engine rejects, ValueError for an
-    unusable DATABASE_URL.
+    Raises `rlm.ConfigurationError` for a model setting the engine rejects,
+    `bot.isolation.SandboxUnavailable` when the configured sandbox cannot run, ValueError
+    for an unusable DATABASE_URL.
     """
+    configure_logging(settings.rlm_log_level, settings.secrets)
     llms = tuple(
-        interface_from_spec(spec, api_key=key, base_url=url)
+        interface_from_spec(
+            spec,
+            api_key=key,
+            base_url=url,
+            timeout=settings.rlm_provider_timeout,
+            max_retries=settings.rlm_provider_retries,
+        )
         for spec in (settings.rlm_root_model, settings.rlm_sub_model)
         for key, url in [settings.provider_endpoint(spec)]
     )
+    if isolation is None:
+        isolation = await check_sandbox(
+            sandbox_limits(settings.rlm_sandbox, settings.rlm_require_sandbox)
+        )
     store = await Store.open(settings.database_url)
     session = aiohttp.ClientSession()
     try:
-        return await _build_services(settings, llms, store, session)
+        return await _build_services(settings, llms, store, session, isolation)
     except BaseException:
         await session.close()
         await store.close()
@@ -107,6 +134,7 @@ async def _build_services(
     llms: tuple[LLMInterface, ...],
     store: Store,
     session: aiohttp.ClientSession,
+    isolation: str,
 ) -> Services:
     client = make_web_client(settings.slack_bot_token, settings.slack_api_url, session)
     poster = SlackPoster(client)
@@ -124,7 +152,18 @@ async def _build_services(
             root_model=settings.rlm_root_model,
             sub_model=settings.rlm_sub_model,
             prompt_mode=settings.rlm_prompt_mode,
-            max_iterations=settings.rlm_max_iterations,
+            sandbox_limits=sandbox_limits(settings.rlm_sandbox, settings.rlm_require_sandbox),
+            provider_timeout=settings.rlm_provider_timeout,
+        ),
+        budget=BudgetBook(
+            store=store,
+            budgets=Budgets(
+                max_iterations=settings.rlm_max_iterations,
+                max_subcalls=settings.rlm_max_subcalls,
+                max_run_tokens=settings.rlm_max_run_tokens,
+                max_run_seconds=settings.rlm_max_run_seconds,
+                daily_tokens=settings.rlm_daily_tokens,
+            ),
         ),
         store=store,
         poster=poster,
@@ -150,6 +189,7 @@ async def _build_services(
         uploads=uploads,
         runner=runner,
         llms=llms,
+        isolation=isolation,
     )
     recovered = await runner.recover()
     if recovered:
@@ -180,6 +220,10 @@ def build_app(services: Services) -> AsyncApp:
         question = words[1].strip() if len(words) > 1 else ""
         if verb == "help" or (verb == "ask" and not question):
             await ack(text=messages.USAGE, response_type="ephemeral")
+            return
+        if verb == "usage":
+            report = await runner.budget.usage_report(command["team_id"])
+            await ack(text=report, response_type="ephemeral")
             return
         if verb != "ask":
             await ack(text=messages.unknown_subcommand(words[0]), response_type="ephemeral")
@@ -280,33 +324,3 @@ def _team(body: dict[str, Any], event: dict[str, Any]) -> str:
 async def create_app(settings: Settings) -> tuple[AsyncApp, Services]:
     services = await start_services(settings)
     return build_app(services), services
-
-
-@dataclass
-class HttpServer:
-    runner: web.AppRunner
-    host: str
-    port: int
-
-    @property
-    def url(self) -> str:
-        return f"http://{self.host}:{self.port}{EVENTS_PATH}"
-
-    async def close(self) -> None:
-        await self.runner.cleanup()
-
-
-async def serve_http(app: AsyncApp, *, host: str = "0.0.0.0", port: int = 3000) -> HttpServer:
-    """Serve `app` at /slack/events (plus /healthz) until `close()`; port 0 picks one."""
-    web_app = app.web_app(path=EVENTS_PATH, port=port)
-
-    async def healthz(_: web.Request) -> web.Response:
-        return web.Response(text="ok")
-
-    web_app.router.add_get("/healthz", healthz)
-    runner = web.AppRunner(web_app, access_log=None)
-    await runner.setup()
-    site = web.TCPSite(runner, host, port)
-    await site.start()
-    bound = int(runner.addresses[0][1])
-    return HttpServer(runner=runner, host=host, port=bound)

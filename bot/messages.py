@@ -13,6 +13,7 @@ USAGE = (
     "at the top level, from the whole channel.\n"
     "• Upload a file (text, Markdown, CSV, JSON, PDF, Word) to a channel I'm in and I keep "
     "its text for later questions.\n"
+    "• `/rlm usage` — this workspace's tokens and runs today, and the limits on each run.\n"
     "• `/rlm help` — this message."
 )
 
@@ -89,8 +90,88 @@ def answer_footer(
 EMPTY_ANSWER = "The model finished without an answer: try asking more specifically."
 
 
-def stopped_by(limit: str) -> str:
-    return f"_(Stopped by the {limit.replace('_', ' ')} limit: this is the best answer so far.)_"
+_LIMIT_NAMES = {
+    "max_iterations": ("iterations", "RLM_MAX_ITERATIONS"),
+    "max_subcalls": ("sub-calls", "RLM_MAX_SUBCALLS"),
+    "max_tokens": ("tokens", "RLM_MAX_RUN_TOKENS"),
+    "max_seconds": ("seconds", "RLM_MAX_RUN_SECONDS"),
+}
+
+
+def _number(value: float) -> str:
+    """2000000 → "2,000,000"; 0.5 → "0.5"."""
+    return f"{int(value):,}" if float(value).is_integer() else f"{value:,.1f}"
+
+
+def stopped_by(limit: str, amount: float | None) -> str:
+    """The line before the footer of an answer a budget cut short."""
+    unit, variable = _LIMIT_NAMES.get(limit, (limit.replace("_", " "), ""))
+    what = f"{_number(amount)} {unit}" if amount is not None else unit
+    setting = f" (`{variable}`)" if variable else ""
+    return (
+        f"_:warning: Stopped by the limit of {what} per run{setting}: this is the best "
+        "answer so far._"
+    )
+
+
+def stopped_by_daily_tokens(limit: int) -> str:
+    return (
+        f"_:warning: Stopped by this workspace's daily limit of {limit:,} tokens "
+        "(`RLM_DAILY_TOKENS`): this is the best answer so far._"
+    )
+
+
+def daily_budget_used(used: int, limit: int) -> str:
+    return (
+        f":no_entry: This workspace has used its {limit:,} tokens for today ({used:,} so far), "
+        "so I won't start a run: ask again after 00:00 UTC, or ask the app's admin to raise "
+        "`RLM_DAILY_TOKENS`."
+    )
+
+
+def out_of_time(seconds: float) -> str:
+    return (
+        f":warning: This run hit its time limit of {_number(seconds)} s before the model "
+        "could give an answer: ask something narrower, or ask the app's admin to raise "
+        "`RLM_MAX_RUN_SECONDS`."
+    )
+
+
+def _limit(value: float, unit: str) -> str:
+    return f"{_number(value)} {unit}" if value else f"no limit on {unit}"
+
+
+def usage_report(
+    *,
+    tokens_today: int,
+    daily_tokens: int,
+    runs_today: int,
+    in_flight: int,
+    max_iterations: int,
+    max_subcalls: int,
+    max_run_tokens: int,
+    max_run_seconds: float,
+) -> str:
+    if daily_tokens:
+        share = 100 * tokens_today / daily_tokens
+        tokens = f"{tokens_today:,} of {daily_tokens:,} a day ({share:.0f}%)"
+    else:
+        tokens = f"{tokens_today:,} (no daily limit)"
+    runs = "run" if runs_today == 1 else "runs"
+    per_run = ", ".join(
+        (
+            _limit(max_iterations, "iterations"),
+            _limit(max_subcalls, "sub-calls"),
+            _limit(max_run_tokens, "tokens"),
+            _limit(max_run_seconds, "seconds"),
+        )
+    )
+    return (
+        "*This workspace today* (since 00:00 UTC)\n"
+        f"• Tokens used: {tokens}\n"
+        f"• {runs_today:,} {runs} today, {in_flight:,} in flight now\n"
+        f"• Each run may use at most: {per_run}"
+    )
 
 
 def provider_failed(detail: str) -> str:

@@ -1,26 +1,27 @@
 """Running one question: queue per workspace, gather context, run the engine, report, store.
 
 Each workspace (`team_id`) has one sub-call limiter shared by all its runs, and a cap on runs
-at once; a run beyond the cap waits its turn and says so in its thread. Every iteration is
-stored as it finishes; every way a run can end is stored and told in its thread.
+at once; a run beyond the cap waits its turn and says so in its thread. A run is capped by the
+per-run budgets and what is left of its workspace's daily tokens; one a budget stops answers
+with the best it has and says which limit stopped it. Every iteration is stored as it
+finishes; every way a run can end is stored and told in its thread.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from collections import Counter
-from collections.abc import AsyncIterator, Awaitable, Callable
-from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Literal
 
 from slack_sdk.errors import SlackApiError
 
 from bot import messages
+from bot.budgets import BudgetBook, RunCaps
 from bot.context import ContextGatherer, GatheredContext
 from bot.progress import ChannelPacer, ProgressReporter
 from bot.slack_api import SlackPoster, explain
+from bot.slots import RunSlots
 from bot.storage import Store
 from bot.writes import ShieldedWrites
 from rlm import (
@@ -31,11 +32,15 @@ from rlm import (
     LLMInterface,
     ProviderError,
     RunFinished,
+    SandboxLimits,
 )
 
 logger = logging.getLogger("bot.runner")
 
 INTERRUPT_NOTICE_SECONDS = 5.0
+# Past its time budget the engine still asks the root model for a best answer; a run not
+# ended one provider timeout plus this slack (at most the budget itself) later is stopped.
+DEADLINE_SLACK_SECONDS = 5.0
 
 
 @dataclass(frozen=True)
@@ -62,35 +67,8 @@ class EngineConfig:
     root_model: str
     sub_model: str
     prompt_mode: Literal["standard", "conservative", "no_subcalls"] = "standard"
-    max_iterations: int = 20
-
-
-class RunSlots:
-    """At most `limit` runs at once per workspace; the rest wait in arrival order."""
-
-    def __init__(self, limit: int) -> None:
-        self.limit = limit
-        self._slots: dict[str, asyncio.Semaphore] = {}
-        self._waiting: Counter[str] = Counter()
-
-    @asynccontextmanager
-    async def turn(
-        self, team_id: str, on_wait: Callable[[int], Awaitable[None]]
-    ) -> AsyncIterator[None]:
-        slot = self._slots.setdefault(team_id, asyncio.Semaphore(self.limit))
-        if slot.locked():
-            self._waiting[team_id] += 1
-            try:
-                await on_wait(self.limit + self._waiting[team_id] - 1)
-                await slot.acquire()
-            finally:
-                self._waiting[team_id] -= 1
-        else:
-            await slot.acquire()
-        try:
-            yield
-        finally:
-            slot.release()
+    sandbox_limits: SandboxLimits = field(default_factory=SandboxLimits)
+    provider_timeout: float = 120.0
 
 
 @dataclass
@@ -122,6 +100,7 @@ class Runner:
         self,
         *,
         engine: EngineConfig,
+        budget: BudgetBook,
         store: Store,
         poster: SlackPoster,
         gatherer: ContextGatherer,
@@ -130,6 +109,7 @@ class Runner:
         slots: RunSlots,
     ) -> None:
         self.engine = engine
+        self.budget = budget
         self.store = store
         self.poster = poster
         self.gatherer = gatherer
@@ -150,8 +130,17 @@ class Runner:
         return len(runs)
 
     async def ask(self, question: Question) -> int | None:
-        """Run `question` to the end; returns the run id (None if it never got a thread)."""
+        """Run `question` to the end; returns the run id (None if no run was started)."""
         q = question
+        refusal = await self.budget.refusal(q.team_id)
+        if refusal is not None:
+            if q.thread_ts is None:  # a slash command: only the asker hears of it
+                await self.poster.tell_user(
+                    q.channel_id, q.user_id, refusal, response_url=q.response_url
+                )
+            else:
+                await self.poster.try_post(q.channel_id, refusal, thread_ts=q.thread_ts)
+            return None
         thread_ts = q.thread_ts
         if thread_ts is None:
             try:
@@ -194,6 +183,13 @@ class Runner:
             reporter.cancel()
             await asyncio.shield(self._interrupted(run_id, q.channel_id, thread_ts))
             raise
+        except Exception as exc:  # anything unforeseen still ends the run, told and stored
+            logger.exception("run %d failed", run_id)
+            await reporter.say(messages.run_crashed(run_id))
+            try:
+                await self._fail(run_id, _describe(exc))
+            except Exception:
+                logger.exception("could not mark run %d failed", run_id)
         return run_id
 
     async def _run(self, run_id: int, q: Question, reporter: ProgressReporter) -> None:
@@ -203,13 +199,13 @@ class Runner:
             why = explain("conversations.history", exc)
             await reporter.say(messages.cannot_read_context(why))
             await self.poster.tell_user(q.channel_id, q.user_id, why, response_url=q.response_url)
-            await self._fail(run_id, f"slack: {exc.response.get('error')}", _Totals())
+            await self._fail(run_id, f"slack: {exc.response.get('error')}")
             return
         if gathered.empty:
             await reporter.say(
                 messages.EMPTY_THREAD if q.scope == "thread" else messages.EMPTY_CHANNEL
             )
-            await self._fail(run_id, "nothing to read", _Totals())
+            await self._fail(run_id, "nothing to read")
             return
         for source in gathered.sources:
             await self.write(
@@ -220,7 +216,21 @@ class Runner:
         reporter.note(
             "reading", messages.reading(gathered.messages, gathered.files, gathered.chars)
         )
+        caps = await self.budget.caps(q.team_id)
+        if caps is None:  # the day's tokens ran out while this run waited its turn
+            await reporter.say(messages.daily_budget_used(*await self._daily_use(q.team_id)))
+            await self._fail(run_id, "daily token budget used up")
+            return
+        await self._think(run_id, q, reporter, gathered, caps)
 
+    async def _think(
+        self,
+        run_id: int,
+        q: Question,
+        reporter: ProgressReporter,
+        gathered: GatheredContext,
+        caps: RunCaps,
+    ) -> None:
         totals = _Totals()
 
         async def on_event(event: Event) -> None:
@@ -247,26 +257,41 @@ class Runner:
             root_llm=self.engine.root_llm,
             sub_llm=self.engine.sub_llm,
             prompt_mode=self.engine.prompt_mode,
-            max_iterations=self.engine.max_iterations,
+            max_iterations=caps.max_iterations,
+            max_subcalls=caps.max_subcalls,
+            max_tokens=caps.max_tokens,
+            max_seconds=caps.max_seconds,
+            sandbox_limits=self.engine.sandbox_limits,
             limiter=self.limiters.get(q.team_id),
             on_event=on_event,
         )
+        deadline = None
+        if caps.max_seconds is not None:
+            slack = min(DEADLINE_SLACK_SECONDS, caps.max_seconds)
+            deadline = caps.max_seconds + self.engine.provider_timeout + slack
         logger.info("run %d running over %d chars", run_id, gathered.chars)
+        timer = asyncio.timeout(deadline)
         try:
-            answer, _ = await engine.query_async(q.text, gathered.documents)
+            async with timer:
+                answer, _ = await engine.query_async(q.text, gathered.documents)
         except ProviderError as exc:
             logger.warning("run %d: provider failed: %s", run_id, exc)
             await reporter.say(messages.provider_failed(_clip(str(exc), 200)))
             await self._fail(run_id, f"provider: {_clip(str(exc), 500)}", totals)
             return
         except Exception as exc:
-            logger.exception("run %d failed", run_id)
-            await reporter.say(messages.run_crashed(run_id))
-            await self._fail(run_id, f"{type(exc).__name__}: {_clip(str(exc), 500)}", totals)
+            if isinstance(exc, TimeoutError) and timer.expired():
+                logger.warning("run %d: no answer within its time budget; stopped", run_id)
+                await reporter.say(messages.out_of_time(caps.max_seconds or 0.0))
+                await self._fail(run_id, "time budget", totals, stopped_by="max_seconds")
+            else:
+                logger.exception("run %d failed", run_id)
+                await reporter.say(messages.run_crashed(run_id))
+                await self._fail(run_id, _describe(exc), totals)
             return
         text = answer.strip() or messages.EMPTY_ANSWER
         if totals.stopped_by:
-            text += "\n\n" + messages.stopped_by(totals.stopped_by)
+            text += "\n\n" + self.budget.stopped_by(totals.stopped_by, caps)
         footer = messages.answer_footer(
             iterations=totals.iterations,
             subcalls=totals.subcalls,
@@ -290,12 +315,16 @@ class Runner:
             )
         )
         logger.info(
-            "run %d finished: %d iterations, %d sub-calls, %.1f s",
+            "run %d finished: %d iterations, %d sub-calls, %.1f s%s",
             run_id,
             totals.iterations,
             totals.subcalls,
             totals.seconds,
+            f", stopped by {totals.stopped_by}" if totals.stopped_by else "",
         )
+
+    async def _daily_use(self, team_id: str) -> tuple[int, int]:
+        return await self.budget.tokens_today(team_id), self.budget.budgets.daily_tokens
 
     async def _gather(self, q: Question, thread_ts: str) -> GatheredContext:
         if q.scope == "thread":
@@ -307,7 +336,22 @@ class Runner:
             q.team_id, q.channel_id, bot=bot, exclude_ts=q.exclude_ts
         )
 
-    async def _fail(self, run_id: int, error: str, totals: _Totals) -> None:
+    async def _fail(
+        self,
+        run_id: int,
+        error: str,
+        totals: _Totals | None = None,
+        *,
+        stopped_by: str | None = None,
+    ) -> None:
+        """Mark the run failed, with `totals`, or else the totals its stored iterations give."""
+        if totals is None:
+            run = await self.store.get_run(run_id)
+            totals = _Totals()
+            if run is not None:
+                totals.iterations, totals.subcalls = run.iterations, run.subcalls
+                totals.input_tokens, totals.output_tokens = run.input_tokens, run.output_tokens
+                totals.seconds = run.seconds
         await self.write(
             self.store.finish_run(
                 run_id,
@@ -319,6 +363,7 @@ class Runner:
                 input_tokens=totals.input_tokens,
                 output_tokens=totals.output_tokens,
                 seconds=totals.seconds,
+                stopped_by=stopped_by,
             )
         )
 
@@ -333,6 +378,10 @@ class Runner:
                 await self.poster.try_post(channel_id, messages.INTERRUPTED, thread_ts=thread_ts)
         except Exception:
             logger.warning("could not mark run %d interrupted at shutdown", run_id)
+
+
+def _describe(exc: BaseException) -> str:
+    return f"{type(exc).__name__}: {_clip(str(exc), 500)}"
 
 
 def _clip(text: str, n: int) -> str:

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any, Literal
 from urllib.parse import urlsplit
 
-from pydantic import Field, ValidationError, field_validator
+from pydantic import Field, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 SLACK_DEFAULT_API_URL = "https://slack.com/api/"
@@ -55,6 +55,19 @@ class Settings(BaseSettings):
     rlm_progress_interval: float = Field(default=1.0, ge=0.0, le=60.0)
     rlm_http_host: str = "0.0.0.0"  # the interface HTTP mode listens on
     rlm_log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+
+    # Budgets: per run (0: no limit) and per workspace per UTC day (0: no limit).
+    rlm_max_subcalls: int = Field(default=2000, ge=0)
+    rlm_max_run_tokens: int = Field(default=2_000_000, ge=0)
+    rlm_max_run_seconds: float = Field(default=600.0, ge=0)
+    rlm_daily_tokens: int = Field(default=0, ge=0)
+
+    # Requests, providers and the REPL sandbox.
+    rlm_max_request_bytes: int = Field(default=1_048_576, ge=1024)
+    rlm_provider_timeout: float = Field(default=120.0, gt=0)
+    rlm_provider_retries: int = Field(default=4, ge=0, le=20)
+    rlm_sandbox: Literal["auto", "bwrap", "unshare", "none"] = "auto"
+    rlm_require_sandbox: bool = False
 
     @field_validator(
         "slack_signing_secret",
@@ -118,6 +131,36 @@ class Settings(BaseSettings):
             raise ValueError("must be a SQLAlchemy async URL such as sqlite+aiosqlite:///rlm.db")
         return value.strip()
 
+    @model_validator(mode="after")
+    def _sandbox_choice(self) -> Settings:
+        if self.rlm_sandbox == "none" and self.rlm_require_sandbox:
+            raise ValueError("RLM_SANDBOX=none contradicts RLM_REQUIRE_SANDBOX=true; choose one")
+        return self
+
+    @property
+    def secrets(self) -> tuple[str, ...]:
+        """Every configured credential, for keeping them out of logs: tokens, the signing
+        secret, provider keys, and passwords inside the database and provider URLs."""
+        values = [
+            self.slack_bot_token,
+            self.slack_signing_secret,
+            self.slack_app_token,
+            self.openai_api_key,
+            self.anthropic_api_key,
+            self.gemini_api_key,
+        ]
+        for url in (
+            self.database_url,
+            self.openai_base_url,
+            self.anthropic_base_url,
+            self.gemini_base_url,
+        ):
+            try:
+                values.append(urlsplit(url).password if url else None)
+            except ValueError:  # a malformed URL holds no password we can find
+                continue
+        return tuple(v for v in values if v)
+
     @property
     def socket_mode(self) -> bool:
         return self.slack_app_token is not None
@@ -148,8 +191,10 @@ class Settings(BaseSettings):
 def _describe(exc: ValidationError) -> str:
     """One line for the first error, naming the environment variable."""
     error = exc.errors()[0]
-    name = str(error["loc"][0]).upper() if error["loc"] else "a setting"
     message = str(error["msg"]).removeprefix("Value error, ")
+    if not error["loc"]:  # a rule over several variables names them itself
+        return f"{message}."
+    name = str(error["loc"][0]).upper()
     if error["type"] == "missing" or message == _EMPTY:
         if name == "SLACK_BOT_TOKEN":
             return (
@@ -159,6 +204,6 @@ def _describe(exc: ValidationError) -> str:
             )
         return f"{name} is not set: set it in the environment or .env."
     shown = error.get("input")
-    if "TOKEN" in name or "SECRET" in name or "KEY" in name:
+    if name.endswith(("_TOKEN", "_SECRET", "_KEY")):
         return f"{name} {message}."
     return f"{name}={shown!s} is not valid: {message}."

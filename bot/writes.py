@@ -9,7 +9,7 @@ finishes, and `wait()` lets shutdown see every one through before the store is c
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Coroutine
+from collections.abc import Awaitable
 from typing import Any, TypeVar
 
 T = TypeVar("T")
@@ -19,7 +19,7 @@ class ShieldedWrites:
     def __init__(self) -> None:
         self._pending: set[asyncio.Task[Any]] = set()
 
-    async def __call__(self, write: Coroutine[Any, Any, T]) -> T:
+    async def __call__(self, write: Awaitable[T]) -> T:
         task = asyncio.ensure_future(write)
         self._pending.add(task)
         task.add_done_callback(self._pending.discard)

@@ -4,6 +4,11 @@ Tests start it in-process (`with FakeLLMServer() as server:`); it runs on its ow
 in a background thread, so sync tests, async tests and the sync bridge can all reach it.
 Benchmarks run it as a process: `python tests/fake_llm.py --latency 0.05` prints
 `PORT <n>` once it is ready and serves until killed.
+
+Faults: `fail_next` and `fail_when` fail chosen requests; `failure_rate` fails a seeded share
+of them, drawn from `failure_statuses`, where besides HTTP statuses "hang" holds the request
+past any client timeout (`hang_seconds`) and "malformed" answers 200 with a body that is not
+a reply. `injected` counts every fault served, by kind.
 """
 
 from __future__ import annotations
@@ -15,6 +20,7 @@ import signal
 import threading
 import time
 import traceback
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -63,16 +69,34 @@ class RecordedRequest:
     headers: dict[str, str]  # names lower-cased
     body: Any = None  # the JSON body as sent
     path: str = ""
-    status: int = 200
+    status: int = 200  # 0 for a request held past the client's timeout
+    fault: str = ""  # the fault injected: "429", "500", "hang", "malformed", ... or ""
+
+
+# Special entries of `failure_statuses` / `fail_next` besides HTTP statuses.
+HANG = "hang"
+MALFORMED = "malformed"
+FaultStatus = int | str
+
+# 200 answers a client cannot read: cut short, the wrong shape, a proxy's error page.
+MALFORMED_BODIES = (
+    '{"id": "chatcmpl-cut", "choices": [{"index": 0, "message": {"role": "assis',
+    '{"object": "chat.completion", "note": "no choices, no content, no candidates"}',
+    "<html><body><h1>502 Bad Gateway</h1></body></html>",
+)
 
 
 @dataclass
 class _FailureRule:
     remaining: int
-    status: int
+    status: FaultStatus
     retry_after: float | None
     kind: str
     body: str | None
+
+    @property
+    def fault(self) -> str:
+        return str(self.status)
 
 
 def _text_of(content: Any) -> str:
@@ -276,8 +300,12 @@ class FakeLLMServer:
         self.required_key = required_key  # when set, other keys (or none) get a 401
         self.root_responder: Callable[[Conversation], str] | None = None
         self.sub_responder: Callable[[str], str] = default_sub_reply
-        self.failure_rate = 0.0  # share of sub requests failing, drawn from a seeded random
-        self.failure_statuses: list[int] = [500, 503, 429]
+        self.failure_rate = 0.0  # share of requests failing, drawn from a seeded random
+        self.failure_statuses: list[FaultStatus] = [500, 503, 429]
+        self.failure_kind = "sub"  # which requests `failure_rate` applies to: "sub" or "any"
+        self.failure_retry_after: float | None = None  # Retry-After on the random 429s
+        self.hang_seconds = 30.0  # how long a "hang" holds its request
+        self.injected: Counter[str] = Counter()  # faults served, by kind
         self.record_requests = True  # the benchmark process turns this off to stay small
         self.requests: list[RecordedRequest] = []
         self.errors: list[str] = []  # tracebacks of responders that raised
@@ -391,7 +419,7 @@ class FakeLLMServer:
     def fail_next(
         self,
         n: int,
-        status: int = 500,
+        status: FaultStatus = 500,
         *,
         retry_after: float | None = None,
         kind: str = "sub",
@@ -401,9 +429,11 @@ class FakeLLMServer:
 
         `body=None` sends a realistic JSON error body for the protocol; otherwise `body` is
         sent as is, so `fail_next(1, 200, body="not json")` gives a malformed reply.
+        `status` may also be "hang" or "malformed" (see the module docstring).
         """
         if kind not in ("sub", "root", "any"):
             raise ValueError(f"kind must be 'sub', 'root' or 'any', not {kind!r}")
+        _check_status(status)
         with self._lock:
             self._fail_rules.append(_FailureRule(n, status, retry_after, kind, body))
 
@@ -417,6 +447,7 @@ class FakeLLMServer:
             self.requests.clear()
             self._counts = {"root": 0, "sub": 0}
             self.max_in_flight = self.in_flight
+            self.injected.clear()
 
     def count(self, kind: str = "sub") -> int:
         """Requests received of `kind` ("sub", "root" or "any"), failed ones included."""
@@ -470,8 +501,10 @@ class FakeLLMServer:
             if latency > 0:
                 await asyncio.sleep(latency)
             if failure is not None:
-                record.status = failure.status
-                return self._failure_response(protocol, failure)
+                with self._lock:
+                    self.injected[failure.fault] += 1
+                record.fault = failure.fault
+                return await self._failure_response(protocol, failure, record)
             try:
                 text = self._reply(kind, messages, prompt)
             except Exception:
@@ -501,16 +534,31 @@ class FakeLLMServer:
                 rule.remaining -= 1
                 self._fail_rules = [r for r in self._fail_rules if r.remaining > 0]
                 return rule
-        if record.kind != "sub":
+        if record.kind == "sub":
+            for predicate, status in self._fail_when:
+                if predicate(record.prompt):
+                    return _FailureRule(1, status, None, "sub", None)
+        if self.failure_kind not in ("any", record.kind):
             return None
-        for predicate, status in self._fail_when:
-            if predicate(record.prompt):
-                return _FailureRule(1, status, None, "sub", None)
         if self.failure_rate > 0 and self._random.random() < self.failure_rate:
-            return _FailureRule(1, self._random.choice(self.failure_statuses), None, "sub", None)
+            status = self._random.choice(self.failure_statuses)
+            retry_after = self.failure_retry_after if status == 429 else None
+            return _FailureRule(1, status, retry_after, record.kind, None)
         return None
 
-    def _failure_response(self, protocol: _Protocol, failure: _FailureRule) -> web.Response:
+    async def _failure_response(
+        self, protocol: _Protocol, failure: _FailureRule, record: RecordedRequest
+    ) -> web.Response:
+        if failure.status == HANG:
+            record.status = 0
+            await asyncio.sleep(self.hang_seconds)  # the client has given up long before
+            return web.json_response(protocol.error(504, "Held too long."), status=504)
+        if failure.status == MALFORMED:
+            with self._lock:
+                body = self._random.choice(MALFORMED_BODIES)
+            return web.Response(status=200, text=body, content_type="application/json")
+        assert isinstance(failure.status, int)
+        record.status = failure.status
         headers = {}
         if failure.retry_after is not None:
             headers["Retry-After"] = f"{failure.retry_after:g}"
@@ -538,6 +586,13 @@ class FakeLLMServer:
         if self.root_responder is not None:
             return self.root_responder(messages)
         return default_root_reply(messages)
+
+
+def _check_status(status: FaultStatus) -> None:
+    if isinstance(status, str) and status not in (HANG, MALFORMED):
+        raise ValueError(
+            f"status must be an HTTP status, {HANG!r} or {MALFORMED!r}, not {status!r}"
+        )
 
 
 def main(argv: list[str] | None = None) -> None:

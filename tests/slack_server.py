@@ -2,7 +2,8 @@
 
 `SlackServer` runs on its own event loop in a background thread (port 0), serves a small
 workspace (tests/slack_workspace.py: users, channels, messages, threads, files, cursors),
-checks the bot token, answers 429s and errors on demand, serves file downloads that need the
+checks the bot token, answers 429s (on demand, or a seeded share of a method's calls) and
+errors on demand, serves file downloads that need the
 token (a sign-in page otherwise, as Slack does) and records every call. It also speaks
 Socket Mode: apps.connections.open hands out its own WebSocket, where `send_socket`
 delivers envelopes and the app's acks are kept in `socket_acks`.
@@ -12,8 +13,10 @@ from __future__ import annotations
 
 import asyncio
 import json
+import random
 import threading
 import time
+from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -52,6 +55,9 @@ class SlackServer(SlackWorkspace):
         self.socket_connections = 0
         self._socket_outbox: asyncio.Queue[dict[str, Any]] | None = None
         self._rate_limits: dict[str, list[float]] = {}
+        self._rate_limit_shares: dict[str, tuple[float, float]] = {}
+        self._random = random.Random(0)
+        self.throttled: Counter[str] = Counter()  # 429s served, by method
         self._failures: dict[str, list[dict[str, Any]]] = {}
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
@@ -114,6 +120,11 @@ class SlackServer(SlackWorkspace):
         with self._lock:
             self._rate_limits.setdefault(method, []).extend([retry_after] * times)
 
+    def rate_limit_share(self, method: str, share: float, retry_after: float = 0) -> None:
+        """Answer a seeded `share` of all later calls to `method` with 429 (0 stops it)."""
+        with self._lock:
+            self._rate_limit_shares[method] = (share, retry_after)
+
     def fail(self, method: str, error: str, times: int = 1, **extra: Any) -> None:
         """Answer the next `times` calls to `method` with `{"ok": false, "error": error}`."""
         with self._lock:
@@ -169,8 +180,13 @@ class SlackServer(SlackWorkspace):
         with self._lock:
             limited = self._rate_limits.get(method)
             retry_after = limited.pop(0) if limited else None
+            share, share_wait = self._rate_limit_shares.get(method, (0.0, 0.0))
+            if retry_after is None and share and self._random.random() < share:
+                retry_after = share_wait
             failures = self._failures.get(method)
-            failure = failures.pop(0) if failures else None
+            failure = failures.pop(0) if failures and retry_after is None else None
+            if retry_after is not None:
+                self.throttled[method] += 1
         if retry_after is not None:
             call.status = 429
             return web.json_response(

@@ -16,6 +16,7 @@ from bot import messages
 from bot.__main__ import StartupError, serve
 
 RLM_BOT = str(Path(sys.executable).parent / "rlm-bot")
+PROCESS_KEY = "sk-proc-key-for-rlm-bot-0451"
 
 
 def bot_env(slack, llm_server, database: Path, **extra: str) -> dict[str, str]:
@@ -89,30 +90,59 @@ async def processes():
             await process.proc.wait()
 
 
-async def test_a_crash_mid_run_then_a_restart_marks_the_run_interrupted(
+async def test_a_crash_mid_run_loses_nothing_and_the_question_can_be_asked_again(
     slack, llm_server, tmp_path, make_bot, processes
 ):
     slack.add_message("C1", "something to read", user="U2")
-    llm_server.root_latency = 30.0  # the run is still thinking when the process dies
-    process = await BotProcess.start(bot_env(slack, llm_server, tmp_path / "rlm.db"), tmp_path)
+
+    def first_step(conversation):
+        llm_server.root_latency = 30.0  # the run is still thinking when the process dies
+        return "Looking.\n```repl\nprint(len(context))\n```"
+
+    llm_server.script_root(first_step)
+    env = bot_env(
+        slack, llm_server, tmp_path / "rlm.db", RLM_LOG_LEVEL="DEBUG", OPENAI_API_KEY=PROCESS_KEY
+    )
+    process = await BotProcess.start(env, tmp_path)
     processes.append(process)
     events = SlackEvents(f"http://127.0.0.1:{await process.port()}/slack/events")
     try:
         assert (await events.command("ask anything?")).status == 200
     finally:
         await events.close()
-    await wait_until(lambda: llm_server.count("root") == 1, seconds=20)
+    await wait_until(lambda: llm_server.count("root") == 2, seconds=20)
+    root = slack.message_with("C1", "*<@U1> asked:*")
+    await wait_until(lambda: _steps(slack.posts("C1", thread_ts=root["ts"])) == [1])
 
     process.proc.kill()
     assert await process.wait() == -signal.SIGKILL
-    root = slack.message_with("C1", "*<@U1> asked:*")
     assert messages.INTERRUPTED not in slack.posts("C1", thread_ts=root["ts"])
+    log = "".join(process.log)
+    assert "DEBUG" in log and not [s for s in (BOT_TOKEN, SIGNING_SECRET, PROCESS_KEY) if s in log]
 
     llm_server.root_latency = 0.0
     bot = await make_bot()  # the same database file
     [run] = await bot.store.list_runs()
     assert run.status == "interrupted" and run.finished_at is not None
     assert slack.posts("C1", thread_ts=root["ts"])[-1] == messages.INTERRUPTED
+    # The iteration the thread reported was stored before the crash.
+    [iteration] = await bot.store.list_iterations(run.id)
+    assert iteration.iteration == 1 and iteration.code == "print(len(context))"
+    assert run.iterations == 1
+
+    # Asked again, the same question runs to the end.
+    await bot.events.command("ask anything?")
+    await bot.settle()
+    first, again = await bot.store.list_runs()
+    assert (first.status, again.status, again.question) == ("interrupted", "finished", "anything?")
+    second_root = slack.calls_to("chat.postMessage")[-1].params["thread_ts"]
+    assert slack.posts("C1", thread_ts=second_root)[-1].endswith("run 2_")
+
+
+def _steps(posts: list[str]) -> list[int]:
+    """The iterations a thread reported as done."""
+    found = re.findall(r"^Step (\d+): (?:ran|thought)", "\n".join(posts), re.M)
+    return sorted({int(n) for n in found})
 
 
 async def test_shutdown_mid_run_marks_it_interrupted_and_tells_the_thread(
@@ -204,3 +234,24 @@ async def test_socket_mode_receives_commands_and_events_over_the_websocket(
         stop.set()
         await asyncio.wait_for(serving, 20)
     assert slack.calls_to("apps.connections.open")[0].token == APP_TOKEN
+
+
+async def test_a_required_sandbox_that_cannot_work_stops_the_start_with_one_line(
+    slack, llm_server, tmp_path, processes
+):
+    empty = tmp_path / "no-tools"  # neither bwrap nor unshare can be found on this PATH
+    empty.mkdir()
+    database = tmp_path / "rlm.db"
+    env = bot_env(slack, llm_server, database, PATH=str(empty), RLM_REQUIRE_SANDBOX="true")
+    process = await BotProcess.start(env, tmp_path)
+    processes.append(process)
+    assert process.proc.stderr is not None
+    async with asyncio.timeout(30):
+        err = (await process.proc.stderr.read()).decode()
+    assert await process.wait() == 2
+    assert err.count("\n") == 1
+    assert err.startswith(
+        "rlm-bot: The REPL sandbox requires isolation but no method works on this machine ("
+    )
+    assert "RLM_REQUIRE_SANDBOX=true" in err
+    assert slack.calls == [] and not database.exists()

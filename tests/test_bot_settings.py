@@ -84,6 +84,14 @@ def test_provider_endpoints_follow_the_model_spec(env):
         ("RLM_MAX_PARALLEL_CALLS", "0", "RLM_MAX_PARALLEL_CALLS=0 is not valid"),
         ("RLM_MAX_FILE_BYTES", "-1", "RLM_MAX_FILE_BYTES=-1 is not valid"),
         ("RLM_PROMPT_MODE", "wild", "RLM_PROMPT_MODE=wild is not valid"),
+        ("RLM_MAX_SUBCALLS", "-1", "RLM_MAX_SUBCALLS=-1 is not valid"),
+        ("RLM_MAX_RUN_TOKENS", "lots", "RLM_MAX_RUN_TOKENS=lots is not valid"),
+        ("RLM_MAX_RUN_SECONDS", "-5", "RLM_MAX_RUN_SECONDS=-5 is not valid"),
+        ("RLM_DAILY_TOKENS", "1e", "RLM_DAILY_TOKENS=1e is not valid"),
+        ("RLM_MAX_REQUEST_BYTES", "100", "RLM_MAX_REQUEST_BYTES=100 is not valid"),
+        ("RLM_PROVIDER_TIMEOUT", "0", "RLM_PROVIDER_TIMEOUT=0 is not valid"),
+        ("RLM_SANDBOX", "docker", "RLM_SANDBOX=docker is not valid: Input should be 'auto',"),
+        ("RLM_REQUIRE_SANDBOX", "maybe", "RLM_REQUIRE_SANDBOX=maybe is not valid"),
     ],
 )
 def test_a_bad_setting_is_one_line_naming_the_variable(env, name, value, expected):
@@ -96,6 +104,44 @@ def test_a_bad_setting_is_one_line_naming_the_variable(env, name, value, expecte
     message = str(caught.value)
     assert message.startswith(expected), message
     assert "\n" not in message and message.endswith(".")
+
+
+def test_the_budget_request_and_sandbox_defaults(env):
+    settings = Settings.from_env()
+    assert settings.rlm_max_iterations == 20
+    assert (settings.rlm_max_subcalls, settings.rlm_max_run_tokens) == (2000, 2_000_000)
+    assert settings.rlm_max_run_seconds == 600.0
+    assert settings.rlm_daily_tokens == 0  # no daily limit
+    assert settings.rlm_max_request_bytes == 1_048_576
+    assert (settings.rlm_provider_timeout, settings.rlm_provider_retries) == (120.0, 4)
+    assert (settings.rlm_sandbox, settings.rlm_require_sandbox) == ("auto", False)
+
+
+def test_require_sandbox_reads_yes_and_no(env):
+    env.setenv("RLM_REQUIRE_SANDBOX", "true")
+    env.setenv("RLM_SANDBOX", "bwrap")
+    settings = Settings.from_env()
+    assert settings.rlm_require_sandbox and settings.rlm_sandbox == "bwrap"
+
+
+def test_no_sandbox_and_a_required_sandbox_contradict(env):
+    env.setenv("RLM_SANDBOX", "none")
+    env.setenv("RLM_REQUIRE_SANDBOX", "1")
+    with pytest.raises(SettingsError) as caught:
+        Settings.from_env()
+    assert str(caught.value) == (
+        "RLM_SANDBOX=none contradicts RLM_REQUIRE_SANDBOX=true; choose one."
+    )
+
+
+def test_the_secrets_are_every_configured_credential(env):
+    env.setenv("OPENAI_API_KEY", "sk-one")
+    env.setenv("GEMINI_API_KEY", "  ")
+    env.setenv("DATABASE_URL", "postgresql+asyncpg://rlm:db-pass-0451@db.local/rlm")
+    env.setenv("ANTHROPIC_BASE_URL", "https://gw:gw-pass-0451@llm.local/")
+    assert set(Settings.from_env().secrets) == {
+        "xoxb-1-2-abc", "shh", "sk-one", "db-pass-0451", "gw-pass-0451"
+    }  # fmt: skip
 
 
 def test_a_secret_is_never_echoed_in_the_error(env):
