@@ -215,9 +215,11 @@ class _Run:
         try:
             answer, stopped_by = await self._loop(messages, repl_ready)
         finally:
-            if not repl_ready.done():
-                repl_ready.cancel()
-            await asyncio.gather(repl_ready, return_exceptions=True)
+            # Never cancel a worker mid-spawn: on Python 3.11 a cancelled subprocess start can
+            # hang and leave the sandbox process behind. Its start is bounded by a timeout.
+            await asyncio.wait([repl_ready])
+            if not repl_ready.cancelled():
+                repl_ready.exception()  # retrieved here; a start failure already surfaced
             await self.repl.close()
         seconds = time.perf_counter() - self.started
         await self.emit(
@@ -279,7 +281,7 @@ class _Run:
         outputs: list[str] = []
         in_code_final: dict[str, Any] | None = None
         if blocks:
-            await repl_ready
+            await asyncio.shield(repl_ready)  # a cancelled run must not cancel the spawn
         per_block = max(1000, self.rlm.max_output_chars // max(1, len(blocks)))
         for code in blocks:
             result = await self.repl.run_cell(code)

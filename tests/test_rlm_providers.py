@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import os
 from collections.abc import Callable
 
 import pytest
@@ -110,3 +111,30 @@ async def test_root_failure_raises_a_typed_error(
     with pytest.raises(ProviderUnavailableError) as caught:
         await engine.query_async("q", "c")
     assert caught.value.status == 500 and caught.value.attempts == 2
+
+
+async def test_root_failing_before_the_worker_is_up_neither_hangs_nor_leaks(
+    llm_server: FakeLLMServer, make_llm: MakeLLM
+) -> None:
+    from rlm import ProviderUnavailableError
+
+    llm_server.fail_next(20, 500, kind="root")
+    root = make_llm("openai", "root-model", max_retries=0)
+    # The failure lands at points through the worker's spawn. (The race this guards, a
+    # cancelled spawn hanging on Python 3.11, is rare: this does not reproduce it reliably.)
+    for i in range(20):
+        llm_server.root_latency = 0.005 * i
+        engine = RLM(root, make_llm("openai"))
+        with pytest.raises(ProviderUnavailableError):
+            await asyncio.wait_for(engine.query_async("q", "c"), 20)
+    leftover = [p for p in os.listdir("/proc") if p.isdigit() and _is_worker(p)]
+    assert leftover == []
+
+
+def _is_worker(pid: str) -> bool:
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as f:
+            cmdline = f.read()
+    except OSError:
+        return False
+    return b"_worker.py" in cmdline and os.getppid() != int(pid)
