@@ -248,11 +248,8 @@ def test_wrong_key_is_an_authentication_error_not_retried(
     assert llm_server.count() == 1
 
 
-@pytest.mark.parametrize(
-    ("status", "body"),
-    [(200, "not json"), (200, '{"unexpected": true}'), (200, "[]"), (400, None), (404, None)],
-)
-def test_unreadable_or_refused_is_a_bad_response(
+@pytest.mark.parametrize(("status", "body"), [(400, None), (404, None)])
+def test_refused_is_a_bad_response_not_retried(
     provider: str,
     llm_server: FakeLLMServer,
     make_llm: MakeLLM,
@@ -264,6 +261,19 @@ def test_unreadable_or_refused_is_a_bad_response(
         make_llm(provider, max_retries=3).query("x")
     assert (caught.value.status, caught.value.attempts) == (status, 1)
     assert llm_server.count() == 1
+
+
+@pytest.mark.parametrize("body", ["not json", '{"unexpected": true}', "[]"])
+def test_unreadable_success_body_is_retried_then_a_bad_response(
+    provider: str, llm_server: FakeLLMServer, make_llm: MakeLLM, body: str
+) -> None:
+    llm_server.fail_next(1, 200, body=body)
+    assert make_llm(provider, max_retries=3).query("x") == "[sub] x"
+    assert llm_server.count() == 2
+    llm_server.fail_next(4, 200, body=body)
+    with pytest.raises(BadResponseError) as caught:
+        make_llm(provider, max_retries=3).query("x")
+    assert (caught.value.status, caught.value.attempts) == (200, 4)
 
 
 def test_timeout_is_a_timeout_error(

@@ -130,7 +130,11 @@ def timeout_error(detail: str) -> ProviderTimeoutError:
 
 
 def unreadable(detail: str, *, status: int | None = 200) -> BadResponseError:
-    return BadResponseError(MESSAGES["unreadable"].format(detail=detail), status=status)
+    error = BadResponseError(MESSAGES["unreadable"].format(detail=detail), status=status)
+    # A success status with a body we cannot read is most often a reply cut short on the
+    # way (a proxy, a dropped connection): worth another try, unlike a 4xx refusal.
+    error.retryable = status is not None and 200 <= status < 300
+    return error
 
 
 def from_sdk_error(

@@ -19,8 +19,6 @@ LINES = 10
 
 async def test_runs_under_a_thirty_percent_fault_rate_end_cleanly(make_bot, slack, llm_server):
     bot = await make_bot(
-        # The time budget also bounds a run the engine cannot end: cancelling the REPL's
-        # start while its worker is being spawned can hang (see the report on rlm/).
         rlm_max_run_seconds=8,
         rlm_provider_timeout=1.0,
         rlm_provider_retries=6,
@@ -55,12 +53,14 @@ async def test_runs_under_a_thirty_percent_fault_rate_end_cleanly(make_bot, slac
     assert len(runs) == len(CHANNELS) * RUNS_PER_CHANNEL  # none lost before it started
     for run in runs:
         last = await check_run_ended_cleanly(bot, slack, run)
-        if run.status == "finished":
+        if run.status == "finished" and run.stopped_by is None:
             assert last.startswith(f"{LINES} parts read, ")
             assert run.iterations == 2 and run.subcalls == LINES
-        elif run.stopped_by is None:  # a fault no retry mends: a malformed reply to the root
+        elif run.status == "finished":  # the time budget cut it short: its best, and why
+            assert run.stopped_by == "max_seconds"
+            assert messages.stopped_by("max_seconds", 8) in last
+        elif run.stopped_by is None:  # a fault no retry mends within the run's retries
             assert last.startswith(":warning: The model provider failed")
-            assert "could not be read" in (run.error or "")
         else:
             assert last == messages.out_of_time(8)
     assert any(run.status == "finished" for run in runs)
