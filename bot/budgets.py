@@ -100,11 +100,10 @@ class BudgetBook:
 
     async def usage(self, team_id: str) -> Usage:
         since = day_start()
-        runs = await self.store.list_runs(team_id=team_id)
         return Usage(
             tokens_today=await self.store.tokens_used_since(team_id, since),
-            runs_today=sum(1 for r in runs if r.created_at >= since),
-            in_flight=sum(1 for r in runs if r.status in ("queued", "running")),
+            runs_today=await self.store.count_runs(team_id, since=since),
+            in_flight=await self.store.count_runs(team_id, statuses=("queued", "running")),
         )
 
     async def usage_report(self, team_id: str) -> str:

@@ -622,3 +622,41 @@ async def test_a_write_cancelled_mid_transaction_still_finishes_and_frees_the_lo
         assert (await reopened.get_run(run_id)).status == "running"  # type: ignore[union-attr]
     finally:
         await reopened.close()
+
+
+async def test_count_runs_by_day_and_status(tmp_path: Path) -> None:
+    store = await Store.open(f"sqlite+aiosqlite:///{tmp_path / 'count.db'}")
+    try:
+        ids = [
+            await store.create_run(
+                team_id=team,
+                channel_id="C1",
+                thread_ts=None,
+                user_id="U1",
+                question="q",
+                root_model="openai:root",
+                sub_model="openai:sub",
+                trigger="command",
+            )
+            for team in ("T1", "T1", "T1", "T2")
+        ]
+        await store.set_run_status(ids[0], "running")
+        await store.finish_run(
+            ids[1],
+            status="finished",
+            answer="a",
+            error=None,
+            iterations=1,
+            subcalls=0,
+            input_tokens=1,
+            output_tokens=1,
+            seconds=1.0,
+        )
+        assert await store.count_runs("T1") == 3
+        assert await store.count_runs("T1", statuses=("queued", "running")) == 2
+        assert await store.count_runs("T1", since=datetime.now(UTC) + timedelta(hours=1)) == 0
+        assert await store.count_runs("T1", since=datetime.now(UTC) - timedelta(hours=1)) == 3
+        with pytest.raises(ValueError):
+            await store.count_runs("T1", statuses=("nonsense",))
+    finally:
+        await store.close()

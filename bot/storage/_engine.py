@@ -9,6 +9,8 @@ at once without waiting.
 
 from __future__ import annotations
 
+import sqlite3
+import time
 from pathlib import Path
 from typing import Any
 
@@ -81,7 +83,7 @@ def _configure_sqlite(engine: AsyncEngine) -> None:
         cursor = dbapi_connection.cursor()
         try:
             cursor.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_SECONDS * 1000}")
-            cursor.execute("PRAGMA journal_mode = WAL")
+            _use_wal(cursor)
             cursor.execute("PRAGMA synchronous = NORMAL")
             cursor.execute("PRAGMA foreign_keys = ON")
         finally:
@@ -91,3 +93,24 @@ def _configure_sqlite(engine: AsyncEngine) -> None:
     def _on_begin(connection: Connection) -> None:
         mode = connection.get_execution_options().get(BEGIN_MODE_OPTION, "DEFERRED")
         connection.exec_driver_sql(f"BEGIN {mode}")
+
+
+def _use_wal(cursor: Any) -> None:
+    """Put the database in WAL mode (it stays so); tolerate others doing it at the same time.
+
+    Switching the journal mode needs the database to itself, and SQLite answers "database is
+    locked" at once, without the busy timeout, when another connection is switching it too:
+    several processes opening a new database together. The mode persists in the file, so a
+    connection that lost that race finds it already set after a short wait.
+    """
+    for attempt in range(50):
+        try:
+            cursor.execute("PRAGMA journal_mode")
+            if str(cursor.fetchone()[0]).lower() == "wal":
+                return
+            cursor.execute("PRAGMA journal_mode = WAL")
+            return
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) or attempt == 49:
+                raise
+            time.sleep(0.01)  # blocks briefly, and only in this first-open race

@@ -378,6 +378,27 @@ class Store:
         async with self._read() as session:
             return int(await session.scalar(query) or 0)
 
+    async def count_runs(
+        self,
+        team_id: str,
+        *,
+        since: datetime | None = None,
+        statuses: Iterable[str] | None = None,
+    ) -> int:
+        """How many of the workspace's runs were created at or after `since`, in `statuses`."""
+        query = select(func.count(Run.id)).where(Run.team_id == team_id)
+        if since is not None:
+            if since.tzinfo is None:
+                raise ValueError(_NAIVE_SINCE)
+            query = query.where(Run.created_at >= since)
+        if statuses is not None:
+            wanted = tuple(statuses)
+            for status in wanted:
+                _check_choice("status", status, RUN_STATUSES)
+            query = query.where(Run.status.in_(wanted))
+        async with self._read() as session:
+            return int(await session.scalar(query) or 0)
+
     # Helpers
 
     async def _files(self, query: Any) -> list[FileRecord]:
