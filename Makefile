@@ -26,3 +26,4 @@ bench: $(STAMP)
 	$(PY) benchmarks/parallel_query.py
 	$(PY) benchmarks/bot_load.py
 	$(PY) benchmarks/sandbox.py
+	$(PY) benchmarks/robustness.py

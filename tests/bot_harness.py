@@ -183,7 +183,9 @@ class BotHarness:
 
     async def start(self) -> BotHarness:
         app, self.services = await create_app(self.settings)
-        self.http = await serve_http(app, host="127.0.0.1", port=0)
+        self.http = await serve_http(
+            app, host="127.0.0.1", port=0, max_request_bytes=self.settings.rlm_max_request_bytes
+        )
         self.events = SlackEvents(self.http.url, response_base=self.response_base)
         return self
 
