@@ -33,7 +33,7 @@ sys.path[:0] = [str(ROOT), str(ROOT / "tests"), str(ROOT / "benchmarks")]
 
 from bot_harness import BotHarness, harness_settings  # noqa: E402
 from fake_llm import HANG, MALFORMED, FakeLLMServer  # noqa: E402
-from sandbox import parallel_query_times, run_attacks, start_times  # noqa: E402
+from sandbox import paired_parallel_query_times, run_attacks, start_times  # noqa: E402
 from slack_server import BOT_TOKEN, SIGNING_SECRET, SlackServer  # noqa: E402
 from test_bot_containment import INJECTIONS, hunting_code  # noqa: E402
 
@@ -228,15 +228,12 @@ async def _outcomes(bot: BotHarness, slack: SlackServer, asked: int) -> dict[str
 async def sandbox_cost(args: argparse.Namespace, method: str) -> dict[str, float]:
     """Medians, in seconds, of a worker's start and of a parallel_query, with and without
     `method`."""
+    plain, boxed = await paired_parallel_query_times(method, args.n, 4000, args.repeat)
     return {
         "start_none": statistics.median(await start_times("none", args.starts)),
         "start_boxed": statistics.median(await start_times(method, args.starts)),
-        "map_none": statistics.median(
-            await parallel_query_times("none", args.n, 4000, args.repeat)
-        ),
-        "map_boxed": statistics.median(
-            await parallel_query_times(method, args.n, 4000, args.repeat)
-        ),
+        "map_none": statistics.median(plain),
+        "map_boxed": statistics.median(boxed),
     }
 
 
@@ -254,7 +251,7 @@ async def main() -> None:
     parser.add_argument("--run-seconds", type=float, default=30.0, help="RLM_MAX_RUN_SECONDS")
     parser.add_argument("--starts", type=int, default=10, help="worker starts per method")
     parser.add_argument("--n", type=int, default=1000, help="chunks in the parallel_query")
-    parser.add_argument("--repeat", type=int, default=7, help="parallel_query runs per method")
+    parser.add_argument("--repeat", type=int, default=15, help="parallel_query runs per method")
     args = parser.parse_args()
     logging.basicConfig(level=logging.ERROR)
 

@@ -96,22 +96,27 @@ async def start_times(method: str, runs: int) -> list[float]:
     return times[1:]
 
 
-async def parallel_query_times(method: str, n: int, chunk: int, repeat: int) -> list[float]:
+async def paired_parallel_query_times(
+    method: str, n: int, chunk: int, repeat: int
+) -> tuple[list[float], list[float]]:
+    """(unisolated, isolated) times of the same parallel_query, the runs taken in turn so
+    that drift in the machine's load falls on both alike."""
     code = (
         f"out = parallel_query('Summarise: {{chunk}}', chunks)\n"
         f"assert len(out) == {n} and out[-1].endswith('{n - 1}')"
     )
-    times = []
-    async with _session(method) as session:
-        await session.run_cell(
-            f"chunks = ['x' * {chunk - 8} + str(i).rjust(8) for i in range({n})]"
-        )
-        await session.run_cell(code)  # warm up
+    setup = f"chunks = ['x' * {chunk - 8} + str(i).rjust(8) for i in range({n})]"
+    times: tuple[list[float], list[float]] = ([], [])
+    async with _session("none") as plain, _session(method) as boxed:
+        for session in (plain, boxed):
+            await session.run_cell(setup)
+            await session.run_cell(code)  # warm up
         for _ in range(repeat):
-            result = await session.run_cell(code)
-            if result.error:
-                raise SystemExit(f"the benchmark cell failed: {result.output}")
-            times.append(result.seconds)
+            for session, into in ((plain, times[0]), (boxed, times[1])):
+                result = await session.run_cell(code)
+                if result.error:
+                    raise SystemExit(f"the benchmark cell failed: {result.output}")
+                into.append(result.seconds)
     return times
 
 
@@ -147,13 +152,17 @@ async def main() -> None:
         print(f"  {wrapper:10}  {ms(median)}   added {ms(median - base).strip()}")
 
     size_mb = args.n * args.chunk / 1e6
-    print(f"\nparallel_query of {args.n} chunks ({size_mb:.0f} MB), median of {args.repeat}:")
-    base = statistics.median(await parallel_query_times("none", args.n, args.chunk, args.repeat))
-    print(f"  none        {ms(base)}")
+    print(
+        f"\nparallel_query of {args.n} chunks ({size_mb:.0f} MB), median of {args.repeat}, "
+        "each isolated run taken in turn with an unisolated one:"
+    )
     for wrapper in available:
-        runs = await parallel_query_times(wrapper, args.n, args.chunk, args.repeat)
-        median = statistics.median(runs)
-        print(f"  {wrapper:10}  {ms(median)}   slowdown {100 * (median / base - 1):+.1f}%")
+        plain, boxed = await paired_parallel_query_times(wrapper, args.n, args.chunk, args.repeat)
+        base, median = statistics.median(plain), statistics.median(boxed)
+        print(
+            f"  {wrapper:10}  {ms(median)} against {ms(base).strip()}   "
+            f"slowdown {100 * (median / base - 1):+.1f}%"
+        )
 
 
 if __name__ == "__main__":
