@@ -88,7 +88,6 @@ class Services:
             task.cancel()
         await self.drain()
         await self.uploads.close()
-        await self.runner.write.wait()
         for llm in self.llms:
             await llm.aclose()
         await self.session.close()
@@ -211,7 +210,7 @@ def build_app(services: Services) -> AsyncApp:
     async def claimed(body: dict[str, Any]) -> bool:
         # A retried delivery (X-Slack-Retry-Num) repeats the event_id: only the first counts.
         event_id = body.get("event_id")
-        return not event_id or await runner.write(services.store.claim_event(str(event_id)))
+        return not event_id or await services.store.claim_event(str(event_id))
 
     @app.command(COMMAND)
     async def on_command(ack: AsyncAck, command: dict[str, Any]) -> None:

@@ -23,7 +23,6 @@ from bot.progress import ChannelPacer, ProgressReporter
 from bot.slack_api import SlackPoster, explain
 from bot.slots import RunSlots
 from bot.storage import Store
-from bot.writes import ShieldedWrites
 from rlm import (
     RLM,
     Event,
@@ -116,11 +115,10 @@ class Runner:
         self.pacer = pacer
         self.limiters = limiters
         self.slots = slots
-        self.write = ShieldedWrites()
 
     async def recover(self) -> int:
         """Mark runs a crash left unfinished as interrupted and tell their threads."""
-        runs = await self.write(self.store.mark_interrupted_runs())
+        runs = await self.store.mark_interrupted_runs()
         for run in runs:
             logger.info("run %d was left unfinished by a previous process: interrupted", run.id)
             if run.thread_ts:
@@ -155,17 +153,15 @@ class Runner:
                     response_url=q.response_url,
                 )
                 return None
-        run_id = await self.write(
-            self.store.create_run(
-                team_id=q.team_id,
-                channel_id=q.channel_id,
-                thread_ts=thread_ts,
-                user_id=q.user_id,
-                question=q.text,
-                root_model=self.engine.root_model,
-                sub_model=self.engine.sub_model,
-                trigger=q.trigger,
-            )
+        run_id = await self.store.create_run(
+            team_id=q.team_id,
+            channel_id=q.channel_id,
+            thread_ts=thread_ts,
+            user_id=q.user_id,
+            question=q.text,
+            root_model=self.engine.root_model,
+            sub_model=self.engine.sub_model,
+            trigger=q.trigger,
         )
         logger.info("run %d queued in %s/%s (%s)", run_id, q.team_id, q.channel_id, q.trigger)
         reporter = ProgressReporter(
@@ -177,7 +173,7 @@ class Runner:
 
         try:
             async with self.slots.turn(q.team_id, say_queued):
-                await self.write(self.store.set_run_status(run_id, "running"))
+                await self.store.set_run_status(run_id, "running")
                 await self._run(run_id, q, reporter)
         except asyncio.CancelledError:
             reporter.cancel()
@@ -208,10 +204,8 @@ class Runner:
             await self._fail(run_id, "nothing to read")
             return
         for source in gathered.sources:
-            await self.write(
-                self.store.add_context_source(
-                    run_id, kind=source.kind, ref=source.ref, items=source.items, chars=source.chars
-                )
+            await self.store.add_context_source(
+                run_id, kind=source.kind, ref=source.ref, items=source.items, chars=source.chars
             )
         reporter.note(
             "reading", messages.reading(gathered.messages, gathered.files, gathered.chars)
@@ -237,18 +231,16 @@ class Runner:
             reporter.on_event(event)
             if isinstance(event, IterationFinished):
                 totals.add(event)
-                await self.write(
-                    self.store.record_iteration(
-                        run_id,
-                        iteration=event.iteration,
-                        root_reply=event.root_reply,
-                        code="\n\n".join(event.code_blocks),
-                        output="\n\n".join(event.outputs),
-                        subcalls=event.subcalls,
-                        input_tokens=event.input_tokens,
-                        output_tokens=event.output_tokens,
-                        seconds=event.seconds,
-                    )
+                await self.store.record_iteration(
+                    run_id,
+                    iteration=event.iteration,
+                    root_reply=event.root_reply,
+                    code="\n\n".join(event.code_blocks),
+                    output="\n\n".join(event.outputs),
+                    subcalls=event.subcalls,
+                    input_tokens=event.input_tokens,
+                    output_tokens=event.output_tokens,
+                    seconds=event.seconds,
                 )
             elif isinstance(event, RunFinished):
                 totals.end(event)
@@ -300,19 +292,17 @@ class Runner:
             run_id=run_id,
         )
         await reporter.answer(text, footer)
-        await self.write(
-            self.store.finish_run(
-                run_id,
-                status="finished",
-                answer=answer,
-                error=None,
-                iterations=totals.iterations,
-                subcalls=totals.subcalls,
-                input_tokens=totals.input_tokens,
-                output_tokens=totals.output_tokens,
-                seconds=totals.seconds,
-                stopped_by=totals.stopped_by,
-            )
+        await self.store.finish_run(
+            run_id,
+            status="finished",
+            answer=answer,
+            error=None,
+            iterations=totals.iterations,
+            subcalls=totals.subcalls,
+            input_tokens=totals.input_tokens,
+            output_tokens=totals.output_tokens,
+            seconds=totals.seconds,
+            stopped_by=totals.stopped_by,
         )
         logger.info(
             "run %d finished: %d iterations, %d sub-calls, %.1f s%s",
@@ -352,19 +342,17 @@ class Runner:
                 totals.iterations, totals.subcalls = run.iterations, run.subcalls
                 totals.input_tokens, totals.output_tokens = run.input_tokens, run.output_tokens
                 totals.seconds = run.seconds
-        await self.write(
-            self.store.finish_run(
-                run_id,
-                status="failed",
-                answer=None,
-                error=error,
-                iterations=totals.iterations,
-                subcalls=totals.subcalls,
-                input_tokens=totals.input_tokens,
-                output_tokens=totals.output_tokens,
-                seconds=totals.seconds,
-                stopped_by=stopped_by,
-            )
+        await self.store.finish_run(
+            run_id,
+            status="failed",
+            answer=None,
+            error=error,
+            iterations=totals.iterations,
+            subcalls=totals.subcalls,
+            input_tokens=totals.input_tokens,
+            output_tokens=totals.output_tokens,
+            seconds=totals.seconds,
+            stopped_by=stopped_by,
         )
 
     async def _interrupted(self, run_id: int, channel_id: str, thread_ts: str) -> None:
@@ -374,7 +362,7 @@ class Runner:
                 run = await self.store.get_run(run_id)
                 if run is None or run.status not in ("queued", "running"):
                     return  # it ended just as the shutdown came
-                await self.write(self.store.set_run_status(run_id, "interrupted"))
+                await self.store.set_run_status(run_id, "interrupted")
                 await self.poster.try_post(channel_id, messages.INTERRUPTED, thread_ts=thread_ts)
         except Exception:
             logger.warning("could not mark run %d interrupted at shutdown", run_id)

@@ -21,7 +21,6 @@ from bot import messages
 from bot.files import FileRejected, extract_text, human_size
 from bot.slack_api import SlackPoster, explain, is_slack_host
 from bot.storage import Store
-from bot.writes import ShieldedWrites
 
 logger = logging.getLogger("bot.uploads")
 
@@ -54,7 +53,6 @@ class Uploads:
         self.api_url = api_url
         self.max_file_bytes = max_file_bytes
         self._inflight: dict[tuple[str, str], asyncio.Task[None]] = {}
-        self.write = ShieldedWrites()
 
     async def ingest(
         self,
@@ -83,7 +81,6 @@ class Uploads:
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
-        await self.write.wait()
 
     async def _ingest_once(
         self,
@@ -94,7 +91,7 @@ class Uploads:
         message_ts: str | None,
         thread_ts: str | None,
     ) -> None:
-        if not await self.write(self.store.claim_event(f"file:{channel_id}:{file_id}")):
+        if not await self.store.claim_event(f"file:{channel_id}:{file_id}"):
             return
         try:
             file: dict[str, Any] = (await self.client.files_info(file=file_id))["file"]
@@ -112,18 +109,16 @@ class Uploads:
         except _Refused as refusal:
             await self.poster.try_post(channel_id, str(refusal), thread_ts=reply_ts)
             return
-        await self.write(
-            self.store.save_file(
-                team_id=team_id,
-                channel_id=channel_id,
-                file_id=file_id,
-                name=name,
-                mimetype=file.get("mimetype"),
-                size=size,
-                text=text,
-                thread_ts=reply_ts,
-                user_id=uploader,
-            )
+        await self.store.save_file(
+            team_id=team_id,
+            channel_id=channel_id,
+            file_id=file_id,
+            name=name,
+            mimetype=file.get("mimetype"),
+            size=size,
+            text=text,
+            thread_ts=reply_ts,
+            user_id=uploader,
         )
         logger.info("kept file %s in %s: %d chars", file_id, channel_id, len(text))
         await self.poster.try_post(

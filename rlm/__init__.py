@@ -27,8 +27,8 @@ from rlm._exceptions import (
     RLMError,
 )
 from rlm._limiter import KeyedLimiter, Limiter
-from rlm.repl import SandboxLimits
 from rlm.clients import Completion, LLMInterface, Message, Usage, interface_from_spec
+from rlm.repl import SandboxLimits
 
 if TYPE_CHECKING:
     from rlm.clients.anthropic import AnthropicInterface

@@ -5,10 +5,12 @@ from __future__ import annotations
 import asyncio
 import os
 from collections.abc import Callable
+from pathlib import Path
 
 import pytest
 from fake_llm import FakeLLMServer
 
+import rlm.repl
 from rlm import RLM, Limiter, LLMInterface
 from tests.scripted_llm import repl
 
@@ -118,6 +120,7 @@ async def test_root_failing_before_the_worker_is_up_neither_hangs_nor_leaks(
 ) -> None:
     from rlm import ProviderUnavailableError
 
+    before = _workers()
     llm_server.fail_next(20, 500, kind="root")
     root = make_llm("openai", "root-model", max_retries=0)
     # The failure lands at points through the worker's spawn. (The race this guards, a
@@ -127,14 +130,18 @@ async def test_root_failing_before_the_worker_is_up_neither_hangs_nor_leaks(
         engine = RLM(root, make_llm("openai"))
         with pytest.raises(ProviderUnavailableError):
             await asyncio.wait_for(engine.query_async("q", "c"), 20)
-    leftover = [p for p in os.listdir("/proc") if p.isdigit() and _is_worker(p)]
-    assert leftover == []
+    assert _workers() - before == set()
 
 
-def _is_worker(pid: str) -> bool:
-    try:
-        with open(f"/proc/{pid}/cmdline", "rb") as f:
-            cmdline = f.read()
-    except OSError:
-        return False
-    return b"_worker.py" in cmdline and os.getppid() != int(pid)
+def _workers() -> set[int]:
+    """Processes running this checkout's REPL worker script, wherever they were re-parented."""
+    script = str(Path(rlm.repl.__file__).with_name("_worker.py")).encode()
+    found = set()
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            with open(f"/proc/{pid}/cmdline", "rb") as f:
+                if script in f.read():
+                    found.add(int(pid))
+        except OSError:
+            continue
+    return found
