@@ -292,17 +292,8 @@ class Runner:
             run_id=run_id,
         )
         await reporter.answer(text, footer)
-        await self.store.finish_run(
-            run_id,
-            status="finished",
-            answer=answer,
-            error=None,
-            iterations=totals.iterations,
-            subcalls=totals.subcalls,
-            input_tokens=totals.input_tokens,
-            output_tokens=totals.output_tokens,
-            seconds=totals.seconds,
-            stopped_by=totals.stopped_by,
+        await self._record_end(
+            run_id, "finished", totals, answer=answer, stopped_by=totals.stopped_by
         )
         logger.info(
             "run %d finished: %d iterations, %d sub-calls, %.1f s%s",
@@ -342,10 +333,22 @@ class Runner:
                 totals.iterations, totals.subcalls = run.iterations, run.subcalls
                 totals.input_tokens, totals.output_tokens = run.input_tokens, run.output_tokens
                 totals.seconds = run.seconds
+        await self._record_end(run_id, "failed", totals, error=error, stopped_by=stopped_by)
+
+    async def _record_end(
+        self,
+        run_id: int,
+        status: str,
+        totals: _Totals,
+        *,
+        answer: str | None = None,
+        error: str | None = None,
+        stopped_by: str | None = None,
+    ) -> None:
         await self.store.finish_run(
             run_id,
-            status="failed",
-            answer=None,
+            status=status,
+            answer=answer,
             error=error,
             iterations=totals.iterations,
             subcalls=totals.subcalls,
