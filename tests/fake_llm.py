@@ -18,7 +18,6 @@ import asyncio
 import random
 import signal
 import threading
-import time
 import traceback
 from collections import Counter
 from collections.abc import Callable
@@ -26,8 +25,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from aiohttp import web
+from llm_wire import ERROR_TEXT, PROTOCOLS, Conversation, Protocol
 
-Conversation = list[dict[str, str]]
 RootReply = str | Callable[[Conversation], str]
 
 _MAP_REDUCE_REPLY = """\
@@ -97,185 +96,6 @@ class _FailureRule:
     @property
     def fault(self) -> str:
         return str(self.status)
-
-
-def _text_of(content: Any) -> str:
-    """Text of a message's content: a string, or a list of text blocks/parts."""
-    if isinstance(content, str):
-        return content
-    if isinstance(content, dict):
-        return str(content.get("text", ""))
-    if isinstance(content, list):
-        return "".join(_text_of(part) for part in content)
-    return ""
-
-
-# -- the three wire protocols -----------------------------------------------------------------
-
-
-def _openai_messages(body: dict[str, Any]) -> Conversation:
-    out = []
-    for m in body.get("messages") or []:
-        role = "system" if m.get("role") == "developer" else m.get("role", "user")
-        out.append({"role": role, "content": _text_of(m.get("content"))})
-    return out
-
-
-def _openai_reply(model: str, text: str, tokens_in: int, tokens_out: int) -> dict[str, Any]:
-    return {
-        "id": f"chatcmpl-fake{random.randrange(10**9)}",
-        "object": "chat.completion",
-        "created": int(time.time()),
-        "model": model,
-        "choices": [
-            {
-                "index": 0,
-                "message": {"role": "assistant", "content": text, "refusal": None},
-                "logprobs": None,
-                "finish_reason": "stop",
-            }
-        ],
-        "usage": {
-            "prompt_tokens": tokens_in,
-            "completion_tokens": tokens_out,
-            "total_tokens": tokens_in + tokens_out,
-        },
-    }
-
-
-_OPENAI_ERRORS = {
-    401: ("invalid_request_error", "invalid_api_key"),
-    403: ("invalid_request_error", "unsupported_country_region_territory"),
-    404: ("invalid_request_error", "model_not_found"),
-    429: ("requests", "rate_limit_exceeded"),
-}
-
-
-def _openai_error(status: int, message: str) -> dict[str, Any]:
-    kind, code = _OPENAI_ERRORS.get(
-        status, ("server_error" if status >= 500 else "invalid_request_error", None)
-    )
-    return {"error": {"message": message, "type": kind, "param": None, "code": code}}
-
-
-def _anthropic_messages(body: dict[str, Any]) -> Conversation:
-    out = []
-    system = _text_of(body.get("system"))
-    if system:
-        out.append({"role": "system", "content": system})
-    for m in body.get("messages") or []:
-        out.append({"role": m.get("role", "user"), "content": _text_of(m.get("content"))})
-    return out
-
-
-def _anthropic_reply(model: str, text: str, tokens_in: int, tokens_out: int) -> dict[str, Any]:
-    return {
-        "id": f"msg_fake{random.randrange(10**9)}",
-        "type": "message",
-        "role": "assistant",
-        "model": model,
-        "content": [{"type": "text", "text": text}],
-        "stop_reason": "end_turn",
-        "stop_sequence": None,
-        "usage": {"input_tokens": tokens_in, "output_tokens": tokens_out},
-    }
-
-
-_ANTHROPIC_ERRORS = {
-    400: "invalid_request_error",
-    401: "authentication_error",
-    403: "permission_error",
-    404: "not_found_error",
-    413: "request_too_large",
-    429: "rate_limit_error",
-    529: "overloaded_error",
-}
-
-
-def _anthropic_error(status: int, message: str) -> dict[str, Any]:
-    kind = _ANTHROPIC_ERRORS.get(status, "api_error" if status >= 500 else "invalid_request_error")
-    return {"type": "error", "error": {"type": kind, "message": message}}
-
-
-def _gemini_messages(body: dict[str, Any]) -> Conversation:
-    out = []
-    system = body.get("systemInstruction") or body.get("system_instruction")
-    if system:
-        out.append({"role": "system", "content": _text_of(system.get("parts"))})
-    for c in body.get("contents") or []:
-        role = "assistant" if c.get("role") == "model" else "user"
-        out.append({"role": role, "content": _text_of(c.get("parts"))})
-    return out
-
-
-def _gemini_reply(model: str, text: str, tokens_in: int, tokens_out: int) -> dict[str, Any]:
-    return {
-        "candidates": [
-            {
-                "content": {"role": "model", "parts": [{"text": text}]},
-                "finishReason": "STOP",
-                "index": 0,
-            }
-        ],
-        "usageMetadata": {
-            "promptTokenCount": tokens_in,
-            "candidatesTokenCount": tokens_out,
-            "totalTokenCount": tokens_in + tokens_out,
-        },
-        "modelVersion": model,
-        "responseId": f"fake{random.randrange(10**9)}",
-    }
-
-
-_GEMINI_STATUSES = {
-    400: "INVALID_ARGUMENT",
-    401: "UNAUTHENTICATED",
-    403: "PERMISSION_DENIED",
-    404: "NOT_FOUND",
-    429: "RESOURCE_EXHAUSTED",
-    500: "INTERNAL",
-    503: "UNAVAILABLE",
-    504: "DEADLINE_EXCEEDED",
-}
-
-
-def _gemini_error(status: int, message: str) -> dict[str, Any]:
-    name = _GEMINI_STATUSES.get(status, "INTERNAL" if status >= 500 else "FAILED_PRECONDITION")
-    return {"error": {"code": status, "message": message, "status": name}}
-
-
-def _bearer(headers: dict[str, str]) -> str | None:
-    value = headers.get("authorization", "")
-    return value[7:] if value.lower().startswith("bearer ") else None
-
-
-@dataclass(frozen=True)
-class _Protocol:
-    name: str
-    messages: Callable[[dict[str, Any]], Conversation]
-    reply: Callable[[str, str, int, int], dict[str, Any]]
-    error: Callable[[int, str], dict[str, Any]]
-    key: Callable[[dict[str, str]], str | None]
-
-
-_PROTOCOLS = {
-    "openai": _Protocol("openai", _openai_messages, _openai_reply, _openai_error, _bearer),
-    "anthropic": _Protocol(
-        "anthropic",
-        _anthropic_messages,
-        _anthropic_reply,
-        _anthropic_error,
-        lambda h: h.get("x-api-key") or _bearer(h),
-    ),
-    "gemini": _Protocol(
-        "gemini", _gemini_messages, _gemini_reply, _gemini_error, lambda h: h.get("x-goog-api-key")
-    ),
-}
-
-_ERROR_TEXT = {
-    401: "Invalid API key provided.",
-    429: "Rate limit reached; please try again later.",
-}
 
 
 # -- the server -------------------------------------------------------------------------------
@@ -458,7 +278,7 @@ class FakeLLMServer:
 
     def _route(self, protocol: str) -> Callable[[web.Request], Any]:
         async def handle(request: web.Request) -> web.StreamResponse:
-            return await self._handle(request, _PROTOCOLS[protocol], None)
+            return await self._handle(request, PROTOCOLS[protocol], None)
 
         return handle
 
@@ -466,10 +286,10 @@ class FakeLLMServer:
         model, _, method = request.match_info["target"].rpartition(":")
         if method != "generateContent":
             raise web.HTTPNotFound(text=f"unsupported method {method!r}")
-        return await self._handle(request, _PROTOCOLS["gemini"], model)
+        return await self._handle(request, PROTOCOLS["gemini"], model)
 
     async def _handle(
-        self, request: web.Request, protocol: _Protocol, path_model: str | None
+        self, request: web.Request, protocol: Protocol, path_model: str | None
     ) -> web.StreamResponse:
         headers = {k.lower(): v for k, v in request.headers.items()}
         try:
@@ -547,7 +367,7 @@ class FakeLLMServer:
         return None
 
     async def _failure_response(
-        self, protocol: _Protocol, failure: _FailureRule, record: RecordedRequest
+        self, protocol: Protocol, failure: _FailureRule, record: RecordedRequest
     ) -> web.Response:
         if failure.status == HANG:
             record.status = 0
@@ -569,7 +389,7 @@ class FakeLLMServer:
                 content_type="application/json",
                 headers=headers,
             )
-        message = _ERROR_TEXT.get(failure.status, f"Injected failure with status {failure.status}.")
+        message = ERROR_TEXT.get(failure.status, f"Injected failure with status {failure.status}.")
         return web.json_response(
             protocol.error(failure.status, message), status=failure.status, headers=headers
         )
