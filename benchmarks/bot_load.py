@@ -21,17 +21,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 
-from bot_harness import BotHarness, harness_settings, mention
+from bot_harness import MAP_EVERY_LINE, BotHarness, harness_settings, mention
 from fake_llm import FakeLLMServer
 from slack_server import BOT_USER, SlackServer
-
-MAP_EVERY_LINE = """Mapping over every line.
-```repl
-lines = [l for doc in context for l in doc.splitlines() if l.strip()]
-answers = parallel_query("Summarize: {chunk}", lines)
-final_answer = f"{len(answers)} parts read"
-```
-FINAL_VAR(final_answer)"""
 
 
 def percentile(values: list[float], q: float) -> float:

@@ -23,6 +23,15 @@ from slack_server import BOT_TOKEN, BOT_USER, SIGNING_SECRET
 from bot.app import HttpServer, Services, create_app, serve_http
 from bot.settings import Settings
 
+# A root reply that makes one sub-call per non-empty line of the context: a long map.
+MAP_EVERY_LINE = """Mapping over every line.
+```repl
+lines = [l for doc in context for l in doc.splitlines() if l.strip()]
+answers = parallel_query("Summarize: {chunk}", lines)
+final_answer = f"{len(answers)} parts read"
+```
+FINAL_VAR(final_answer)"""
+
 
 @dataclass
 class Reply:

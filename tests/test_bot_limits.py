@@ -5,18 +5,9 @@ from __future__ import annotations
 import asyncio
 import itertools
 
-from bot_harness import wait_until
+from bot_harness import MAP_EVERY_LINE, wait_until
 
 from bot import messages
-
-# One sub-call per non-empty line of the context: a long map.
-MAP_EVERY_LINE = """Mapping over every line.
-```repl
-lines = [l for doc in context for l in doc.splitlines() if l.strip()]
-answers = parallel_query("Summarize: {chunk}", lines)
-final_answer = f"{len(answers)} parts read"
-```
-FINAL_VAR(final_answer)"""
 
 
 async def test_two_workspaces_at_once_each_stay_within_their_own_limit(make_bot, slack, llm_server):
