@@ -2,10 +2,14 @@
 that starts the worker inside it.
 
 `bwrap` (bubblewrap) builds the worker an empty root holding only the system libraries, the
-interpreter and the worker's own directory, in new network, PID, IPC and UTS namespaces.
+interpreter and the worker's own files, in new network, PID, IPC and UTS namespaces.
 `unshare` (util-linux) gives it new network, mount and PID namespaces; the worker then hides
 every host directory but those same paths itself, before it runs any code (see `_worker.py`).
-Each method is probed once per process by running the interpreter inside it.
+Under both, the host's own directories (its working directory, the project checkout, where
+`.env` or the database live) are covered even when they lie inside a visible path, and the
+worker's directory is a size-limited tmpfs of its own that the host never reads.
+Each method is probed once per process by running the interpreter inside it, with exactly the
+mounts a worker gets.
 """
 
 from __future__ import annotations
@@ -19,10 +23,13 @@ import sys
 import sysconfig
 import tempfile
 import threading
+from collections.abc import Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from rlm._exceptions import ConfigurationError
+from rlm.repl._protocol import HEADER, SCHEMAS, ProtocolError, decode_frame, encode_frame
 
 logger = logging.getLogger("rlm.sandbox")
 
@@ -54,6 +61,10 @@ MSG_METHOD_BROKEN = (
     "The REPL sandbox was asked to isolate with {method} but it does not work here "
     "({reason}); install it or choose isolation='auto'."
 )
+MSG_LAYER_MISSING = (
+    "REPL sandbox: %s runs without one of its layers: %s. The other layers still hold; the "
+    "README's Security section says what this one would add."
+)
 MSG_BAD_CHOICE = "isolation must be one of {choices}, got {value!r}."
 MSG_NONE_REQUIRED = "isolation='none' contradicts require_isolation=True; choose one."
 
@@ -62,6 +73,15 @@ _SYSTEM_DIRS = ("/usr", "/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32")
 _ETC_FILES = ("/etc/ld.so.cache", "/etc/localtime")
 _VISIBLE_TOP = {"usr", "bin", "sbin", "lib", "lib32", "lib64", "libx32", "proc", "dev"}
 _DEV_MOUNTS = ("/dev/shm", "/dev/mqueue", "/dev/pts", "/dev/hugepages")  # shared with the host
+
+# The worker's own files, the only ones of this package it sees (bound read-only where they
+# lie): its script and the seccomp filter it imports as a sibling module.
+WORKER_SCRIPT = str(Path(__file__).with_name("_worker.py"))
+WORKER_FILES = (WORKER_SCRIPT, str(Path(__file__).with_name("_seccomp.py")))
+# A directory holding one of these, above the host's working directory or the project, is
+# the host's: covered too.
+_HOST_MARKERS = (".env",)
+_HOST_MARKER_SUFFIXES = (".db", ".sqlite", ".sqlite3")
 
 # Root ignores RLIMIT_NPROC, so on a root host the worker drops to a uid of its own; one per
 # session, so that a fork bomb in one worker cannot use up another worker's process budget.
@@ -103,14 +123,13 @@ def interpreter_paths() -> list[str]:
     for key in ("stdlib", "platstdlib", "purelib", "platlib"):
         found.add(sysconfig.get_paths()[key])
     paths = sorted(os.path.realpath(p) for p in found if p and os.path.isdir(p))
-    # A directory inside another one on the list, or inside /usr, is visible already.
     roots: list[str] = []
-    for path in paths:
-        if not any(_inside(path, r) for r in (*roots, *_SYSTEM_DIRS)):
+    for path in paths:  # a directory inside another one on the list is visible already
+        if not any(_inside(path, r) for r in roots):
             roots.append(path)
     # The venv is often reached through a symlinked prefix: keep the link's own path too.
     for prefix in (sys.prefix, sys.exec_prefix):
-        if os.path.isdir(prefix) and not any(_inside(prefix, r) for r in (*roots, *_SYSTEM_DIRS)):
+        if os.path.isdir(prefix) and not any(_inside(prefix, r) for r in roots):
             roots.append(prefix)
     return roots
 
@@ -119,40 +138,100 @@ def _inside(path: str, parent: str) -> bool:
     return path == parent or path.startswith(parent.rstrip("/") + "/")
 
 
+def host_private_dirs(extra: Sequence[str] = ()) -> list[str]:
+    """Directories of the host the worker must never see, even inside a visible path: the
+    working directory, the checkout this package runs from (not a site-packages install),
+    the directories of `extra` paths (the database, `.env`), and any ancestor of those that
+    holds a `.env` or a database file."""
+    package_root = Path(__file__).resolve().parents[2]
+    starts = [os.getcwd(), *(p if os.path.isdir(p) else os.path.dirname(p) for p in extra)]
+    if not {"site-packages", "dist-packages"} & set(package_root.parts):
+        starts.append(str(package_root))
+    found = set()
+    for start in starts:
+        path = os.path.realpath(start)
+        found.add(path)
+        for ancestor in Path(path).parents:
+            if _holds_host_secrets(str(ancestor)):
+                found.add(str(ancestor))
+    return sorted(p for p in found if p != "/" and p not in _SYSTEM_DIRS and os.path.isdir(p))
+
+
+def _holds_host_secrets(directory: str) -> bool:
+    if directory == "/" or directory in _SYSTEM_DIRS:
+        return False
+    try:
+        names = os.listdir(directory)
+    except OSError:
+        return False
+    return any(n in _HOST_MARKERS or n.endswith(_HOST_MARKER_SUFFIXES) for n in names)
+
+
 def build_launch(
-    method: str, command: list[str], *, workdir: str, keep: list[str], uid: int | None
+    method: str,
+    command: list[str],
+    *,
+    workdir: str,
+    uid: int | None,
+    disk_bytes: int,
+    private: Sequence[str] = (),
 ) -> WorkerLaunch:
-    """The command that runs `command` isolated by `method`; `keep` lists read-only paths."""
-    visible = [*interpreter_paths(), *keep]
-    # The host's own directory (project, .env, database) stays hidden even when it lies
-    # inside a path the worker may see, such as an app installed under /usr.
-    cwd = os.getcwd()
-    cover = [cwd] if _covered(cwd, visible, workdir) else []
+    """The command that runs `command` isolated by `method`.
+
+    The worker sees the system directories, the interpreter and `WORKER_FILES` read-only,
+    and a fresh tmpfs of `disk_bytes` at `workdir`; `private` (see `host_private_dirs`) is
+    covered wherever it lies inside something visible, and what the worker needs from inside
+    it is bound back.
+    """
+    visible = [*interpreter_paths(), *WORKER_FILES]
+    cover = [
+        p
+        for p in private
+        if any(_inside(p, v) for v in (*visible, *_SYSTEM_DIRS)) and not _inside(workdir, p)
+    ]
     if method == "bwrap":
         return WorkerLaunch(
-            method, _bwrap_argv(command, workdir, visible, cover, uid), {"uid": uid}
+            method,
+            _bwrap_argv(command, workdir, visible, cover, uid, disk_bytes),
+            {
+                "uid": uid,
+                "pid_namespace": True,
+                "host_pid_depth": _pid_namespace_depth(),
+                "workdir": workdir,
+            },
         )
     if method == "unshare":
         confine = {
             "hide": _unshare_hidden(),
             "keep": [*visible, *(f for f in _ETC_FILES if os.path.exists(f))],
-            "writable": [workdir],
             "cover": cover,
+            "workdir": workdir,
+            "disk_bytes": disk_bytes,
             "uid": uid,
             "drop_caps": uid is None,
+            "pid_namespace": True,
+            "host_pid_depth": _pid_namespace_depth(),
         }
         return WorkerLaunch(method, _unshare_argv(command), confine)
-    return WorkerLaunch("none", command, {"pdeathsig": True})
+    return WorkerLaunch("none", command, {"pdeathsig": True, "workdir": workdir})
 
 
-def _covered(cwd: str, visible: list[str], workdir: str) -> bool:
-    if cwd == "/" or any(_inside(p, cwd) for p in (*visible, workdir)):
-        return False  # covering it would hide what the worker needs; it shows only those
-    return any(_inside(cwd, p) for p in (*visible, *_SYSTEM_DIRS))
+def _pid_namespace_depth() -> int:
+    """How many PID namespaces this process sits in (1 outside any container)."""
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith("NSpid:"):
+                return len(line.split()) - 1
+    return 1
 
 
 def _bwrap_argv(
-    command: list[str], workdir: str, visible: list[str], cover: list[str], uid: int | None
+    command: list[str],
+    workdir: str,
+    visible: list[str],
+    cover: list[str],
+    uid: int | None,
+    disk_bytes: int,
 ) -> list[str]:
     argv = [
         shutil.which("bwrap") or "bwrap",
@@ -168,8 +247,8 @@ def _bwrap_argv(
     ]
     if uid is not None:  # root host: no user namespace, so the worker can drop to `uid`
         argv += ["--cap-drop", "ALL", "--cap-add", "CAP_SETUID", "--cap-add", "CAP_SETGID"]
-    else:
-        argv += ["--unshare-user"]
+    else:  # and no user namespace of its own below this one
+        argv += ["--unshare-user", "--disable-userns"]
     for path in _SYSTEM_DIRS:
         if os.path.islink(path):
             argv += ["--symlink", os.readlink(path), path]
@@ -181,13 +260,23 @@ def _bwrap_argv(
     # bwrap makes missing parents of a mount point 0700, which the dropped uid cannot enter.
     parents = {os.path.dirname(p) for p in (*visible, workdir)}
     for path in sorted(_with_ancestors(parents)):
-        if not any(_inside(path, d) for d in _SYSTEM_DIRS):
+        if not any(_inside(path, d) for d in (*_SYSTEM_DIRS, *cover)):
             argv += ["--perms", "0755", "--dir", path]
+    # Binds first, then the covers over what they show of the host, then what the worker
+    # needs from under a cover, bound back on top of it.
+    under_cover = [p for p in visible if any(_inside(p, c) for c in cover)]
     for path in visible:
+        if path not in under_cover and not any(_inside(path, d) for d in _SYSTEM_DIRS):
+            argv += ["--ro-bind", path, path]
+    for path in cover:
+        argv += ["--perms", "0755", "--tmpfs", path]
+    for path in sorted(_with_ancestors({os.path.dirname(p) for p in under_cover})):
+        if any(_inside(path, c) and path != c for c in cover):
+            argv += ["--perms", "0755", "--dir", path]
+    for path in under_cover:
         argv += ["--ro-bind", path, path]
-    for path in cover:  # after the binds it lies inside, or they would cover it back
-        argv += ["--tmpfs", path]
-    argv += ["--bind", workdir, workdir, "--remount-ro", "/", "--chdir", workdir, "--"]
+    argv += ["--size", str(disk_bytes), "--perms", "0777", "--tmpfs", workdir]
+    argv += ["--remount-ro", "/", "--chdir", workdir, "--"]
     return argv + command
 
 
@@ -242,17 +331,40 @@ def _unshare_hidden() -> list[str]:
 
 # The probe also checks the point of it all: the worker sees no network interface but loopback.
 _PROBE_CODE = (
-    "import socket, sys\n"
+    "import socket\n"
     "names = [name for _, name in socket.if_nameindex()]\n"
-    "sys.stdout.write('ok' if set(names) <= {'lo'} else 'interfaces: ' + ', '.join(names))"
+    "print('ok' if set(names) <= {'lo'} else 'interfaces: ' + ', '.join(names), end='')"
 )
-_probe_lock = threading.Lock()
+_probe_lock = threading.RLock()  # a probe announces what it finds
 _probes: dict[tuple[str, str], str] = {}  # (method, wrapper path) -> "" if it works, else why
 _announced: set[str] = set()
 
 
+def worker_command() -> list[str]:
+    return [sys.executable, "-I", WORKER_SCRIPT]
+
+
+def init_frame(
+    launch: WorkerLaunch,
+    *,
+    context_fd: int,
+    context_kind: str,
+    rlimits: dict[str, int],
+    subcalls: bool,
+) -> dict[str, Any]:
+    """The first frame a worker reads: where its context is, and how to confine itself."""
+    return {
+        "op": "init",
+        "context_fd": context_fd,
+        "context_kind": context_kind,
+        "limits": rlimits,
+        "subcalls": subcalls,
+        "sandbox": launch.confine,
+    }
+
+
 def probe(method: str) -> str:
-    """Run the interpreter under `method` once; "" if it works, else the reason it does not."""
+    """Run a worker under `method` once; "" if it works, else the reason it does not."""
     wrapper = shutil.which(method)
     if wrapper is None:
         return f"{method} is not installed"
@@ -266,31 +378,61 @@ def probe(method: str) -> str:
 
 
 def _run_probe(method: str) -> str:
-    with tempfile.TemporaryDirectory(prefix="rlm-probe-") as workdir:
-        launch = build_launch(
-            method,
-            [sys.executable, "-I", "-c", _PROBE_CODE],
-            workdir=workdir,
-            keep=[],
-            uid=None if os.geteuid() else sandbox_uid(),
+    """A real worker, launched and confined exactly as a session's, runs one probing cell."""
+    workdir = tempfile.mkdtemp(prefix=f"rlm-repl-{os.getpid()}-probe-")
+    launch = build_launch(
+        method,
+        worker_command(),
+        workdir=workdir,
+        uid=sandbox_uid() if os.geteuid() == 0 else None,
+        disk_bytes=1024 * 1024,
+        private=host_private_dirs(),
+    )
+    with tempfile.TemporaryFile() as context:
+        init = init_frame(
+            launch, context_fd=context.fileno(), context_kind="str", rlimits={}, subcalls=False
         )
+        exec_cell = {"op": "exec", "code": _PROBE_CODE}
         try:
             done = subprocess.run(
                 launch.argv,
-                cwd=workdir,
+                cwd="/",
+                input=encode_frame(init) + encode_frame(exec_cell) + encode_frame({"op": "exit"}),
                 env={"PATH": "/usr/bin:/bin", "LANG": "C.UTF-8"},
                 capture_output=True,
                 timeout=20,
                 check=False,
+                pass_fds=(context.fileno(),),
             )
         except (OSError, subprocess.TimeoutExpired) as exc:
             return f"{method} failed to run: {exc}"
-    if done.returncode == 0 and done.stdout == b"ok":
+        finally:
+            shutil.rmtree(workdir, ignore_errors=True)
+    frames = _frames(done.stdout)
+    ready = frames[0] if frames else {}
+    if ready.get("op") == "ready" and "error" in ready:
+        return f"{method} could not confine the worker: {ready['error']}"
+    output = frames[1].get("output") if len(frames) > 1 else None
+    if output == "ok":
+        for layer in ready.get("missing", []):
+            _announce(f"{method}:{layer}", logging.WARNING, MSG_LAYER_MISSING, method, layer)
         return ""
-    if done.returncode == 0:
-        return f"{method} left the network visible ({done.stdout.decode(errors='replace')})"
+    if isinstance(output, str):
+        return f"{method} left the network visible ({output[:200]})"
     lines = done.stderr.decode("utf-8", "replace").strip().splitlines()
     return f"{method} exited with {done.returncode}: {lines[-1] if lines else 'no output'}"
+
+
+def _frames(data: bytes) -> list[dict[str, Any]]:
+    frames = []
+    while len(data) >= HEADER.size:
+        (size,) = HEADER.unpack(data[: HEADER.size])
+        try:
+            frames.append(decode_frame(data[HEADER.size : HEADER.size + size], SCHEMAS))
+        except ProtocolError:
+            break
+        data = data[HEADER.size + size :]
+    return frames
 
 
 def choose_method(isolation: str, require_isolation: bool) -> tuple[str, str]:

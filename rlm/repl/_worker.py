@@ -113,6 +113,7 @@ _ST_TO_MS = {  # statvfs flags a read-only remount must keep, and their mount(2)
     os.ST_RELATIME: 1 << 21,
 }
 _PR_SET_PDEATHSIG, _PR_CAPBSET_DROP, _PR_SET_SECUREBITS, _PR_SET_NO_NEW_PRIVS = 1, 24, 28, 38
+_PR_SET_CHILD_SUBREAPER = 36
 _SECUREBITS_NO_ROOT = 0xEF  # uid 0 gains nothing on exec or setuid, and that is locked
 
 
@@ -134,13 +135,20 @@ class _Libc:
         ulong = self.ctypes.c_ulong
         return int(self.lib.prctl(option, ulong(arg), ulong(0), ulong(0), ulong(0)))
 
-    def mount(self, source: str | None, target: str, fstype: str | None, flags: int) -> None:
+    def mount(
+        self,
+        source: str | None,
+        target: str,
+        fstype: str | None,
+        flags: int,
+        data: str = "mode=0755,size=64k",
+    ) -> None:
         def raw(text: str | None) -> bytes | None:
             return None if text is None else os.fsencode(text)
 
-        data = b"mode=0755,size=64k" if fstype == "tmpfs" else None
+        options = raw(data) if fstype == "tmpfs" else None
         result = self.lib.mount(
-            raw(source), raw(target), raw(fstype), self.ctypes.c_ulong(flags), data
+            raw(source), raw(target), raw(fstype), self.ctypes.c_ulong(flags), options
         )
         self.check(result, f"mount {target}")
 
@@ -149,15 +157,15 @@ def _inside(path: str, parent: str) -> bool:
     return path == parent or path.startswith(parent.rstrip("/") + "/")
 
 
-def _hide_host(
-    libc: _Libc, hide: list[str], keep: list[str], writable: list[str], cover: list[str]
-) -> None:
-    """Cover every host directory in `hide` with an empty tmpfs, then bind back `keep`
-    (read-only) and `writable`, cover `cover`, and make the rest read-only."""
+def _hide_host(libc: _Libc, spec: dict[str, Any]) -> None:
+    """Cover every host directory in `hide` and `cover` with an empty tmpfs, bind back `keep`
+    (read-only) where it lies under them, give the worker a fresh tmpfs at `workdir`, and make
+    everything else read-only."""
+    hide, cover, workdir = spec["hide"], spec.get("cover", []), spec["workdir"]
     os.umask(0o022)  # the mount points made below must stay traversable after the uid drop
     held: list[tuple[str, int]] = []
-    for path in [*keep, *writable]:  # opened first: the covering hides them
-        if any(_inside(path, h) for h in hide) or path in writable:
+    for path in spec["keep"]:  # opened first: the covering hides them
+        if any(_inside(path, h) for h in (*hide, *cover)):
             try:
                 held.append((path, os.open(path, os.O_PATH | os.O_CLOEXEC)))
             except OSError:
@@ -167,20 +175,36 @@ def _hide_host(
             libc.mount("tmpfs", path, "tmpfs", _MS_NOSUID | _MS_NODEV)
         elif os.path.isfile(path):
             libc.mount("/dev/null", path, None, _MS_BIND)
-    for path, fd in held:
-        if stat.S_ISDIR(os.fstat(fd).st_mode):
-            os.makedirs(path, exist_ok=True)
-        elif not os.path.exists(path):
-            os.makedirs(os.path.dirname(path), exist_ok=True)
-            open(path, "a").close()
-        libc.mount(f"/proc/self/fd/{fd}", path, None, _MS_BIND | _MS_REC)
-        os.close(fd)
-    for path in cover:
+    # Bind back what lies outside the covers, then cover (a cover may lie inside something
+    # just bound back, such as a checkout holding the venv), then what lies under a cover.
+    under_cover = [(p, fd) for p, fd in held if any(_inside(p, c) for c in cover)]
+    for path, fd in [h for h in held if h not in under_cover]:
+        _bind_back(libc, path, fd)
+    covered = [c for c in cover if os.path.isdir(c)]
+    for path in covered:
         libc.mount("tmpfs", path, "tmpfs", _MS_NOSUID | _MS_NODEV)
-    for path in ["/", *hide, *(p for p, _ in held if p not in writable), *cover]:
+    for path, fd in under_cover:
+        _bind_back(libc, path, fd)
+    os.makedirs(workdir, exist_ok=True)
+    size = int(spec["disk_bytes"])
+    libc.mount("tmpfs", workdir, "tmpfs", _MS_NOSUID | _MS_NODEV, f"mode=0700,size={size}")
+    for path in ["/", *hide, *(p for p, _ in held), *covered]:
         if os.path.isdir(path) or os.path.isfile(path):
             kept = sum(bit for st, bit in _ST_TO_MS.items() if os.statvfs(path).f_flag & st)
             libc.mount(None, path, None, _MS_REMOUNT | _MS_BIND | _MS_RDONLY | kept)
+    uid = spec.get("uid")
+    if uid is not None:
+        os.chown(workdir, uid, uid)
+
+
+def _bind_back(libc: _Libc, path: str, fd: int) -> None:
+    if stat.S_ISDIR(os.fstat(fd).st_mode):
+        os.makedirs(path, exist_ok=True)
+    elif not os.path.exists(path):
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        open(path, "a").close()
+    libc.mount(f"/proc/self/fd/{fd}", path, None, _MS_BIND | _MS_REC)
+    os.close(fd)
 
 
 def _drop_capabilities(libc: _Libc) -> None:
@@ -194,11 +218,15 @@ def _drop_capabilities(libc: _Libc) -> None:
     libc.check(libc.lib.capset(header, data), "capset")
 
 
-def confine(spec: dict[str, Any], limits: dict[str, int]) -> None:
-    """Apply what the host asked for, in the order that keeps each step possible."""
-    libc = _Libc() if spec.get("hide") or spec.get("drop_caps") or spec.get("pdeathsig") else None
-    if libc is not None and spec.get("hide"):
-        _hide_host(libc, spec["hide"], spec["keep"], spec["writable"], spec.get("cover", []))
+def confine(spec: dict[str, Any], limits: dict[str, int]) -> list[str]:
+    """Apply what the host asked for, in the order that keeps each step possible; returns
+    the layers that this kernel could not give (the others hold)."""
+    missing: list[str] = []
+    libc = _Libc()
+    if spec.get("hide"):
+        _hide_host(libc, spec)
+    if spec.get("workdir"):
+        os.chdir(spec["workdir"])  # relative paths land in the worker's own directory
     _apply_limits(limits)
     uid = spec.get("uid")
     if uid is not None and os.getuid() == 0:
@@ -206,12 +234,94 @@ def confine(spec: dict[str, Any], limits: dict[str, int]) -> None:
         os.setgroups([])
         os.setresgid(uid, uid, uid)
         os.setresuid(uid, uid, uid)
-    if libc is not None and spec.get("drop_caps"):
+    if spec.get("drop_caps"):
         _drop_capabilities(libc)
-    if libc is not None:
-        libc.check(libc.prctl(_PR_SET_NO_NEW_PRIVS, 1), "no_new_privs")
-        if spec.get("pdeathsig"):  # unisolated: die with the host, not outlive it
-            libc.check(libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL), "pdeathsig")
+    libc.check(libc.prctl(_PR_SET_NO_NEW_PRIVS, 1), "no_new_privs")
+    if spec.get("pdeathsig"):  # unisolated: die with the host, not outlive it
+        libc.check(libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL), "pdeathsig")
+        # and adopt the orphans of the code's own children, so a cell's end can find them
+        libc.check(libc.prctl(_PR_SET_CHILD_SUBREAPER, 1), "child_subreaper")
+    try:
+        _load_sibling("_seccomp").install_filter()
+    except (ImportError, OSError) as exc:
+        missing.append(f"seccomp filter ({exc})")
+    return missing
+
+
+def _load_sibling(name: str) -> Any:
+    """A module from the file beside this one (bound into the sandbox with it); `-I` keeps
+    this directory off sys.path."""
+    import importlib.util
+
+    path = os.path.join(os.path.dirname(os.path.abspath(__file__)), name + ".py")
+    spec = importlib.util.spec_from_file_location(name, path)
+    if spec is None or spec.loader is None:
+        raise ImportError(f"no module at {path}")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def end_cell_processes(own_namespace: bool) -> None:
+    """Kill every process a cell started (its children, their children, daemons), keeping
+    this one: in a PID namespace of our own, kill(-1) reaches exactly those, atomically;
+    unisolated, the subreaper's descendants, found in /proc, until none are left."""
+    if own_namespace:
+        try:
+            os.kill(-1, signal.SIGKILL)
+        except ProcessLookupError:
+            pass  # nothing else running
+    else:
+        for _ in range(100):
+            found = _descendants(os.getpid())
+            if not found:
+                break
+            for pid in found:
+                try:
+                    os.kill(pid, signal.SIGKILL)
+                except OSError:
+                    pass
+            _reap()
+    _reap()
+
+
+def _reap() -> None:
+    while True:
+        try:
+            pid, _ = os.waitpid(-1, os.WNOHANG)
+        except ChildProcessError:
+            return
+        if pid == 0:
+            return
+
+
+def _descendants(root: int) -> set[int]:
+    parents: dict[int, int] = {}
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                with open(f"/proc/{entry}/stat", "rb") as f:
+                    fields = f.read().rsplit(b")", 1)[1].split()
+            except OSError:
+                continue
+            if fields[0] != b"Z":
+                parents[int(entry)] = int(fields[1])
+    found: set[int] = set()
+    frontier = {root}
+    while frontier:
+        frontier = {pid for pid, ppid in parents.items() if ppid in frontier} - found
+        found |= frontier
+    return found
+
+
+def in_own_pid_namespace(host_depth: int) -> bool:
+    """True when this process sits in a PID namespace below the host's (NSpid lists one pid
+    per level), so that kill(-1) cannot reach anything of the host."""
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith("NSpid:"):
+                return len(line.split()) - 1 > host_depth
+    return False
 
 
 def _run_as_init() -> None:
@@ -233,8 +343,10 @@ def _run_as_init() -> None:
             os._exit(128 - code if code < 0 else code)
 
 
-def _load_context(path: str, kind: str) -> Any:
-    with open(path, encoding="utf-8") as f:
+def _load_context(fd: int, kind: str) -> Any:
+    """Read the context from the file the host holds open for us; it has no path here."""
+    os.lseek(fd, 0, os.SEEK_SET)
+    with open(fd, encoding="utf-8", closefd=True) as f:
         if kind == "list":
             return json.load(f)
         return f.read()
@@ -343,20 +455,24 @@ def main() -> None:
     sys.stdin = open(os.devnull)
 
     init = channel.receive()
+    spec = init.get("sandbox") or {}
     try:
-        confine(init.get("sandbox") or {}, init.get("limits", {}))
+        missing = confine(spec, init.get("limits", {}))
     except OSError as exc:
         channel.send({"op": "ready", "error": f"the sandbox could not be set up ({exc})"})
         return
+    own_namespace = bool(spec.get("pid_namespace")) and in_own_pid_namespace(
+        int(spec.get("host_pid_depth", 1))
+    )
     worker = Worker(channel, init.get("subcalls", True))
     try:
-        worker.namespace["context"] = _load_context(init["context_path"], init["context_kind"])
+        worker.namespace["context"] = _load_context(init["context_fd"], init["context_kind"])
     except MemoryError:
         channel.send(
             {"op": "ready", "error": "the context does not fit in the worker's memory limit"}
         )
         return
-    channel.send({"op": "ready"})
+    channel.send({"op": "ready", "missing": missing})
     while True:
         try:
             message = channel.receive()
@@ -364,7 +480,9 @@ def main() -> None:
             return
         op = message["op"]
         if op == "exec":
-            channel.send(worker.run(message["code"]))
+            result = worker.run(message["code"])
+            end_cell_processes(own_namespace)  # nothing a cell started outlives it
+            channel.send(result)
         elif op == "variable":
             channel.send(worker.variable(message["name"]))
         elif op == "exit":
