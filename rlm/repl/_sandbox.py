@@ -196,7 +196,7 @@ def build_launch(
             {
                 "uid": uid,
                 "pid_namespace": True,
-                "host_pid_depth": _pid_namespace_depth(),
+                "host_pid_namespace": _pid_namespace(),
                 "workdir": workdir,
             },
         )
@@ -210,19 +210,15 @@ def build_launch(
             "uid": uid,
             "drop_caps": uid is None,
             "pid_namespace": True,
-            "host_pid_depth": _pid_namespace_depth(),
+            "host_pid_namespace": _pid_namespace(),
         }
         return WorkerLaunch(method, _unshare_argv(command), confine)
     return WorkerLaunch("none", command, {"pdeathsig": True, "workdir": workdir})
 
 
-def _pid_namespace_depth() -> int:
-    """How many PID namespaces this process sits in (1 outside any container)."""
-    with open("/proc/self/status") as f:
-        for line in f:
-            if line.startswith("NSpid:"):
-                return len(line.split()) - 1
-    return 1
+def _pid_namespace() -> str:
+    """The host's PID namespace, which the worker checks it is not in before kill(-1)."""
+    return os.readlink("/proc/self/ns/pid")
 
 
 def _bwrap_argv(

@@ -20,6 +20,7 @@ import stat
 import struct
 import sys
 import threading
+import time
 import traceback
 from typing import Any
 
@@ -281,18 +282,23 @@ def end_cell_processes(own_namespace: bool) -> None:
                     os.kill(pid, signal.SIGKILL)
                 except OSError:
                     pass
-            _reap()
+            _reap(0.01)
     _reap()
 
 
-def _reap() -> None:
+def _reap(seconds: float = 1.0) -> None:
+    """Collect the children just killed (SIGKILL lands a moment later), so that none is left
+    a zombie holding a slot of the process limit."""
+    deadline = time.monotonic() + seconds
     while True:
         try:
             pid, _ = os.waitpid(-1, os.WNOHANG)
         except ChildProcessError:
-            return
+            return  # no children left
         if pid == 0:
-            return
+            if time.monotonic() > deadline:
+                return
+            time.sleep(0.001)
 
 
 def _descendants(root: int) -> set[int]:
@@ -314,14 +320,13 @@ def _descendants(root: int) -> set[int]:
     return found
 
 
-def in_own_pid_namespace(host_depth: int) -> bool:
-    """True when this process sits in a PID namespace below the host's (NSpid lists one pid
-    per level), so that kill(-1) cannot reach anything of the host."""
-    with open("/proc/self/status") as f:
-        for line in f:
-            if line.startswith("NSpid:"):
-                return len(line.split()) - 1 > host_depth
-    return False
+def in_own_pid_namespace(host_namespace: str) -> bool:
+    """True when this process sits in another PID namespace than the host's, so that
+    kill(-1) cannot reach anything of the host."""
+    try:
+        return bool(host_namespace) and os.readlink("/proc/self/ns/pid") != host_namespace
+    except OSError:
+        return False
 
 
 def _run_as_init() -> None:
@@ -462,7 +467,7 @@ def main() -> None:
         channel.send({"op": "ready", "error": f"the sandbox could not be set up ({exc})"})
         return
     own_namespace = bool(spec.get("pid_namespace")) and in_own_pid_namespace(
-        int(spec.get("host_pid_depth", 1))
+        str(spec.get("host_pid_namespace", ""))
     )
     worker = Worker(channel, init.get("subcalls", True))
     try:

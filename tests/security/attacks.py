@@ -18,12 +18,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from rlm.repl import CellResult, REPLSession, SandboxLimits
+from rlm.repl._cgroup import probe_cgroups
 from rlm.repl._sandbox import probe
 
 SECRETS = ("sk-host-secret-0451", "xoxb-host-secret-0451", "dotenv-secret-0451", "db-secret-0451")
 PROCESS_LIMIT = 32  # the limits attack sessions run with: small, so attacks end fast
 FILE_SIZE_MB = 8
 MEMORY_MB = 512
+DISK_MB = 64
 ISOLATED = ("bwrap", "unshare")
 
 
@@ -44,19 +46,25 @@ async def _no_subcalls(*args: object) -> str:
     raise RuntimeError("no sub-calls in attack cells")
 
 
+async def _long_answers(template: str, chunks: list[str]) -> list[str]:
+    """A map that answers at length: a worker that will not read it must not stall the host."""
+    return ["x" * 1000 for _ in chunks]
+
+
 def attack_session(method: str, cell_timeout: float = 10.0) -> REPLSession:
     """A session with small limits, so attacks on them end fast; isolation as given."""
     limits = SandboxLimits(
         memory_mb=MEMORY_MB,
         file_size_mb=FILE_SIZE_MB,
         processes=PROCESS_LIMIT,
+        disk_mb=DISK_MB,
         isolation=method,
         require_isolation=method != "none",
     )
     return REPLSession(
         "the context",
         llm_query=_no_subcalls,
-        parallel_query=_no_subcalls,  # type: ignore[arg-type]
+        parallel_query=_long_answers,
         cell_timeout=cell_timeout,
         limits=limits,
     )
@@ -104,6 +112,7 @@ class Target:
     unix: CountingListener
     unix_name: str
     host_markers: list[Path] = field(default_factory=list)  # files that must never appear
+    host_files: dict[str, bytes] = field(default_factory=dict)  # in project_dir, unchanged
 
     def marker(self, name: str) -> Path:
         path = Path("/tmp") / f"rlm-attack-{os.getpid()}-{name}"
@@ -114,11 +123,17 @@ class Target:
 @contextmanager
 def attack_target(project_dir: Path, llm_port: int) -> Iterator[Target]:
     """Secrets in a `.env` and a `.db` file in `project_dir`; a TCP and a unix listener."""
-    (project_dir / ".env").write_text(f"OPENAI_API_KEY={SECRETS[2]}\n")
-    (project_dir / "rlm.db").write_bytes(b"SQLite format 3\x00" + SECRETS[3].encode())
+    host_files = {
+        ".env": f"OPENAI_API_KEY={SECRETS[2]}\n".encode(),
+        "rlm.db": b"SQLite format 3\x00" + SECRETS[3].encode(),
+        "host.pth": b"# a .pth file: Python runs its import lines at every start\n",
+    }
+    for name, content in host_files.items():
+        (project_dir / name).write_bytes(content)
     unix_name = f"rlm-attack-{uuid.uuid4().hex}"
     tcp, unix = CountingListener(), CountingListener(unix_name)
     target = Target(os.getpid(), project_dir, llm_port, tcp, unix, unix_name)
+    target.host_files = host_files
     try:
         yield target
     finally:
@@ -138,6 +153,16 @@ class Attack:
     check: Check
     needs_isolation: bool = True  # only a sandbox stops it (or trying it unisolated is unsafe)
     cell_timeout: float = 10.0
+    layer: str = ""  # a cgroup layer it needs ("memory"), where the machine may lack it
+
+    def missing_layer(self) -> str:
+        """Why this machine cannot stop the attack, if it needs a layer that is missing."""
+        if not self.layer:
+            return ""
+        support = probe_cgroups()
+        if getattr(support, self.layer):
+            return ""
+        return "; ".join(m for m in support.missing if m.startswith(self.layer)) or self.layer
 
 
 def _no_leak(result: CellResult, target: Target) -> str:
@@ -405,3 +430,8 @@ print('no pipe accepted the frame')
         needs_isolation=False,
     ),
 ]
+
+# The attacks on the host's side of the protocol live beside these; they count in the same set.
+from tests.security.host_attacks import HOST_ATTACKS  # noqa: E402
+
+ATTACKS += HOST_ATTACKS

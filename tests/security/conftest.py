@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import pytest
@@ -24,3 +26,51 @@ def target(
     with attack_target(project, llm_server.port) as found:
         yield found
     assert not llm_server.requests, "the sandboxed code reached the LLM server"
+
+
+PEAK_MEMORY_BOUND = 256 * 2**20  # what one attack may add to the host's resident memory
+
+
+class Heartbeat:
+    """A task on the host's event loop that notes how late each 10 ms tick runs, and the
+    host's peak resident memory since the last reset."""
+
+    def __init__(self) -> None:
+        self.worst = 0.0
+        self._rss_at_reset = 0
+
+    async def beat(self) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            due = loop.time() + 0.01
+            await asyncio.sleep(0.01)
+            self.worst = max(self.worst, loop.time() - due)
+
+    def reset(self) -> None:
+        self.worst = 0.0
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")  # resets VmHWM, the peak, to the current resident size
+        self._rss_at_reset = _status_kb("VmRSS") * 1024
+
+    def peak_growth(self) -> int:
+        return _status_kb("VmHWM") * 1024 - self._rss_at_reset
+
+
+def _status_kb(field: str) -> int:
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith(field + ":"):
+                return int(line.split()[1])
+    raise LookupError(field)
+
+
+@pytest.fixture
+async def heartbeat() -> AsyncIterator[Heartbeat]:
+    found = Heartbeat()
+    task = asyncio.create_task(found.beat())
+    try:
+        yield found
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
