@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import IO, Any
 
 from rlm import _prompts as prompts
+from rlm._budget import RunBudget
 from rlm._events import (
     CodeExecuted,
     Event,
@@ -21,9 +22,10 @@ from rlm._events import (
     RunFinished,
     SubcallProgress,
 )
-from rlm._exceptions import ConfigurationError, ProviderError
+from rlm._exceptions import ConfigurationError
 from rlm._limiter import Limiter
 from rlm._parsing import find_code_blocks, find_final, truncate
+from rlm._subcalls import SubcallServer
 from rlm._sync import run_sync
 from rlm.clients._base import LLMInterface, Message
 from rlm.repl import REPLSession, SandboxLimits
@@ -34,7 +36,13 @@ Trajectory = list[dict[str, Any]]
 
 
 class RLM:
-    """A Recursive Language Model: answers `query` over `context` of any size."""
+    """A Recursive Language Model: answers `query` over `context` of any size.
+
+    Budgets per run (None: no limit): `max_subcalls`, `max_tokens`, `max_seconds`, spent
+    before the work (see `rlm._budget`). Per request from the REPL, refused before any
+    sub-call: `max_map_chunks` chunks in one `parallel_query`, and `max_prompt_bytes` UTF-8
+    bytes of one `llm_query` prompt or of all the prompts of one `parallel_query`.
+    """
 
     def __init__(
         self,
@@ -52,6 +60,8 @@ class RLM:
         max_subcalls: int | None = None,
         max_tokens: int | None = None,
         max_seconds: float | None = None,
+        max_map_chunks: int = 10_000,
+        max_prompt_bytes: int = 64 * 1024 * 1024,
     ) -> None:
         if prompt_mode not in prompts.PROMPT_MODES:
             raise ConfigurationError(
@@ -59,6 +69,12 @@ class RLM:
             )
         if max_iterations < 1:
             raise ConfigurationError(f"max_iterations must be at least 1, got {max_iterations}")
+        for name, value in (
+            ("max_map_chunks", max_map_chunks),
+            ("max_prompt_bytes", max_prompt_bytes),
+        ):
+            if value < 1:
+                raise ConfigurationError(f"{name} must be at least 1, got {value}")
         self.root_llm = root_llm
         self.sub_llm = sub_llm or root_llm
         self.prompt_mode = prompt_mode
@@ -71,6 +87,8 @@ class RLM:
         self.max_subcalls = max_subcalls
         self.max_tokens = max_tokens
         self.max_seconds = max_seconds
+        self.max_map_chunks = max_map_chunks
+        self.max_prompt_bytes = max_prompt_bytes
 
     @property
     def max_parallel_calls(self) -> int:
@@ -119,17 +137,22 @@ class _Run:
         self.callbacks = callbacks
         self.verbose = verbose
         self.trajectory: Trajectory = []
-        self.subcalls = 0
-        self.input_tokens = 0
-        self.output_tokens = 0
+        self.budget = RunBudget(
+            max_subcalls=rlm.max_subcalls, max_tokens=rlm.max_tokens, max_seconds=rlm.max_seconds
+        )
         self.iteration = 0
-        self.iter_subcalls = 0
-        self.iter_tokens = [0, 0]
-        self.started = time.perf_counter()
+        subcalls = SubcallServer(
+            sub_llm=rlm.sub_llm,
+            limiter=rlm.limiter,
+            budget=self.budget,
+            max_map_chunks=rlm.max_map_chunks,
+            max_prompt_bytes=rlm.max_prompt_bytes,
+            progress=self._progress if callbacks else None,
+        )
         self.repl = REPLSession(
             context,
-            llm_query=self.llm_query,
-            parallel_query=self.parallel_query,
+            llm_query=subcalls.llm_query,
+            parallel_query=subcalls.parallel_query,
             subcalls_enabled=rlm.prompt_mode != "no_subcalls",
             cell_timeout=rlm.cell_timeout,
             limits=rlm.sandbox_limits,
@@ -146,61 +169,8 @@ class _Run:
             except Exception:  # a failing progress display must not end the run
                 logger.exception("event callback failed on %s", type(event).__name__)
 
-    # -- sub-calls, served to the REPL -------------------------------------------------------
-
-    def _budget_hit(self) -> str | None:
-        rlm = self.rlm
-        if rlm.max_subcalls is not None and self.subcalls >= rlm.max_subcalls:
-            return "max_subcalls"
-        if rlm.max_tokens is not None and self.input_tokens + self.output_tokens >= rlm.max_tokens:
-            return "max_tokens"
-        if rlm.max_seconds is not None and time.perf_counter() - self.started >= rlm.max_seconds:
-            return "max_seconds"
-        return None
-
-    async def _subcall(self, prompt: str) -> tuple[str, bool]:
-        limit = self._budget_hit()
-        if limit is not None:
-            return f"Error: the run's {limit} budget is used up; no more sub-calls.", False
-        self.subcalls += 1
-        self.iter_subcalls += 1
-        async with self.rlm.limiter.slot():
-            try:
-                completion = await self.rlm.sub_llm.chat_async(
-                    [{"role": "user", "content": prompt}]
-                )
-            except ProviderError as exc:
-                return f"Error: {exc}", False
-        self._add_tokens(completion.input_tokens, completion.output_tokens)
-        return completion.text, True
-
-    def _add_tokens(self, input_tokens: int, output_tokens: int) -> None:
-        self.input_tokens += input_tokens
-        self.output_tokens += output_tokens
-        self.iter_tokens[0] += input_tokens
-        self.iter_tokens[1] += output_tokens
-
-    async def llm_query(self, prompt: str) -> str:
-        text, ok = await self._subcall(prompt)
-        if self.callbacks:
-            await self.emit(SubcallProgress(self.iteration, 1, 1, 0 if ok else 1))
-        return text
-
-    async def parallel_query(self, template: str, chunks: list[str]) -> list[str]:
-        total, done, failed = len(chunks), 0, 0
-        with_chunk = "{chunk}" in template
-
-        async def one(chunk: str) -> str:
-            nonlocal done, failed
-            prompt = template.replace("{chunk}", chunk) if with_chunk else f"{template}\n\n{chunk}"
-            text, ok = await self._subcall(prompt)
-            done += 1
-            failed += not ok
-            if self.callbacks:
-                await self.emit(SubcallProgress(self.iteration, done, total, failed))
-            return text
-
-        return list(await asyncio.gather(*(one(c) for c in chunks)))
+    async def _progress(self, done: int, total: int, failed: int) -> None:
+        await self.emit(SubcallProgress(self.iteration, done, total, failed))
 
     # -- the loop ----------------------------------------------------------------------------
 
@@ -221,21 +191,22 @@ class _Run:
             if not repl_ready.cancelled():
                 repl_ready.exception()  # retrieved here; a start failure already surfaced
             await self.repl.close()
-        seconds = time.perf_counter() - self.started
+        budget = self.budget
+        seconds = budget.seconds
         await self.emit(
             RunFinished(
                 answer,
                 len(self.trajectory),
-                self.subcalls,
-                self.input_tokens,
-                self.output_tokens,
+                budget.subcalls,
+                budget.input_tokens,
+                budget.output_tokens,
                 seconds,
                 stopped_by,
             )
         )
         if self.verbose:
             print(
-                f"\n=== answer after {len(self.trajectory)} iterations, {self.subcalls} "
+                f"\n=== answer after {len(self.trajectory)} iterations, {budget.subcalls} "
                 f"sub-calls, {seconds:.1f} s ===\n{answer}",
                 flush=True,
             )
@@ -247,7 +218,7 @@ class _Run:
         rlm = self.rlm
         stopped_by: str | None = "max_iterations"
         for iteration in range(1, rlm.max_iterations + 1):
-            limit = self._budget_hit()
+            limit = self.budget.limit_hit()
             if limit is not None:
                 stopped_by = limit
                 break
@@ -271,11 +242,11 @@ class _Run:
     ) -> tuple[str | None, str, str]:
         """One root reply and its code; returns (answer or None, reply, what to show next)."""
         self.iteration = iteration
-        self.iter_subcalls, self.iter_tokens = 0, [0, 0]
+        before = self.budget.spent()
         started = time.perf_counter()
         await self.emit(IterationStarted(iteration))
         completion = await self.rlm.root_llm.chat_async(messages)
-        self._add_tokens(completion.input_tokens, completion.output_tokens)
+        self.budget.spend(completion.input_tokens, completion.output_tokens)
         reply = completion.text
         blocks = find_code_blocks(reply)
         outputs: list[str] = []
@@ -296,15 +267,16 @@ class _Run:
             self.rlm.max_iterations - iteration,
             note=prompts.missing_variable_prompt(missing) if missing is not None else None,
         )
+        spent = self.budget.spent() - before
         self.trajectory.append(
             {
                 "iteration": iteration,
                 "root_reply": reply,
                 "code_blocks": blocks,
                 "outputs": outputs,
-                "subcalls": self.iter_subcalls,
-                "input_tokens": self.iter_tokens[0],
-                "output_tokens": self.iter_tokens[1],
+                "subcalls": spent.subcalls,
+                "input_tokens": spent.input_tokens,
+                "output_tokens": spent.output_tokens,
                 "seconds": round(time.perf_counter() - started, 3),
             }
         )
@@ -314,9 +286,9 @@ class _Run:
                 reply,
                 tuple(blocks),
                 tuple(outputs),
-                self.iter_subcalls,
-                self.iter_tokens[0],
-                self.iter_tokens[1],
+                spent.subcalls,
+                spent.input_tokens,
+                spent.output_tokens,
                 time.perf_counter() - started,
             )
         )
@@ -345,13 +317,12 @@ class _Run:
     async def _last_chance(self, messages: list[Message], reason: str) -> str:
         await self.emit(IterationStarted(len(self.trajectory) + 1))
         started = time.perf_counter()
-        self.iter_subcalls, self.iter_tokens = 0, [0, 0]
         ask: list[Message] = [
             *messages,
             {"role": "user", "content": prompts.last_chance_prompt(reason)},
         ]
         completion = await self.rlm.root_llm.chat_async(ask)
-        self._add_tokens(completion.input_tokens, completion.output_tokens)
+        self.budget.spend(completion.input_tokens, completion.output_tokens)
         final = find_final(completion.text)
         answer = final.value if final and final.kind == "text" else completion.text.strip()
         iteration = len(self.trajectory) + 1
