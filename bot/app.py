@@ -153,6 +153,8 @@ async def _build_services(
             prompt_mode=settings.rlm_prompt_mode,
             sandbox_limits=sandbox_limits(settings.rlm_sandbox, settings.rlm_require_sandbox),
             provider_timeout=settings.rlm_provider_timeout,
+            max_map_chunks=settings.rlm_max_map_chunks,
+            max_prompt_bytes=settings.rlm_max_prompt_bytes,
         ),
         budget=BudgetBook(
             store=store,

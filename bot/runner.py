@@ -68,6 +68,8 @@ class EngineConfig:
     prompt_mode: Literal["standard", "conservative", "no_subcalls"] = "standard"
     sandbox_limits: SandboxLimits = field(default_factory=SandboxLimits)
     provider_timeout: float = 120.0
+    max_map_chunks: int = 10_000  # chunks in one parallel_query
+    max_prompt_bytes: int = 64 * 1024 * 1024  # one llm_query prompt, or one map's prompts
 
 
 @dataclass
@@ -253,6 +255,8 @@ class Runner:
             max_subcalls=caps.max_subcalls,
             max_tokens=caps.max_tokens,
             max_seconds=caps.max_seconds,
+            max_map_chunks=self.engine.max_map_chunks,
+            max_prompt_bytes=self.engine.max_prompt_bytes,
             sandbox_limits=self.engine.sandbox_limits,
             limiter=self.limiters.get(q.team_id),
             on_event=on_event,

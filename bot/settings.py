@@ -61,6 +61,10 @@ class Settings(BaseSettings):
     rlm_max_run_tokens: int = Field(default=2_000_000, ge=0)
     rlm_max_run_seconds: float = Field(default=600.0, ge=0)
     rlm_daily_tokens: int = Field(default=0, ge=0)
+    # Per request from the REPL, refused before any sub-call: chunks in one parallel_query,
+    # and UTF-8 bytes of the prompts of one parallel_query (summed) or of one llm_query.
+    rlm_max_map_chunks: int = Field(default=10_000, ge=1)
+    rlm_max_prompt_bytes: int = Field(default=64 * 1024 * 1024, ge=1)
 
     # Requests, providers and the REPL sandbox.
     rlm_max_request_bytes: int = Field(default=1_048_576, ge=1024)

@@ -54,6 +54,29 @@ async def test_a_run_stopped_by_a_budget_answers_and_names_the_limit(
         assert run.subcalls == 2 and "budget is used up" in iterations[0].output
 
 
+OVER_THE_CAPS = """\
+for request in (lambda: parallel_query('{chunk}', list('abcd')), lambda: llm_query('x' * 101)):
+    try:
+        request()
+    except RuntimeError as e:
+        print(e)"""
+
+
+async def test_the_request_caps_reach_the_engine(make_bot, slack, llm_server):
+    bot = await make_bot(rlm_max_map_chunks=3, rlm_max_prompt_bytes=100)
+    slack.add_message("C1", "something to read", user="U2")
+    llm_server.script_root(code(OVER_THE_CAPS), BEST)
+    await bot.events.command("ask anything?")
+    await bot.settle()
+
+    [run] = await bot.store.list_runs()
+    assert (run.status, run.answer, run.subcalls) == ("finished", "best so far", 0)
+    [output, _] = [i.output for i in await bot.store.list_iterations(run.id)]
+    assert "parallel_query takes at most 3 chunks per call (got 4)" in output
+    assert "llm_query takes a prompt of at most 100 bytes (got 101)" in output
+    assert llm_server.count("sub") == 0
+
+
 async def test_the_daily_budget_caps_a_run_then_refuses_new_ones(make_bot, slack, llm_server):
     bot = await make_bot(rlm_daily_tokens=200)
     slack.add_message("C1", "something to read", user="U2")

@@ -88,6 +88,8 @@ def test_provider_endpoints_follow_the_model_spec(env):
         ("RLM_MAX_RUN_TOKENS", "lots", "RLM_MAX_RUN_TOKENS=lots is not valid"),
         ("RLM_MAX_RUN_SECONDS", "-5", "RLM_MAX_RUN_SECONDS=-5 is not valid"),
         ("RLM_DAILY_TOKENS", "1e", "RLM_DAILY_TOKENS=1e is not valid"),
+        ("RLM_MAX_MAP_CHUNKS", "0", "RLM_MAX_MAP_CHUNKS=0 is not valid"),
+        ("RLM_MAX_PROMPT_BYTES", "64MB", "RLM_MAX_PROMPT_BYTES=64MB is not valid"),
         ("RLM_MAX_REQUEST_BYTES", "100", "RLM_MAX_REQUEST_BYTES=100 is not valid"),
         ("RLM_PROVIDER_TIMEOUT", "0", "RLM_PROVIDER_TIMEOUT=0 is not valid"),
         ("RLM_SANDBOX", "docker", "RLM_SANDBOX=docker is not valid: Input should be 'auto',"),
@@ -112,9 +114,17 @@ def test_the_budget_request_and_sandbox_defaults(env):
     assert (settings.rlm_max_subcalls, settings.rlm_max_run_tokens) == (2000, 2_000_000)
     assert settings.rlm_max_run_seconds == 600.0
     assert settings.rlm_daily_tokens == 0  # no daily limit
+    assert (settings.rlm_max_map_chunks, settings.rlm_max_prompt_bytes) == (10_000, 64 * 2**20)
     assert settings.rlm_max_request_bytes == 1_048_576
     assert (settings.rlm_provider_timeout, settings.rlm_provider_retries) == (120.0, 4)
     assert (settings.rlm_sandbox, settings.rlm_require_sandbox) == ("auto", False)
+
+
+def test_the_request_caps_are_read_from_the_environment(env):
+    env.setenv("RLM_MAX_MAP_CHUNKS", "500")
+    env.setenv("RLM_MAX_PROMPT_BYTES", "1048576")
+    settings = Settings.from_env()
+    assert (settings.rlm_max_map_chunks, settings.rlm_max_prompt_bytes) == (500, 1_048_576)
 
 
 def test_require_sandbox_reads_yes_and_no(env):
