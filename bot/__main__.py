@@ -31,7 +31,11 @@ async def serve(settings: Settings, stop: asyncio.Event | None = None) -> None:
     configure_logging(settings.rlm_log_level, settings.secrets)
     try:
         isolation = await check_sandbox(
-            sandbox_limits(settings.rlm_sandbox, settings.rlm_require_sandbox)
+            sandbox_limits(
+                settings.rlm_sandbox,
+                settings.rlm_require_sandbox,
+                database_url=settings.database_url,
+            )
         )
     except SandboxUnavailable as exc:
         raise StartupError(str(exc)) from None

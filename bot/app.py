@@ -116,7 +116,11 @@ async def start_services(settings: Settings, *, isolation: str | None = None) ->
     )
     if isolation is None:
         isolation = await check_sandbox(
-            sandbox_limits(settings.rlm_sandbox, settings.rlm_require_sandbox)
+            sandbox_limits(
+                settings.rlm_sandbox,
+                settings.rlm_require_sandbox,
+                database_url=settings.database_url,
+            )
         )
     store = await Store.open(settings.database_url)
     session = aiohttp.ClientSession()
@@ -151,7 +155,11 @@ async def _build_services(
             root_model=settings.rlm_root_model,
             sub_model=settings.rlm_sub_model,
             prompt_mode=settings.rlm_prompt_mode,
-            sandbox_limits=sandbox_limits(settings.rlm_sandbox, settings.rlm_require_sandbox),
+            sandbox_limits=sandbox_limits(
+                settings.rlm_sandbox,
+                settings.rlm_require_sandbox,
+                database_url=settings.database_url,
+            ),
             provider_timeout=settings.rlm_provider_timeout,
             max_map_chunks=settings.rlm_max_map_chunks,
             max_prompt_bytes=settings.rlm_max_prompt_bytes,

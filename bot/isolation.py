@@ -8,6 +8,9 @@ app refuses to start; without it, it starts and says loudly that code runs uniso
 from __future__ import annotations
 
 import logging
+import os
+
+from sqlalchemy.engine import make_url
 
 from rlm import REPLError, SandboxLimits
 from rlm.repl import REPLSession
@@ -27,8 +30,21 @@ class SandboxUnavailable(Exception):
     """The configured sandbox cannot run here; the message is one line for the operator."""
 
 
-def sandbox_limits(choice: str, required: bool) -> SandboxLimits:
-    return SandboxLimits(isolation=choice, require_isolation=required)
+def sandbox_limits(choice: str, required: bool, *, database_url: str = "") -> SandboxLimits:
+    """The sandbox as configured; a SQLite database's directory is kept out of the worker's
+    view wherever it lies (the working directory and the checkout always are)."""
+    return SandboxLimits(
+        isolation=choice, require_isolation=required, private_paths=_database_paths(database_url)
+    )
+
+
+def _database_paths(database_url: str) -> tuple[str, ...]:
+    if not database_url.startswith("sqlite"):
+        return ()
+    database = make_url(database_url).database
+    if not database or database == ":memory:":
+        return ()
+    return (os.path.abspath(database),)
 
 
 async def _no_query(prompt: str) -> str:

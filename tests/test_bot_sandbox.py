@@ -3,12 +3,17 @@
 from __future__ import annotations
 
 import logging
+import shutil
+import sys
+import tempfile
+from pathlib import Path
 
 import pytest
 from bot_harness import harness_settings
 
 from bot.app import start_services
-from bot.isolation import SandboxUnavailable
+from bot.isolation import SandboxUnavailable, sandbox_limits
+from rlm.repl import REPLSession
 from tests.security.attacks import skip_unless_available
 
 
@@ -73,3 +78,24 @@ async def test_a_sandbox_that_cannot_work_as_configured_stops_the_start(
     assert message.startswith(expected) and "\n" not in message
     assert f"(RLM_SANDBOX={choice}, RLM_REQUIRE_SANDBOX={str(required).lower()})." in message
     assert not (tmp_path / "rlm.db").exists()
+
+
+@pytest.mark.parametrize("method", ["bwrap", "unshare"])
+async def test_the_database_stays_hidden_where_the_worker_could_otherwise_see_it(method):
+    """A SQLite file kept inside a path the worker sees (here, the interpreter's prefix)."""
+    skip_unless_available(method)
+    folder = Path(tempfile.mkdtemp(prefix="rlm-data-", dir=sys.prefix))
+    try:
+        (folder / "app.sqlite-data").write_text("db-secret-inside-prefix")
+        limits = sandbox_limits(method, True, database_url=f"sqlite+aiosqlite:///{folder}/x.db")
+        assert limits.private_paths == (str(folder / "x.db"),)
+
+        async def nothing(*args):
+            return ""
+
+        session = REPLSession("ctx", llm_query=nothing, parallel_query=nothing, limits=limits)
+        async with session:
+            listing = await session.run_cell(f"import os\nprint(os.listdir({str(folder)!r}))")
+        assert listing.output == "[]\n"
+    finally:
+        shutil.rmtree(folder)
