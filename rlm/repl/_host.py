@@ -256,10 +256,10 @@ class REPLSession:
     def _prepare(self) -> None:
         """Choose the method and lay out what every spawn of this session reuses."""
         limits = self.limits
-        remove_stale_workdirs()
         method, error = choose_method(limits.isolation, limits.require_isolation)
         if error:
             raise REPLError(error)
+        remove_stale_workdirs()
         # Isolated, the worker gets a tmpfs at this path in its own mount namespace: the
         # host's directory stays empty and the worker's uid cannot enter it.
         self._dir = tempfile.mkdtemp(prefix=f"rlm-repl-{os.getpid()}-")
