@@ -30,7 +30,16 @@ from typing import IO, Any
 
 from rlm._exceptions import REPLError
 from rlm.repl._cgroup import SandboxCgroup, remove_stale_cgroups
-from rlm.repl._protocol import HEADER, ProtocolError, decode_frame, encode_frame
+from rlm.repl._protocol import (
+    HEADER_LIMIT,
+    LENGTH,
+    ProtocolError,
+    attach_parts,
+    check_message,
+    decode_parts,
+    pack,
+    parse_header,
+)
 from rlm.repl._sandbox import (
     WorkerLaunch,
     build_launch,
@@ -42,7 +51,7 @@ from rlm.repl._sandbox import (
     worker_command,
 )
 
-_BIG_FRAME = 1024 * 1024  # frames past this are parsed and built off the event loop
+_BIG_MESSAGE = 1024 * 1024  # parts past this are decoded off the event loop
 _IN_CELL = ("result", "llm_query", "parallel_query")
 
 LLMQuery = Callable[[str], Awaitable[str]]
@@ -325,25 +334,37 @@ class REPLSession:
     async def _send(self, message: dict[str, Any]) -> None:
         assert self._proc is not None and self._proc.stdin is not None
         if isinstance(message.get("result"), list) and len(message["result"]) > 256:
-            frame = await asyncio.to_thread(encode_frame, message)  # a long map's answers
+            data = await asyncio.to_thread(pack, message)  # a long map's answers, item by item
         else:
-            frame = encode_frame(message)
-        self._proc.stdin.write(frame)
+            data = pack(message)
+        self._proc.stdin.write(data)
         await self._proc.stdin.drain()
 
     async def _receive(self, expected: Collection[str]) -> dict[str, Any]:
-        # Generated code can write to the protocol pipe too: never trust a frame's size or shape.
+        """The next message, checked. Generated code can write to the protocol pipe too:
+        every size, count and shape here is the other side's choice."""
         assert self._proc is not None and self._proc.stdout is not None
-        header = await self._proc.stdout.readexactly(HEADER.size)
-        (size,) = HEADER.unpack(header)
-        if size > self.limits.max_message_mb * 1024 * 1024:
-            raise ProtocolError(
-                f"a {size}-byte message, over the {self.limits.max_message_mb} MB limit"
-            )
-        payload = await self._proc.stdout.readexactly(size)
-        if size > _BIG_FRAME:
-            return await asyncio.to_thread(decode_frame, payload, expected)
-        return decode_frame(payload, expected)
+        stdout = self._proc.stdout
+        (size,) = LENGTH.unpack(await stdout.readexactly(LENGTH.size))
+        if size > HEADER_LIMIT:
+            raise ProtocolError(f"a {size}-byte header, over the {HEADER_LIMIT}-byte limit")
+        header, count = parse_header(await stdout.readexactly(size))
+        limit = self.limits.max_message_mb * 1024 * 1024
+        parts: list[bytes] = []
+        total = 0
+        for index in range(count):
+            (size,) = LENGTH.unpack(await stdout.readexactly(LENGTH.size))
+            total += size
+            if total > limit:
+                raise ProtocolError(f"a message of over {self.limits.max_message_mb} MB")
+            parts.append(await stdout.readexactly(size))
+            if index % 512 == 511:
+                await asyncio.sleep(0)  # buffered parts are read without a pause: make one
+        if total > _BIG_MESSAGE or count > 512:
+            texts = await asyncio.to_thread(decode_parts, parts)
+        else:
+            texts = decode_parts(parts)
+        return check_message(attach_parts(header, texts), expected)
 
     async def run_cell(self, code: str) -> CellResult:
         """Run `code` in the worker; errors in the code come back as output, never raise."""
@@ -428,6 +449,10 @@ class REPLSession:
             except (ProcessLookupError, PermissionError):
                 with contextlib.suppress(ProcessLookupError, PermissionError):
                     os.kill(proc.pid, signal.SIGKILL)
+        # A worker that died mid-write can leave the reader paused on a full buffer; then the
+        # pipe's end is never seen and wait() never returns. Its output is of no use now.
+        with contextlib.suppress(AttributeError):
+            proc._transport.get_pipe_transport(1).close()  # type: ignore[attr-defined]
         returncode = await proc.wait()
         if proc.stdin is not None:
             proc.stdin.close()

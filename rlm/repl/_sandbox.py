@@ -14,6 +14,7 @@ mounts a worker gets.
 
 from __future__ import annotations
 
+import io
 import itertools
 import logging
 import os
@@ -29,7 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from rlm._exceptions import ConfigurationError
-from rlm.repl._protocol import HEADER, SCHEMAS, ProtocolError, decode_frame, encode_frame
+from rlm.repl._protocol import SCHEMAS, ProtocolError, check_message, pack, read_message
 
 logger = logging.getLogger("rlm.sandbox")
 
@@ -75,9 +76,12 @@ _VISIBLE_TOP = {"usr", "bin", "sbin", "lib", "lib32", "lib64", "libx32", "proc",
 _DEV_MOUNTS = ("/dev/shm", "/dev/mqueue", "/dev/pts", "/dev/hugepages")  # shared with the host
 
 # The worker's own files, the only ones of this package it sees (bound read-only where they
-# lie): its script and the seccomp filter it imports as a sibling module.
+# lie): its script, and the wire format and seccomp filter it loads as sibling modules.
 WORKER_SCRIPT = str(Path(__file__).with_name("_worker.py"))
-WORKER_FILES = (WORKER_SCRIPT, str(Path(__file__).with_name("_seccomp.py")))
+WORKER_FILES = (
+    WORKER_SCRIPT,
+    *(str(Path(__file__).with_name(name)) for name in ("_protocol.py", "_seccomp.py")),
+)
 # A directory holding one of these, above the host's working directory or the project, is
 # the host's: covered too.
 _HOST_MARKERS = (".env",)
@@ -271,6 +275,8 @@ def _bwrap_argv(
             argv += ["--perms", "0755", "--dir", path]
     for path in under_cover:
         argv += ["--ro-bind", path, path]
+    for path in cover:
+        argv += ["--remount-ro", path]
     argv += ["--size", str(disk_bytes), "--perms", "0777", "--tmpfs", workdir]
     argv += ["--remount-ro", "/", "--chdir", workdir, "--"]
     return argv + command
@@ -337,7 +343,7 @@ _announced: set[str] = set()
 
 
 def worker_command() -> list[str]:
-    return [sys.executable, "-I", WORKER_SCRIPT]
+    return [sys.executable, "-I", "-B", WORKER_SCRIPT]  # -B: it writes no bytecode anywhere
 
 
 def init_frame(
@@ -393,7 +399,7 @@ def _run_probe(method: str) -> str:
             done = subprocess.run(
                 launch.argv,
                 cwd="/",
-                input=encode_frame(init) + encode_frame(exec_cell) + encode_frame({"op": "exit"}),
+                input=pack(init) + pack(exec_cell) + pack({"op": "exit"}),
                 env={"PATH": "/usr/bin:/bin", "LANG": "C.UTF-8"},
                 capture_output=True,
                 timeout=20,
@@ -420,15 +426,21 @@ def _run_probe(method: str) -> str:
 
 
 def _frames(data: bytes) -> list[dict[str, Any]]:
+    """The messages in what a probed worker wrote, up to the first that is not one."""
+    stream = io.BytesIO(data)
+
+    def read_exactly(n: int) -> bytes:
+        piece = stream.read(n)
+        if len(piece) < n:
+            raise EOFError
+        return piece
+
     frames = []
-    while len(data) >= HEADER.size:
-        (size,) = HEADER.unpack(data[: HEADER.size])
+    while True:
         try:
-            frames.append(decode_frame(data[HEADER.size : HEADER.size + size], SCHEMAS))
-        except ProtocolError:
-            break
-        data = data[HEADER.size + size :]
-    return frames
+            frames.append(check_message(read_message(read_exactly, len(data)), SCHEMAS))
+        except (EOFError, ProtocolError):
+            return frames
 
 
 def choose_method(isolation: str, require_isolation: bool) -> tuple[str, str]:

@@ -17,21 +17,23 @@ import os
 import resource
 import signal
 import stat
-import struct
 import sys
 import threading
 import time
 import traceback
 from typing import Any
 
-_HEADER = struct.Struct(">I")
 _OUTPUT_CAP = 1_000_000  # characters kept of one cell's output; the host truncates further
 
 
 class _Channel:
-    def __init__(self, read_fd: int, write_fd: int) -> None:
+    """Messages to and from the host, in `_protocol`'s wire form."""
+
+    def __init__(self, read_fd: int, write_fd: int, protocol: Any) -> None:
         self._reader = os.fdopen(read_fd, "rb", buffering=0)
         self._writer = os.fdopen(write_fd, "wb", buffering=0)
+        self._protocol = protocol
+        self.max_parts: int = protocol.MAX_PARTS
         self._lock = threading.Lock()
 
     def _read_exactly(self, n: int) -> bytes:
@@ -44,13 +46,11 @@ class _Channel:
         return bytes(buf)
 
     def receive(self) -> dict[str, Any]:
-        (size,) = _HEADER.unpack(self._read_exactly(_HEADER.size))
-        message: dict[str, Any] = json.loads(self._read_exactly(size))
+        message: dict[str, Any] = self._protocol.read_message(self._read_exactly, 1 << 40)
         return message
 
     def send(self, message: dict[str, Any]) -> None:
-        data = json.dumps(message, ensure_ascii=False).encode("utf-8")
-        self._writer.write(_HEADER.pack(len(data)) + data)
+        self._writer.write(self._protocol.pack(message))
 
     def request(self, message: dict[str, Any]) -> dict[str, Any]:
         with self._lock:  # one request in flight; parallel_query is the way to fan out
@@ -393,6 +393,11 @@ class Worker:
         chunks = [str(c) for c in context_chunks]
         if not chunks:
             return []
+        if len(chunks) > self.channel.max_parts - 1:
+            raise ValueError(
+                f"parallel_query takes at most {self.channel.max_parts - 1:,} chunks per call "
+                f"(got {len(chunks):,}); split the work into several calls"
+            )
         result: list[str] = self._ask(
             {"op": "parallel_query", "template": str(prompt_template), "chunks": chunks}
         )
@@ -452,7 +457,7 @@ def main() -> None:
     if os.getpid() == 1:
         _run_as_init()
     # Take the protocol pipes off fds 0/1 so code that writes to them cannot corrupt frames.
-    channel = _Channel(os.dup(0), os.dup(1))
+    channel = _Channel(os.dup(0), os.dup(1), _load_sibling("_protocol"))
     devnull = os.open(os.devnull, os.O_RDWR)
     os.dup2(devnull, 0)
     os.dup2(devnull, 1)

@@ -78,18 +78,21 @@ _FILE_ATTACKS = [
 
 _FORGE = """
 import os, stat, time
-def forge(payload):
+def forge(payload, tail=b''):
     for fd in map(int, os.listdir('/proc/self/fd')):
         try:
             if stat.S_ISFIFO(os.fstat(fd).st_mode):
-                os.write(fd, len(payload).to_bytes(4, 'big') + payload)
+                os.write(fd, len(payload).to_bytes(4, 'big') + payload + tail)
         except OSError:
             pass  # the pipe the host writes to: not ours to write
 """
 
 
-def _forged(payload: bytes, wait: float = 5.0) -> Callable[[Target], str]:
-    return lambda t: f"{_FORGE}\nforge({payload!r})\ntime.sleep({wait})\nprint('LEAK accepted')"
+def _forged(payload: bytes, wait: float = 5.0, tail: bytes = b"") -> Callable[[Target], str]:
+    """A header written straight to the protocol pipe, then `tail` (raw parts)."""
+    return lambda t: (
+        f"{_FORGE}\nforge({payload!r}, {tail!r})\ntime.sleep({wait})\nprint('LEAK accepted')"
+    )
 
 
 def _refused(phrase: str) -> Check:
@@ -124,7 +127,17 @@ _FRAME_ATTACKS = [
     ("frame_chunks_not_strings", _frame(op="parallel_query", template="", chunks=[1]), "chunks"),
     ("frame_not_an_object", b"[1, 2]", "without an operation"),
     ("frame_invalid_utf8", b'{"op": "\xff"}', "not a frame"),
+    ("frame_header_over_its_limit", _frame(op="llm_query", prompt="p" * 2_000_000), "header"),
+    (
+        "frame_part_it_does_not_hold",
+        _frame(op="llm_query", prompt={"$part": 5}) + b"",
+        "does not hold",
+    ),
+    ("frame_too_many_parts", _frame(op="ready", **{"$parts": 10**9}), "count of parts"),
 ]
+
+# A well-formed header whose one part claims 4 GB: refused from its length, never buffered.
+_HUGE_PART = (_frame(op="llm_query", prompt={"$part": 0}, **{"$parts": 1}), b"\xff\xff\xff\xff")
 
 # -- clocks and processes ----------------------------------------------------------------------
 
@@ -283,6 +296,12 @@ HOST_ATTACKS: list[Attack] = [
     *(
         Attack(name, _forged(payload), _and(_no_leak, _refused(phrase)), needs_isolation=False)
         for name, payload, phrase in _FRAME_ATTACKS
+    ),
+    Attack(
+        "frame_part_over_the_message_limit",
+        _forged(_HUGE_PART[0], tail=_HUGE_PART[1] + b"x" * 65536),
+        _and(_no_leak, _refused("over 256 MB")),
+        needs_isolation=False,
     ),
     Attack(
         "unread_reply_past_the_clock",
