@@ -318,3 +318,46 @@ async def test_host_directory_stays_hidden_inside_a_path_the_worker_sees(
         assert stdlib.output == "imports work\n"
     finally:
         shutil.rmtree(project)
+
+
+# -- leftovers -------------------------------------------------------------------------------
+
+
+def test_directories_of_dead_hosts_are_removed_and_links_never_followed(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from rlm.repl import _host
+
+    top = Path(tempfile.mkdtemp(prefix="rlm-stale-test-"))
+    try:
+        monkeypatch.setattr(tempfile, "tempdir", str(top))
+        monkeypatch.setattr(_host, "_stale_checked", False)
+        dead = 2**22 + 7  # above any pid_max: no such process
+        assert not Path(f"/proc/{dead}").exists()
+        crashed = top / f"rlm-repl-{dead}-abc123"
+        crashed.mkdir()
+        (crashed / "context.json").write_text('["slack history"]')
+        legacy = top / "rlm-repl-k2j4h5g6"  # the unnamed kind earlier versions left
+        legacy.mkdir()
+        alive = top / f"rlm-repl-{os.getpid()}-live"
+        alive.mkdir()
+        precious = top / "precious"
+        precious.mkdir()
+        (precious / "keep.txt").write_text("keep")
+        (top / f"rlm-repl-{dead}-link").symlink_to(precious)
+        _host.remove_stale_workdirs()
+        assert not crashed.exists() and not legacy.exists()
+        assert alive.exists() and (precious / "keep.txt").read_text() == "keep"
+        _host.remove_stale_workdirs()  # once per process: the second call does nothing
+    finally:
+        shutil.rmtree(top)
+
+
+@pytest.mark.parametrize("method", [*ISOLATED, "none"])
+async def test_a_closed_session_leaves_no_directory_behind(method: str) -> None:
+    skip_unless_available(method)
+    async with attack_session(method) as repl:
+        await repl.run_cell("open('notes.txt', 'w').write('slack text')")
+        workdir = repl.workdir
+    assert workdir is not None
+    assert not await asyncio.to_thread(os.path.exists, workdir)
