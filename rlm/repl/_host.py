@@ -31,12 +31,12 @@ from typing import IO, Any
 from rlm._exceptions import REPLError
 from rlm.repl._cgroup import SandboxCgroup, remove_stale_cgroups
 from rlm.repl._protocol import (
-    HEADER_LIMIT,
     LENGTH,
     ProtocolError,
     attach_parts,
     check_message,
     decode_parts,
+    header_size,
     pack,
     parse_header,
 )
@@ -150,23 +150,13 @@ def remove_stale_workdirs() -> int:
     top = tempfile.gettempdir()
     for name in os.listdir(top):
         match = _STALE_DIR.fullmatch(name)
-        if match is None or (match.group(1) and _alive(int(match.group(1)))):
-            continue
+        if match is None or (match.group(1) and os.path.exists(f"/proc/{match.group(1)}")):
+            continue  # not ours, or its host is alive
         shutil.rmtree(os.path.join(top, name), ignore_errors=True)  # never follows a link
         removed += 1
     with contextlib.suppress(OSError):
         removed += remove_stale_cgroups()
     return removed
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def _cell_result(message: dict[str, Any], seconds: float) -> CellResult:
@@ -345,9 +335,7 @@ class REPLSession:
         every size, count and shape here is the other side's choice."""
         assert self._proc is not None and self._proc.stdout is not None
         stdout = self._proc.stdout
-        (size,) = LENGTH.unpack(await stdout.readexactly(LENGTH.size))
-        if size > HEADER_LIMIT:
-            raise ProtocolError(f"a {size}-byte header, over the {HEADER_LIMIT}-byte limit")
+        size = header_size(await stdout.readexactly(LENGTH.size))
         header, count = parse_header(await stdout.readexactly(size))
         limit = self.limits.max_message_mb * 1024 * 1024
         parts: list[bytes] = []

@@ -63,6 +63,14 @@ def _lift(value: dict[str, Any], parts: list[bytes]) -> dict[str, Any]:
     return lifted
 
 
+def header_size(prefix: bytes) -> int:
+    """The length a header's prefix announces, if it is within `HEADER_LIMIT`."""
+    (size,) = LENGTH.unpack(prefix)
+    if size > HEADER_LIMIT:
+        raise ProtocolError(f"a {size}-byte header, over the {HEADER_LIMIT}-byte limit")
+    return int(size)
+
+
 def parse_header(data: bytes) -> tuple[dict[str, Any], int]:
     """The header's fields and how many parts follow it."""
     try:
@@ -133,10 +141,7 @@ def _index(first: object, count: object, held: int) -> int:
 
 def read_message(read_exactly: Callable[[int], bytes], max_bytes: int) -> dict[str, Any]:
     """One whole message from a blocking reader (the worker's side, and the probe)."""
-    (size,) = LENGTH.unpack(read_exactly(LENGTH.size))
-    if size > HEADER_LIMIT:
-        raise ProtocolError(f"a {size}-byte header, over the {HEADER_LIMIT}-byte limit")
-    header, count = parse_header(read_exactly(size))
+    header, count = parse_header(read_exactly(header_size(read_exactly(LENGTH.size))))
     parts, total = [], 0
     for _ in range(count):
         (size,) = LENGTH.unpack(read_exactly(LENGTH.size))
