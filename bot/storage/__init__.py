@@ -1,5 +1,5 @@
 """The bot's storage: runs, their iterations, channel files and handled events, kept through
-SQLAlchemy's async ORM in a database that Alembic migrations (in `migrations/`) define.
+SQLAlchemy's async ORM in a database that Alembic migrations (in `bot/migrations/`) define.
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Applying the Alembic migrations in `migrations/` from async code.
+"""Applying the Alembic migrations shipped in `bot/migrations/` from async code.
 
 Alembic is synchronous; handing it a connection through `AsyncConnection.run_sync` lets it
 run on the caller's event loop (no second loop, no thread), inside one write transaction so
@@ -17,7 +17,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from bot.storage._engine import for_writes
 
-MIGRATIONS_DIR = Path(__file__).resolve().parents[2] / "migrations"
+MIGRATIONS_DIR = Path(__file__).resolve().parents[1] / "migrations"
 
 
 def alembic_config(connection: Connection | None = None) -> Config:

@@ -1,6 +1,6 @@
 """ORM models for the bot's tables; the schema itself is created only by the migrations.
 
-A test checks that `migrations/` produces exactly these tables (autogenerate finds no
+A test checks that `bot/migrations/` produces exactly these tables (autogenerate finds no
 differences), so a change here needs a new migration in the same change.
 """
 

@@ -1,0 +1,103 @@
+"""`rlm-bot`: read settings, migrate the database, then serve Slack in Socket Mode or HTTP.
+
+Bad settings stop it before anything starts, with one line naming the variable.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+import sys
+
+from bot.settings import Settings, SettingsError
+
+logger = logging.getLogger("bot")
+
+
+class StartupError(Exception):
+    """The app could not start; the message is one line for the operator."""
+
+
+async def serve(settings: Settings, stop: asyncio.Event | None = None) -> None:
+    """Run the app until `stop` is set (by default: on SIGINT or SIGTERM); `StartupError` if
+    it cannot start."""
+    # The sandbox is proved before anything else is imported or opened, so a machine that
+    # cannot isolate is refused with one line and nothing else.
+    from bot.isolation import SandboxUnavailable, check_sandbox, sandbox_limits
+    from bot.logs import configure_logging
+
+    configure_logging(settings.rlm_log_level, settings.secrets)
+    try:
+        isolation = await check_sandbox(
+            sandbox_limits(
+                settings.rlm_sandbox,
+                settings.rlm_require_sandbox,
+                database_url=settings.database_url,
+            )
+        )
+    except SandboxUnavailable as exc:
+        raise StartupError(str(exc)) from None
+    # Imported here, after the settings are known good: the provider SDKs take seconds to
+    # import, and a missing variable should be reported at once.
+    from bot.app import EVENTS_PATH, build_app, serve_http, start_services
+    from rlm import ConfigurationError
+
+    try:
+        services = await start_services(settings, isolation=isolation)
+    except ConfigurationError as exc:
+        raise StartupError(str(exc)) from None
+    except ValueError as exc:  # an unusable DATABASE_URL
+        raise StartupError(str(exc)) from None
+    app = build_app(services)
+    if stop is None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            with contextlib.suppress(NotImplementedError):
+                loop.add_signal_handler(sig, stop.set)
+    try:
+        if settings.socket_mode:
+            from slack_bolt.adapter.socket_mode.aiohttp import AsyncSocketModeHandler
+
+            handler = AsyncSocketModeHandler(app, settings.slack_app_token)
+            await handler.connect_async()  # type: ignore[no-untyped-call]
+            logger.info("connected to Slack in Socket Mode")
+            await stop.wait()
+            await handler.close_async()  # type: ignore[no-untyped-call]
+        else:
+            server = await serve_http(
+                app,
+                host=settings.rlm_http_host,
+                port=settings.port,
+                max_request_bytes=settings.rlm_max_request_bytes,
+            )
+            logger.info("listening on port %d at %s", server.port, EVENTS_PATH)
+            await stop.wait()
+            await server.close()
+    finally:
+        logger.info("shutting down")
+        await services.close()
+
+
+def main() -> None:
+    try:
+        settings = Settings.from_env()
+    except SettingsError as exc:
+        print(f"rlm-bot: {exc}", file=sys.stderr)
+        sys.exit(2)
+    logging.basicConfig(
+        level=settings.rlm_log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    try:
+        asyncio.run(serve(settings))
+    except StartupError as exc:
+        print(f"rlm-bot: {exc}", file=sys.stderr)
+        sys.exit(2)
+    except KeyboardInterrupt:
+        pass
+
+
+if __name__ == "__main__":
+    main()

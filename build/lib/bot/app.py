@@ -1,0 +1,335 @@
+"""The Bolt app: services built once from settings, thin listeners, and the HTTP server.
+
+Listeners parse, acknowledge and hand the work to a background task, so every request is
+answered well inside Slack's 3 seconds. `create_app(settings)` gives the app and its
+services; `serve_http(app, ...)` (from bot.http_server) runs it on aiohttp (port 0 in tests).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import re
+from collections.abc import Coroutine
+from dataclasses import dataclass, field
+from typing import Any
+
+import aiohttp
+from slack_bolt.async_app import AsyncAck, AsyncApp
+
+from bot import messages
+from bot.budgets import BudgetBook, Budgets
+from bot.context import ContextGatherer, UserDirectory
+from bot.http_server import EVENTS_PATH, HttpServer, serve_http
+from bot.isolation import check_sandbox, sandbox_limits
+from bot.logs import configure_logging
+from bot.progress import ChannelPacer
+from bot.runner import EngineConfig, Question, Runner
+from bot.settings import Settings
+from bot.slack_api import SlackPoster, make_web_client
+from bot.slots import RunSlots
+from bot.storage import Store
+from bot.uploads import Uploads
+from rlm import KeyedLimiter, LLMInterface, interface_from_spec
+
+__all__ = [
+    "EVENTS_PATH",
+    "HttpServer",
+    "Services",
+    "build_app",
+    "create_app",
+    "serve_http",
+    "start_services",
+]
+
+logger = logging.getLogger("bot.app")
+
+COMMAND = "/rlm"
+
+
+@dataclass
+class Services:
+    """Everything the listeners hand work to, built once per process."""
+
+    settings: Settings
+    store: Store
+    session: aiohttp.ClientSession
+    poster: SlackPoster
+    gatherer: ContextGatherer
+    uploads: Uploads
+    runner: Runner
+    llms: tuple[LLMInterface, ...]
+    isolation: str = "none"  # the REPL sandbox method runs use
+    tasks: set[asyncio.Task[Any]] = field(default_factory=set)
+
+    @property
+    def limiters(self) -> KeyedLimiter:
+        return self.runner.limiters
+
+    def spawn(self, work: Coroutine[Any, Any, Any], name: str) -> asyncio.Task[Any]:
+        """Run `work` after the ack; kept here so shutdown (and tests) can wait for it."""
+        task = asyncio.create_task(work, name=name)
+        self.tasks.add(task)
+        task.add_done_callback(self._finished)
+        return task
+
+    def _finished(self, task: asyncio.Task[Any]) -> None:
+        self.tasks.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            logger.error("%s failed", task.get_name(), exc_info=task.exception())
+
+    async def drain(self) -> None:
+        """Wait until no background work is left, including work that work started."""
+        while self.tasks:
+            await asyncio.gather(*list(self.tasks), return_exceptions=True)
+
+    async def close(self) -> None:
+        for task in list(self.tasks):
+            task.cancel()
+        await self.drain()
+        await self.uploads.close()
+        for llm in self.llms:
+            await llm.aclose()
+        await self.session.close()
+        await self.store.close()
+
+
+async def start_services(settings: Settings, *, isolation: str | None = None) -> Services:
+    """Set up logging, prove the REPL sandbox (unless `isolation` says how it was proved),
+    open the database (migrating it), build clients and engine settings, recover runs.
+
+    Raises `rlm.ConfigurationError` for a model setting the engine rejects,
+    `bot.isolation.SandboxUnavailable` when the configured sandbox cannot run, ValueError
+    for an unusable DATABASE_URL.
+    """
+    configure_logging(settings.rlm_log_level, settings.secrets)
+    llms = tuple(
+        interface_from_spec(
+            spec,
+            api_key=key,
+            base_url=url,
+            timeout=settings.rlm_provider_timeout,
+            max_retries=settings.rlm_provider_retries,
+        )
+        for spec in (settings.rlm_root_model, settings.rlm_sub_model)
+        for key, url in [settings.provider_endpoint(spec)]
+    )
+    if isolation is None:
+        isolation = await check_sandbox(
+            sandbox_limits(
+                settings.rlm_sandbox,
+                settings.rlm_require_sandbox,
+                database_url=settings.database_url,
+            )
+        )
+    store = await Store.open(settings.database_url)
+    session = aiohttp.ClientSession()
+    try:
+        return await _build_services(settings, llms, store, session, isolation)
+    except BaseException:
+        await session.close()
+        await store.close()
+        raise
+
+
+async def _build_services(
+    settings: Settings,
+    llms: tuple[LLMInterface, ...],
+    store: Store,
+    session: aiohttp.ClientSession,
+    isolation: str,
+) -> Services:
+    client = make_web_client(settings.slack_bot_token, settings.slack_api_url, session)
+    poster = SlackPoster(client)
+    gatherer = ContextGatherer(
+        client=client,
+        store=store,
+        users=UserDirectory(client),
+        history_messages=settings.rlm_history_messages,
+        history_days=settings.rlm_history_days,
+    )
+    runner = Runner(
+        engine=EngineConfig(
+            root_llm=llms[0],
+            sub_llm=llms[1],
+            root_model=settings.rlm_root_model,
+            sub_model=settings.rlm_sub_model,
+            prompt_mode=settings.rlm_prompt_mode,
+            sandbox_limits=sandbox_limits(
+                settings.rlm_sandbox,
+                settings.rlm_require_sandbox,
+                database_url=settings.database_url,
+            ),
+            provider_timeout=settings.rlm_provider_timeout,
+            max_map_chunks=settings.rlm_max_map_chunks,
+            max_prompt_bytes=settings.rlm_max_prompt_bytes,
+        ),
+        budget=BudgetBook(
+            store=store,
+            budgets=Budgets(
+                max_iterations=settings.rlm_max_iterations,
+                max_subcalls=settings.rlm_max_subcalls,
+                max_run_tokens=settings.rlm_max_run_tokens,
+                max_run_seconds=settings.rlm_max_run_seconds,
+                daily_tokens=settings.rlm_daily_tokens,
+            ),
+        ),
+        store=store,
+        poster=poster,
+        gatherer=gatherer,
+        pacer=ChannelPacer(settings.rlm_progress_interval),
+        limiters=KeyedLimiter(settings.rlm_max_parallel_calls),
+        slots=RunSlots(settings.rlm_max_runs_per_workspace),
+    )
+    uploads = Uploads(
+        client=client,
+        poster=poster,
+        store=store,
+        session=session,
+        api_url=settings.slack_api_url,
+        max_file_bytes=settings.rlm_max_file_bytes,
+    )
+    services = Services(
+        settings=settings,
+        store=store,
+        session=session,
+        poster=poster,
+        gatherer=gatherer,
+        uploads=uploads,
+        runner=runner,
+        llms=llms,
+        isolation=isolation,
+    )
+    recovered = await runner.recover()
+    if recovered:
+        logger.info("marked %d unfinished run(s) from a previous process interrupted", recovered)
+    return services
+
+
+def build_app(services: Services) -> AsyncApp:
+    settings = services.settings
+    app = AsyncApp(
+        client=services.poster.client,
+        signing_secret=settings.slack_signing_secret,
+        request_verification_enabled=not settings.socket_mode,
+        process_before_response=False,
+        name="rlm",
+    )
+    poster, runner, uploads = services.poster, services.runner, services.uploads
+
+    async def claimed(body: dict[str, Any]) -> bool:
+        # A retried delivery (X-Slack-Retry-Num) repeats the event_id: only the first counts.
+        event_id = body.get("event_id")
+        return not event_id or await services.store.claim_event(str(event_id))
+
+    @app.command(COMMAND)
+    async def on_command(ack: AsyncAck, command: dict[str, Any]) -> None:
+        words = (command.get("text") or "").split(None, 1)
+        verb = words[0].lower() if words else "help"
+        question = words[1].strip() if len(words) > 1 else ""
+        if verb == "help" or (verb == "ask" and not question):
+            await ack(text=messages.USAGE, response_type="ephemeral")
+            return
+        if verb == "usage":
+            report = await runner.budget.usage_report(command["team_id"])
+            await ack(text=report, response_type="ephemeral")
+            return
+        if verb != "ask":
+            await ack(text=messages.unknown_subcommand(words[0]), response_type="ephemeral")
+            return
+        await ack()
+        services.spawn(
+            runner.ask(
+                Question(
+                    team_id=command["team_id"],
+                    channel_id=command["channel_id"],
+                    user_id=command["user_id"],
+                    text=question,
+                    trigger="command",
+                    scope="channel",
+                    response_url=command.get("response_url"),
+                )
+            ),
+            name="command",
+        )
+
+    async def answer_mention(body: dict[str, Any], event: dict[str, Any]) -> None:
+        if not await claimed(body):
+            return
+        team_id = _team(body, event)
+        channel, ts, thread_ts = event["channel"], event["ts"], event.get("thread_ts")
+        for file in event.get("files") or []:
+            await uploads.ingest(
+                team_id=team_id,
+                channel_id=channel,
+                file_id=file["id"],
+                user_id=event.get("user"),
+                message_ts=ts,
+                thread_ts=thread_ts,
+            )
+        bot = await poster.identity()
+        raw = re.sub(rf"<@{re.escape(bot.user_id)}(?:\|[^>]*)?>", " ", event.get("text") or "")
+        question = (await services.gatherer.readable(raw)).strip()
+        if not question:
+            await poster.try_post(channel, messages.MENTION_USAGE, thread_ts=thread_ts or ts)
+            return
+        await runner.ask(
+            Question(
+                team_id=team_id,
+                channel_id=channel,
+                user_id=event.get("user") or "",
+                text=question,
+                trigger="mention",
+                scope="thread" if thread_ts else "channel",
+                thread_ts=thread_ts or ts,
+                exclude_ts=(ts,),
+            )
+        )
+
+    @app.event("app_mention")
+    async def on_mention(body: dict[str, Any], event: dict[str, Any]) -> None:
+        services.spawn(answer_mention(body, event), name="mention")
+
+    async def keep_files(body: dict[str, Any], event: dict[str, Any]) -> None:
+        if not await claimed(body):
+            return
+        team_id = _team(body, event)
+        if event.get("type") == "file_shared":
+            found = [(event["channel_id"], event["file_id"], None, None)]
+        else:
+            found = [
+                (event["channel"], f["id"], event["ts"], event.get("thread_ts"))
+                for f in event.get("files") or []
+            ]
+        for channel, file_id, message_ts, thread_ts in found:
+            await uploads.ingest(
+                team_id=team_id,
+                channel_id=channel,
+                file_id=file_id,
+                user_id=event.get("user_id") or event.get("user"),
+                message_ts=message_ts,
+                thread_ts=thread_ts,
+            )
+
+    @app.event("file_shared")
+    async def on_file_shared(body: dict[str, Any], event: dict[str, Any]) -> None:
+        services.spawn(keep_files(body, event), name="file_shared")
+
+    @app.event({"type": "message", "subtype": "file_share"})
+    async def on_file_message(body: dict[str, Any], event: dict[str, Any]) -> None:
+        services.spawn(keep_files(body, event), name="file_share")
+
+    @app.event("message")
+    async def on_message() -> None:
+        """Other messages need only the ack: a mention also arrives as app_mention."""
+
+    return app
+
+
+def _team(body: dict[str, Any], event: dict[str, Any]) -> str:
+    return str(body.get("team_id") or event.get("team") or event.get("user_team") or "unknown")
+
+
+async def create_app(settings: Settings) -> tuple[AsyncApp, Services]:
+    services = await start_services(settings)
+    return build_app(services), services

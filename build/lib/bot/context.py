@@ -1,0 +1,260 @@
+"""Gathering what a question is asked over: a channel's history or a thread, plus their files.
+
+Messages are fetched with cursor pagination (bounded by a message count and an age), rendered
+oldest first as `[2026-11-26 14:03] Alice: text` with mentions and links made readable, and
+returned with each stored file's text as the engine's list-of-documents context.
+"""
+
+from __future__ import annotations
+
+import html
+import re
+import time
+from collections.abc import AsyncIterator, Iterable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from slack_sdk.errors import SlackApiError
+from slack_sdk.web.async_client import AsyncWebClient
+
+from bot.slack_api import BotIdentity
+from bot.storage import FileRecord, Store
+
+PAGE_SIZE = 200
+USER_CACHE_SECONDS = 3600.0
+SKIPPED_SUBTYPES = frozenset({"channel_join", "channel_leave", "group_join", "group_leave"})
+
+_LINK = re.compile(r"<([^<>|]+)(?:\|([^<>]*))?>")
+
+
+@dataclass(frozen=True)
+class Source:
+    kind: str  # "channel_history" | "thread" | "file"
+    ref: str
+    items: int
+    chars: int
+
+
+@dataclass
+class GatheredContext:
+    documents: list[str] = field(default_factory=list)
+    sources: list[Source] = field(default_factory=list)
+    messages: int = 0
+    files: int = 0
+
+    @property
+    def chars(self) -> int:
+        return sum(len(d) for d in self.documents)
+
+    @property
+    def empty(self) -> bool:
+        return self.messages == 0 and self.files == 0
+
+
+class UserDirectory:
+    """Display names by user id, from users.info, cached for an hour."""
+
+    def __init__(self, client: AsyncWebClient) -> None:
+        self.client = client
+        self._names: dict[str, tuple[str, float]] = {}
+
+    async def name(self, user_id: str) -> str:
+        cached = self._names.get(user_id)
+        if cached and time.monotonic() - cached[1] < USER_CACHE_SECONDS:
+            return cached[0]
+        try:
+            user = (await self.client.users_info(user=user_id))["user"]
+        except SlackApiError:
+            return user_id  # a missing users:read scope or a deleted user: the id still reads
+        profile = user.get("profile") or {}
+        name = (
+            profile.get("display_name")
+            or profile.get("real_name")
+            or user.get("real_name")
+            or user.get("name")
+            or user_id
+        )
+        self._names[user_id] = (name, time.monotonic())
+        return str(name)
+
+
+def format_ts(ts: str) -> str:
+    return datetime.fromtimestamp(float(ts), tz=UTC).strftime("%Y-%m-%d %H:%M")
+
+
+class ContextGatherer:
+    def __init__(
+        self,
+        *,
+        client: AsyncWebClient,
+        store: Store,
+        users: UserDirectory,
+        history_messages: int,
+        history_days: int,
+    ) -> None:
+        self.client = client
+        self.store = store
+        self.users = users
+        self.history_messages = history_messages
+        self.history_days = history_days
+
+    async def channel(
+        self, team_id: str, channel_id: str, *, bot: BotIdentity, exclude_ts: Iterable[str] = ()
+    ) -> GatheredContext:
+        """The channel's recent history (with its threads' replies) and its files."""
+        skip = set(exclude_ts)
+        oldest = time.time() - self.history_days * 86400 if self.history_days else 0
+        budget = self.history_messages
+        roots: list[dict[str, Any]] = []
+        async for message in self._pages(
+            self.client.conversations_history, channel=channel_id, oldest=f"{oldest:.6f}"
+        ):
+            if budget <= 0:
+                break
+            if _keep(message, bot, skip):
+                roots.append(message)
+                budget -= 1
+        # Replies: newest threads first, while the message budget lasts.
+        replies: dict[str, list[dict[str, Any]]] = {}
+        for root in roots:
+            if budget <= 0:
+                break
+            if int(root.get("reply_count") or 0) == 0:
+                continue
+            kept = []
+            async for reply in self._pages(
+                self.client.conversations_replies, channel=channel_id, ts=root["ts"]
+            ):
+                if reply["ts"] == root["ts"] or not _keep(reply, bot, skip):
+                    continue
+                kept.append(reply)
+                budget -= 1
+                if budget <= 0:
+                    break
+            replies[root["ts"]] = kept
+        roots.reverse()
+        lines = []
+        for root in roots:
+            lines.append(await self.render(root))
+            for reply in replies.get(root["ts"], []):
+                lines.append("    ↳ " + await self.render(reply))
+        count = len(roots) + sum(len(r) for r in replies.values())
+        gathered = GatheredContext()
+        if count:
+            name = await self._channel_name(channel_id)
+            span = f"{format_ts(roots[0]['ts'])} to {format_ts(roots[-1]['ts'])}"
+            header = f"# Slack channel #{name}: {count} messages, {span} (times UTC)\n\n"
+            self._add(gathered, "channel_history", channel_id, count, header + "\n".join(lines))
+            gathered.messages = count
+        await self._add_files(gathered, await self.store.channel_files(team_id, channel_id))
+        return gathered
+
+    async def thread(
+        self,
+        team_id: str,
+        channel_id: str,
+        thread_ts: str,
+        *,
+        exclude_ts: Iterable[str] = (),
+    ) -> GatheredContext:
+        """A thread's messages, oldest first, and the files shared in it.
+
+        The bot's own replies stay in: in a run's thread, the earlier answer is what a
+        follow-up question is about.
+        """
+        skip = set(exclude_ts)
+        kept = []
+        async for message in self._pages(
+            self.client.conversations_replies, channel=channel_id, ts=thread_ts
+        ):
+            if _keep(message, None, skip):
+                kept.append(message)
+                if len(kept) >= self.history_messages:
+                    break
+        gathered = GatheredContext()
+        if kept:
+            lines = [await self.render(m) for m in kept]
+            header = f"# Slack thread: {len(kept)} messages (times UTC)\n\n"
+            self._add(gathered, "thread", thread_ts, len(kept), header + "\n".join(lines))
+            gathered.messages = len(kept)
+        files = await self.store.thread_files(team_id, channel_id, thread_ts)
+        await self._add_files(gathered, files)
+        return gathered
+
+    async def render(self, message: dict[str, Any]) -> str:
+        author = await self._author(message)
+        text = await self.readable(message.get("text") or "")
+        names = [f["name"] for f in message.get("files") or [] if f.get("name")]
+        if names:
+            text += "".join(f" [file: {n}]" for n in names)
+        return f"[{format_ts(message['ts'])}] {author}: {text}"
+
+    async def readable(self, text: str) -> str:
+        """Slack's markup made plain: <@U1> → @Alice, <#C1|general> → #general, links."""
+        parts: list[str] = []
+        last = 0
+        for match in _LINK.finditer(text):
+            parts.append(text[last : match.start()])
+            target, label = match.group(1), match.group(2)
+            if target.startswith("@"):
+                name = label.lstrip("@") if label else await self.users.name(target[1:])
+                parts.append("@" + name)
+            elif target.startswith("#"):
+                parts.append("#" + (label or target[1:]))
+            elif target.startswith("!"):  # <!here>, <!subteam^S1|@team>
+                parts.append("@" + (label.lstrip("@") if label else target[1:].split("^")[0]))
+            else:
+                parts.append(f"{label} ({target})" if label and label != target else target)
+            last = match.end()
+        parts.append(text[last:])
+        return html.unescape("".join(parts))
+
+    async def _author(self, message: dict[str, Any]) -> str:
+        if message.get("user"):
+            return await self.users.name(message["user"])
+        profile = message.get("bot_profile") or {}
+        return str(message.get("username") or profile.get("name") or "a bot")
+
+    async def _channel_name(self, channel_id: str) -> str:
+        try:
+            info = await self.client.conversations_info(channel=channel_id)
+        except SlackApiError:
+            return channel_id
+        return str(info["channel"].get("name") or channel_id)
+
+    async def _add_files(self, gathered: GatheredContext, files: list[FileRecord]) -> None:
+        for record in files:
+            who = await self.users.name(record.user_id) if record.user_id else "someone"
+            when = record.created_at.strftime("%Y-%m-%d") if record.created_at else "?"
+            header = f"# File: {record.name} (shared by {who} on {when})\n\n"
+            self._add(gathered, "file", record.file_id, 1, header + record.text)
+            gathered.files += 1
+
+    @staticmethod
+    def _add(gathered: GatheredContext, kind: str, ref: str, items: int, document: str) -> None:
+        gathered.documents.append(document)
+        gathered.sources.append(Source(kind=kind, ref=ref, items=items, chars=len(document)))
+
+    @staticmethod
+    async def _pages(method: Any, **params: Any) -> AsyncIterator[dict[str, Any]]:
+        cursor: str | None = None
+        while True:
+            reply = await method(limit=PAGE_SIZE, cursor=cursor, **params)
+            for message in reply.get("messages") or []:
+                yield message
+            cursor = (reply.get("response_metadata") or {}).get("next_cursor") or None
+            if not cursor or not reply.get("has_more", True):
+                return
+
+
+def _keep(message: dict[str, Any], bot: BotIdentity | None, skip: set[str]) -> bool:
+    """Leave out joins, `skip`, and the bot's own posts (questions, progress, answers) when
+    `bot` is given."""
+    if message.get("ts") in skip or message.get("subtype") in SKIPPED_SUBTYPES:
+        return False
+    if bot is None:
+        return True
+    if message.get("user") == bot.user_id:
+        return False
+    return not (bot.bot_id and message.get("bot_id") == bot.bot_id)

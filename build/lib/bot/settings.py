@@ -1,0 +1,213 @@
+"""The app's settings, read once from the environment and `.env` at start and passed in.
+
+Field names are the environment variables in lower case (DESIGN's table, plus `RLM_*` extras).
+`Settings.from_env()` turns any validation error into `SettingsError`, one line naming the
+variable, which `rlm-bot` prints before it exits.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+from urllib.parse import urlsplit
+
+from pydantic import Field, ValidationError, field_validator, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+SLACK_DEFAULT_API_URL = "https://slack.com/api/"
+PROVIDERS = ("openai", "anthropic", "gemini")
+_EMPTY = "is empty"
+
+
+class SettingsError(Exception):
+    """A setting is missing or malformed; the message is one line naming the variable."""
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_file=".env", env_file_encoding="utf-8", extra="ignore", case_sensitive=False
+    )
+
+    slack_bot_token: str
+    slack_signing_secret: str | None = None
+    slack_app_token: str | None = None
+    slack_api_url: str = SLACK_DEFAULT_API_URL
+    port: int = Field(default=3000, ge=0, le=65535)
+    database_url: str = "sqlite+aiosqlite:///rlm.db"
+    rlm_root_model: str = "openai:gpt-4o"
+    rlm_sub_model: str = "openai:gpt-4o-mini"
+    rlm_max_parallel_calls: int = Field(default=10, ge=1, le=1000)
+
+    openai_api_key: str | None = None
+    openai_base_url: str | None = None
+    anthropic_api_key: str | None = None
+    anthropic_base_url: str | None = None
+    gemini_api_key: str | None = None
+    gemini_base_url: str | None = None
+
+    # Extras: bounds on what a run reads and does.
+    rlm_history_messages: int = Field(default=2000, ge=1, le=100_000)
+    rlm_history_days: int = Field(default=90, ge=0, le=3650)  # 0: no age limit
+    rlm_max_file_bytes: int = Field(default=20_000_000, ge=1)
+    rlm_max_runs_per_workspace: int = Field(default=2, ge=1, le=100)
+    rlm_max_iterations: int = Field(default=20, ge=1, le=200)
+    rlm_prompt_mode: Literal["standard", "conservative", "no_subcalls"] = "standard"
+    rlm_progress_interval: float = Field(default=1.0, ge=0.0, le=60.0)
+    rlm_http_host: str = "0.0.0.0"  # the interface HTTP mode listens on
+    rlm_log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+
+    # Budgets: per run (0: no limit) and per workspace per UTC day (0: no limit).
+    rlm_max_subcalls: int = Field(default=2000, ge=0)
+    rlm_max_run_tokens: int = Field(default=2_000_000, ge=0)
+    rlm_max_run_seconds: float = Field(default=600.0, ge=0)
+    rlm_daily_tokens: int = Field(default=0, ge=0)
+    # Per request from the REPL, refused before any sub-call: chunks in one parallel_query,
+    # and UTF-8 bytes of the prompts of one parallel_query (summed) or of one llm_query.
+    rlm_max_map_chunks: int = Field(default=10_000, ge=1)
+    rlm_max_prompt_bytes: int = Field(default=64 * 1024 * 1024, ge=1)
+
+    # Requests, providers and the REPL sandbox.
+    rlm_max_request_bytes: int = Field(default=1_048_576, ge=1024)
+    rlm_provider_timeout: float = Field(default=120.0, gt=0)
+    rlm_provider_retries: int = Field(default=4, ge=0, le=20)
+    rlm_sandbox: Literal["auto", "bwrap", "unshare", "none"] = "auto"
+    rlm_require_sandbox: bool = False
+
+    @field_validator(
+        "slack_signing_secret",
+        "slack_app_token",
+        "openai_api_key",
+        "openai_base_url",
+        "anthropic_api_key",
+        "anthropic_base_url",
+        "gemini_api_key",
+        "gemini_base_url",
+        mode="before",
+    )
+    @classmethod
+    def _blank_is_unset(cls, value: object) -> object:
+        # `FOO=` in a .env file means "not set", not "set to the empty string".
+        if isinstance(value, str) and not value.strip():
+            return None
+        return value.strip() if isinstance(value, str) else value
+
+    @field_validator("slack_bot_token")
+    @classmethod
+    def _bot_token(cls, value: str) -> str:
+        value = value.strip()
+        if not value:
+            raise ValueError(_EMPTY)
+        if not value.startswith("xoxb-"):
+            raise ValueError("must be a bot token starting with xoxb-")
+        return value
+
+    @field_validator("slack_app_token")
+    @classmethod
+    def _app_token(cls, value: str | None) -> str | None:
+        if value is not None and not value.startswith("xapp-"):
+            raise ValueError("must be an app-level token starting with xapp- (or unset for HTTP)")
+        return value
+
+    @field_validator("slack_api_url")
+    @classmethod
+    def _api_url(cls, value: str) -> str:
+        value = value.strip()
+        parts = urlsplit(value)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ValueError("must be an http(s) URL such as https://slack.com/api/")
+        return value if value.endswith("/") else value + "/"
+
+    @field_validator("rlm_root_model", "rlm_sub_model")
+    @classmethod
+    def _model_spec(cls, value: str) -> str:
+        provider, sep, model = value.strip().partition(":")
+        if not sep or provider.lower() not in PROVIDERS or not model.strip():
+            raise ValueError(
+                f"must be provider:model with a provider among {', '.join(PROVIDERS)} "
+                "(for example openai:gpt-4o-mini)"
+            )
+        return f"{provider.lower()}:{model.strip()}"
+
+    @field_validator("database_url")
+    @classmethod
+    def _database_url(cls, value: str) -> str:
+        if "://" not in value:
+            raise ValueError("must be a SQLAlchemy async URL such as sqlite+aiosqlite:///rlm.db")
+        return value.strip()
+
+    @model_validator(mode="after")
+    def _sandbox_choice(self) -> Settings:
+        if self.rlm_sandbox == "none" and self.rlm_require_sandbox:
+            raise ValueError("RLM_SANDBOX=none contradicts RLM_REQUIRE_SANDBOX=true; choose one")
+        return self
+
+    @property
+    def secrets(self) -> tuple[str, ...]:
+        """Every configured credential, for keeping them out of logs: tokens, the signing
+        secret, provider keys, and passwords inside the database and provider URLs."""
+        values = [
+            self.slack_bot_token,
+            self.slack_signing_secret,
+            self.slack_app_token,
+            self.openai_api_key,
+            self.anthropic_api_key,
+            self.gemini_api_key,
+        ]
+        for url in (
+            self.database_url,
+            self.openai_base_url,
+            self.anthropic_base_url,
+            self.gemini_base_url,
+        ):
+            try:
+                values.append(urlsplit(url).password if url else None)
+            except ValueError:  # a malformed URL holds no password we can find
+                continue
+        return tuple(v for v in values if v)
+
+    @property
+    def socket_mode(self) -> bool:
+        return self.slack_app_token is not None
+
+    def provider_endpoint(self, spec: str) -> tuple[str | None, str | None]:
+        """The (api_key, base_url) configured for the provider of a `provider:model` spec."""
+        provider = spec.partition(":")[0]
+        return (
+            getattr(self, f"{provider}_api_key", None),
+            getattr(self, f"{provider}_base_url", None),
+        )
+
+    @classmethod
+    def from_env(cls, env_file: str | Path | None = ".env", **overrides: Any) -> Settings:
+        """Settings from the environment and `env_file`; SettingsError (one line) if invalid."""
+        try:
+            settings = cls(_env_file=env_file, **overrides)  # type: ignore[call-arg]
+        except ValidationError as exc:
+            raise SettingsError(_describe(exc)) from None
+        if not settings.socket_mode and settings.slack_signing_secret is None:
+            raise SettingsError(
+                "SLACK_SIGNING_SECRET is not set: HTTP mode needs it to verify requests "
+                "(Basic Information > Signing Secret), or set SLACK_APP_TOKEN for Socket Mode."
+            )
+        return settings
+
+
+def _describe(exc: ValidationError) -> str:
+    """One line for the first error, naming the environment variable."""
+    error = exc.errors()[0]
+    message = str(error["msg"]).removeprefix("Value error, ")
+    if not error["loc"]:  # a rule over several variables names them itself
+        return f"{message}."
+    name = str(error["loc"][0]).upper()
+    if error["type"] == "missing" or message == _EMPTY:
+        if name == "SLACK_BOT_TOKEN":
+            return (
+                "SLACK_BOT_TOKEN is not set: set it to the app's bot token (xoxb-…) in the "
+                "environment or .env, with SLACK_SIGNING_SECRET for HTTP mode or "
+                "SLACK_APP_TOKEN (xapp-…) for Socket Mode."
+            )
+        return f"{name} is not set: set it in the environment or .env."
+    shown = error.get("input")
+    if name.endswith(("_TOKEN", "_SECRET", "_KEY")):
+        return f"{name} {message}."
+    return f"{name}={shown!s} is not valid: {message}."

@@ -1,0 +1,27 @@
+"""The bot's storage: runs, their iterations, channel files and handled events, kept through
+SQLAlchemy's async ORM in a database that Alembic migrations (in `bot/migrations/`) define.
+"""
+
+from __future__ import annotations
+
+from bot.storage._engine import DEFAULT_DATABASE_URL
+from bot.storage._records import FileRecord, IterationRecord, RunRecord
+from bot.storage._store import (
+    CONTEXT_KINDS,
+    FINAL_STATUSES,
+    RUN_STATUSES,
+    TRIGGERS,
+    Store,
+)
+
+__all__ = [
+    "CONTEXT_KINDS",
+    "DEFAULT_DATABASE_URL",
+    "FINAL_STATUSES",
+    "RUN_STATUSES",
+    "TRIGGERS",
+    "FileRecord",
+    "IterationRecord",
+    "RunRecord",
+    "Store",
+]

@@ -1,0 +1,215 @@
+"""Files shared in channels: fetch, download with the bot token, extract text, keep, acknowledge.
+
+The bot token only ever goes to Slack's hosts or SLACK_API_URL's origin, redirects included.
+An HTML page where a file should be is Slack's sign-in page: an authorization failure, never
+content. Each file is handled once, whichever of `file_shared` or the file-share message
+arrives first; a question asked meanwhile waits for it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Any
+from urllib.parse import urljoin, urlsplit
+
+import aiohttp
+from slack_sdk.errors import SlackApiError
+from slack_sdk.web.async_client import AsyncWebClient
+
+from bot import messages
+from bot.files import FileRejected, extract_text, human_size
+from bot.slack_api import SlackPoster, explain, is_slack_host
+from bot.storage import Store
+
+logger = logging.getLogger("bot.uploads")
+
+MAX_REDIRECTS = 3
+MAX_RATE_LIMIT_WAITS = 3
+MAX_RETRY_AFTER = 30.0
+DOWNLOAD_TIMEOUT = aiohttp.ClientTimeout(total=120, sock_connect=15)
+_REDIRECTS = frozenset({301, 302, 303, 307, 308})
+
+
+class _Refused(Exception):
+    """A file we will not use; `str()` is what the uploader is told."""
+
+
+class Uploads:
+    def __init__(
+        self,
+        *,
+        client: AsyncWebClient,
+        poster: SlackPoster,
+        store: Store,
+        session: aiohttp.ClientSession,
+        api_url: str,
+        max_file_bytes: int,
+    ) -> None:
+        self.client = client
+        self.poster = poster
+        self.store = store
+        self.session = session
+        self.api_url = api_url
+        self.max_file_bytes = max_file_bytes
+        self._inflight: dict[tuple[str, str], asyncio.Task[None]] = {}
+
+    async def ingest(
+        self,
+        *,
+        team_id: str,
+        channel_id: str,
+        file_id: str,
+        user_id: str | None = None,
+        message_ts: str | None = None,
+        thread_ts: str | None = None,
+    ) -> None:
+        """Handle one shared file once; concurrent callers for the same file wait for it."""
+        key = (channel_id, file_id)
+        task = self._inflight.get(key)
+        if task is None:
+            task = asyncio.create_task(
+                self._ingest_once(team_id, channel_id, file_id, user_id, message_ts, thread_ts)
+            )
+            self._inflight[key] = task
+            task.add_done_callback(lambda _: self._inflight.pop(key, None))
+        await asyncio.shield(task)
+
+    async def close(self) -> None:
+        """Stop files still being read (at shutdown)."""
+        tasks = list(self._inflight.values())
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+    async def _ingest_once(
+        self,
+        team_id: str,
+        channel_id: str,
+        file_id: str,
+        user_id: str | None,
+        message_ts: str | None,
+        thread_ts: str | None,
+    ) -> None:
+        if not await self.store.claim_event(f"file:{channel_id}:{file_id}"):
+            return
+        try:
+            file: dict[str, Any] = (await self.client.files_info(file=file_id))["file"]
+        except SlackApiError as exc:
+            await self.poster.tell_user(channel_id, user_id, explain("files.info", exc))
+            return
+        uploader = file.get("user") or user_id
+        if uploader == (await self.poster.identity()).user_id:
+            return
+        reply_ts = thread_ts or message_ts or _share_thread(file, channel_id)
+        name = str(file.get("name") or file.get("title") or file_id)
+        size = int(file.get("size") or 0)
+        try:
+            text = await self._text_of(file, name, size)
+        except _Refused as refusal:
+            await self.poster.try_post(channel_id, str(refusal), thread_ts=reply_ts)
+            return
+        await self.store.save_file(
+            team_id=team_id,
+            channel_id=channel_id,
+            file_id=file_id,
+            name=name,
+            mimetype=file.get("mimetype"),
+            size=size,
+            text=text,
+            thread_ts=reply_ts,
+            user_id=uploader,
+        )
+        logger.info("kept file %s in %s: %d chars", file_id, channel_id, len(text))
+        await self.poster.try_post(
+            channel_id, messages.file_ready(name, human_size(size), len(text)), thread_ts=reply_ts
+        )
+
+    async def _text_of(self, file: dict[str, Any], name: str, size: int) -> str:
+        if size > self.max_file_bytes:
+            raise _Refused(
+                messages.file_too_large(name, human_size(size), human_size(self.max_file_bytes))
+            )
+        url = file.get("url_private_download") or file.get("url_private")
+        if not url:
+            raise _Refused(messages.file_download_failed(name, "Slack gave no download address"))
+        mimetype = str(file.get("mimetype") or "")
+        data = await self.download(url, name, expect_html=mimetype == "text/html")
+        try:
+            # PDF and Word parsing is CPU work: keep it off the loop that acks Slack.
+            return await asyncio.to_thread(
+                extract_text, name, mimetype or None, data, max_bytes=self.max_file_bytes
+            )
+        except FileRejected as exc:
+            raise _Refused(messages.file_rejected(exc.reason)) from None
+
+    async def download(self, url: str, name: str, *, expect_html: bool = False) -> bytes:
+        """The file's bytes, fetched with the bot token from Slack only; `_Refused` otherwise."""
+        token = self.client.token
+        # Each round is one redirect followed or one 429 waited out.
+        for _ in range(MAX_REDIRECTS + MAX_RATE_LIMIT_WAITS + 1):
+            if not is_slack_host(url, self.api_url):
+                logger.warning("refused to send the bot token to %s", urlsplit(url).hostname)
+                raise _Refused(messages.file_host_refused(name, urlsplit(url).hostname or url))
+            try:
+                async with self.session.get(
+                    url,
+                    headers={"Authorization": f"Bearer {token}"},
+                    allow_redirects=False,
+                    timeout=DOWNLOAD_TIMEOUT,
+                ) as response:
+                    if response.status in _REDIRECTS and "Location" in response.headers:
+                        url = urljoin(url, response.headers["Location"])
+                        continue
+                    if response.status == 429:
+                        await asyncio.sleep(_retry_after(response.headers.get("Retry-After")))
+                        continue
+                    if response.status != 200:
+                        raise _Refused(
+                            messages.file_download_failed(name, f"HTTP {response.status}")
+                        )
+                    data = await self._read_capped(response, name)
+                    content_type = response.headers.get("Content-Type", "").lower()
+            except (aiohttp.ClientError, TimeoutError) as exc:
+                raise _Refused(messages.file_download_failed(name, type(exc).__name__)) from None
+            if not expect_html and _looks_like_html(content_type, data):
+                raise _Refused(messages.file_auth_failed(name))
+            return data
+        raise _Refused(messages.file_download_failed(name, "too many redirects or rate limits"))
+
+    async def _read_capped(self, response: aiohttp.ClientResponse, name: str) -> bytes:
+        chunks: list[bytes] = []
+        total = 0
+        async for chunk in response.content.iter_chunked(65536):
+            total += len(chunk)
+            if total > self.max_file_bytes:
+                raise _Refused(
+                    messages.file_too_large(
+                        name, f"over {human_size(total)}", human_size(self.max_file_bytes)
+                    )
+                )
+            chunks.append(chunk)
+        return b"".join(chunks)
+
+
+def _retry_after(header: str | None) -> float:
+    try:
+        return min(max(float(header or 1), 0.0), MAX_RETRY_AFTER)
+    except ValueError:
+        return 1.0
+
+
+def _looks_like_html(content_type: str, data: bytes) -> bool:
+    if content_type.startswith("text/html"):
+        return True
+    head = data[:512].lstrip().lower()
+    return head.startswith((b"<!doctype html", b"<html"))
+
+
+def _share_thread(file: dict[str, Any], channel_id: str) -> str | None:
+    """The thread to answer in: the share's thread, else the share message itself."""
+    shares = file.get("shares") or {}
+    for visibility in ("public", "private"):
+        for share in (shares.get(visibility) or {}).get(channel_id) or []:
+            return str(share.get("thread_ts") or share["ts"])
+    return None

@@ -1,0 +1,59 @@
+"""Typed events the RLM loop reports to an optional callback while it runs."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class IterationStarted:
+    iteration: int
+
+
+@dataclass(frozen=True)
+class CodeExecuted:
+    iteration: int
+    code: str
+    output: str
+    seconds: float
+    error: bool
+
+
+@dataclass(frozen=True)
+class SubcallProgress:
+    """Sub-calls of one `parallel_query` (or one `llm_query`, total 1) done so far."""
+
+    iteration: int
+    done: int
+    total: int
+    failed: int
+
+
+@dataclass(frozen=True)
+class IterationFinished:
+    """One iteration done: the root model's reply, the code it ran and what that printed."""
+
+    iteration: int
+    root_reply: str
+    code_blocks: tuple[str, ...]
+    outputs: tuple[str, ...]
+    subcalls: int
+    input_tokens: int
+    output_tokens: int
+    seconds: float
+
+
+@dataclass(frozen=True)
+class RunFinished:
+    answer: str
+    iterations: int
+    subcalls: int
+    input_tokens: int
+    output_tokens: int
+    seconds: float
+    stopped_by: str | None  # None: the root model answered; else the limit that stopped it
+
+
+Event = IterationStarted | CodeExecuted | SubcallProgress | IterationFinished | RunFinished
+EventCallback = Callable[[Event], Awaitable[None] | None]

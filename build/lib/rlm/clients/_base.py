@@ -1,0 +1,173 @@
+"""The one abstract base every provider interface implements.
+
+A provider module implements `_complete` (one attempt, native async SDK client, SDK errors
+mapped to `rlm` errors) and `_close_client`. Everything else — retries with backoff,
+`Retry-After`, usage counters, the sync bridge, one SDK client per event loop — lives here
+once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import threading
+import weakref
+from abc import ABC, abstractmethod
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any, ClassVar, Literal, TypedDict
+
+from rlm._exceptions import ProviderError, RateLimitError
+from rlm._sync import on_loop_close, run_sync
+
+
+class Message(TypedDict):
+    role: Literal["system", "user", "assistant"]
+    content: str
+
+
+@dataclass(frozen=True)
+class Completion:
+    """One model reply and what it cost."""
+
+    text: str
+    input_tokens: int = 0
+    output_tokens: int = 0
+
+
+@dataclass(frozen=True)
+class Usage:
+    """Totals over every call an interface made."""
+
+    calls: int = 0
+    input_tokens: int = 0
+    output_tokens: int = 0
+    failed_calls: int = 0
+
+    @property
+    def total_tokens(self) -> int:
+        return self.input_tokens + self.output_tokens
+
+
+class LLMInterface(ABC):
+    """A chat model behind a provider's official async SDK."""
+
+    provider: ClassVar[str]
+
+    def __init__(
+        self,
+        model: str,
+        api_key: str | None = None,
+        base_url: str | None = None,
+        *,
+        timeout: float = 120.0,
+        max_retries: int = 4,
+        max_output_tokens: int = 4096,
+        retry_base_delay: float = 0.5,
+        retry_max_delay: float = 30.0,
+    ) -> None:
+        self.model = model
+        self.api_key = api_key
+        self.base_url = base_url
+        self.timeout = timeout
+        self.max_retries = max_retries
+        self.max_output_tokens = max_output_tokens
+        self.retry_base_delay = retry_base_delay
+        self.retry_max_delay = retry_max_delay
+        self._clients: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Any] = (
+            weakref.WeakKeyDictionary()
+        )
+        self._usage_lock = threading.Lock()
+        self._usage = Usage()
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(model={self.model!r})"
+
+    @property
+    def spec(self) -> str:
+        """The `provider:model` string naming this interface."""
+        return f"{self.provider}:{self.model}"
+
+    @property
+    def usage(self) -> Usage:
+        return self._usage
+
+    # -- what a provider implements ---------------------------------------------------------
+
+    @abstractmethod
+    def _make_client(self) -> Any:
+        """A new native async SDK client, with the SDK's own retries turned off."""
+
+    @abstractmethod
+    async def _complete(self, client: Any, messages: Sequence[Message]) -> Completion:
+        """One attempt at a chat completion; SDK errors mapped to `ProviderError`s."""
+
+    async def _close_client(self, client: Any) -> None:
+        await client.close()
+
+    # -- the shared machinery ---------------------------------------------------------------
+
+    def _client(self) -> Any:
+        """The SDK client for the running loop: async clients must not outlive their loop."""
+        loop = asyncio.get_running_loop()
+        client = self._clients.get(loop)
+        if client is None:
+            client = self._clients[loop] = self._make_client()
+            on_loop_close(loop, self._closer(loop))
+        return client
+
+    def _closer(self, loop: asyncio.AbstractEventLoop) -> Any:
+        async def close() -> None:
+            client = self._clients.pop(loop, None)
+            if client is not None:
+                await self._close_client(client)
+
+        return close
+
+    async def aclose(self) -> None:
+        """Close the SDK client opened on the running loop, if any."""
+        await self._closer(asyncio.get_running_loop())()
+
+    async def chat_async(self, messages: Sequence[Message]) -> Completion:
+        """A chat completion over `messages`, retrying transient failures with backoff."""
+        attempt = 0
+        while True:
+            attempt += 1
+            try:
+                completion = await self._complete(self._client(), messages)
+            except ProviderError as exc:
+                exc.provider, exc.model = self.provider, self.model
+                if not exc.retryable or attempt > self.max_retries:
+                    exc.attempts = attempt
+                    self._count(failed=True)
+                    raise
+                await asyncio.sleep(self._delay(attempt, exc))
+                continue
+            self._count(completion=completion)
+            return completion
+
+    def _delay(self, attempt: int, exc: ProviderError) -> float:
+        if isinstance(exc, RateLimitError) and exc.retry_after is not None:
+            return min(max(exc.retry_after, 0.0), self.retry_max_delay)
+        backoff: float = self.retry_base_delay * 2.0 ** (attempt - 1)
+        return min(backoff, self.retry_max_delay) * random.uniform(0.5, 1.0)
+
+    def _count(self, *, completion: Completion | None = None, failed: bool = False) -> None:
+        with self._usage_lock:
+            u = self._usage
+            self._usage = Usage(
+                calls=u.calls + (completion is not None),
+                input_tokens=u.input_tokens + (completion.input_tokens if completion else 0),
+                output_tokens=u.output_tokens + (completion.output_tokens if completion else 0),
+                failed_calls=u.failed_calls + failed,
+            )
+
+    async def query_async(self, prompt: str) -> str:
+        """The model's reply to one user prompt."""
+        return (await self.chat_async([{"role": "user", "content": prompt}])).text
+
+    def chat(self, messages: Sequence[Message]) -> Completion:
+        return run_sync(self.chat_async(messages))
+
+    def query(self, prompt: str) -> str:
+        return run_sync(self.query_async(prompt))

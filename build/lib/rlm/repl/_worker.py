@@ -1,0 +1,503 @@
+"""The REPL worker: a fresh interpreter that runs the root model's code.
+
+Started by `rlm.repl._host` as `python -I _worker.py`, usually inside a sandbox wrapper (see
+`_sandbox.py`); it imports nothing from `rlm` so it starts fast and carries nothing of the
+host. It speaks length-prefixed JSON frames over the stdin/stdout it was given, which it moves
+off fds 0 and 1 first so generated code cannot write into the protocol. Before it loads the
+context it confines itself as the init message says: hides host paths, sets its resource
+limits, drops privileges. `llm_query` and `parallel_query` are requests to the host.
+"""
+
+from __future__ import annotations
+
+import ast
+import io
+import json
+import os
+import resource
+import signal
+import stat
+import sys
+import threading
+import time
+import traceback
+from typing import Any
+
+_OUTPUT_CAP = 1_000_000  # characters kept of one cell's output; the host truncates further
+
+
+class _Channel:
+    """Messages to and from the host, in `_protocol`'s wire form."""
+
+    def __init__(self, read_fd: int, write_fd: int, protocol: Any) -> None:
+        self._reader = os.fdopen(read_fd, "rb", buffering=0)
+        self._writer = os.fdopen(write_fd, "wb", buffering=0)
+        self._protocol = protocol
+        self.max_parts: int = protocol.MAX_PARTS
+        self._lock = threading.Lock()
+
+    def _read_exactly(self, n: int) -> bytes:
+        buf = bytearray()
+        while len(buf) < n:
+            piece = self._reader.read(n - len(buf))
+            if not piece:
+                raise EOFError("host closed the pipe")
+            buf += piece
+        return bytes(buf)
+
+    def receive(self) -> dict[str, Any]:
+        message: dict[str, Any] = self._protocol.read_message(self._read_exactly, 1 << 40)
+        return message
+
+    def send(self, message: dict[str, Any]) -> None:
+        self._writer.write(self._protocol.pack(message))
+
+    def request(self, message: dict[str, Any]) -> dict[str, Any]:
+        with self._lock:  # one request in flight; parallel_query is the way to fan out
+            self.send(message)
+            return self.receive()
+
+
+class _CappedOutput(io.TextIOBase):
+    """Collects printed text, keeping the first `_OUTPUT_CAP` characters and counting the rest."""
+
+    def __init__(self) -> None:
+        self.parts: list[str] = []
+        self.kept = 0
+        self.dropped = 0
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, text: str) -> int:
+        room = _OUTPUT_CAP - self.kept
+        if room > 0:
+            piece = text[:room]
+            self.parts.append(piece)
+            self.kept += len(piece)
+        self.dropped += max(0, len(text) - max(room, 0))
+        return len(text)
+
+    def text(self) -> str:
+        out = "".join(self.parts)
+        if self.dropped:
+            out += f"\n[worker dropped {self.dropped} more characters of output]"
+        return out
+
+
+class _Final(Exception):
+    """Raised by FINAL()/FINAL_VAR() called inside code, to stop the cell there."""
+
+
+def _apply_limits(limits: dict[str, int]) -> None:
+    for name, value in limits.items():
+        kind = getattr(resource, name)
+        _, hard = resource.getrlimit(kind)
+        cap = value if hard == resource.RLIM_INFINITY else min(value, hard)
+        # Past the CPU soft limit comes SIGXCPU, which names the cause; SIGKILL only if ignored.
+        roomy = hard == resource.RLIM_INFINITY or cap + 5 <= hard
+        ceiling = cap + 5 if name == "RLIMIT_CPU" and roomy else cap
+        resource.setrlimit(kind, (cap, ceiling))
+    # Past the file size limit a write fails with EFBIG rather than killing the worker.
+    signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+
+
+# -- confinement: runs before the context is loaded and before any generated code -------------
+
+_MS_RDONLY, _MS_NOSUID, _MS_NODEV, _MS_REMOUNT, _MS_BIND, _MS_REC = 1, 2, 4, 32, 4096, 16384
+_ST_TO_MS = {  # statvfs flags a read-only remount must keep, and their mount(2) bits
+    os.ST_NOSUID: _MS_NOSUID,
+    os.ST_NODEV: _MS_NODEV,
+    os.ST_NOEXEC: 8,
+    os.ST_NOATIME: 1024,
+    os.ST_NODIRATIME: 2048,
+    os.ST_RELATIME: 1 << 21,
+}
+_PR_SET_PDEATHSIG, _PR_CAPBSET_DROP, _PR_SET_SECUREBITS, _PR_SET_NO_NEW_PRIVS = 1, 24, 28, 38
+_PR_SET_CHILD_SUBREAPER = 36
+_SECUREBITS_NO_ROOT = 0xEF  # uid 0 gains nothing on exec or setuid, and that is locked
+
+
+class _Libc:
+    """The few system calls the stdlib lacks; ctypes loads only on the paths that need it."""
+
+    def __init__(self) -> None:
+        import ctypes
+
+        self.ctypes = ctypes
+        self.lib = ctypes.CDLL(None, use_errno=True)
+
+    def check(self, result: int, what: str) -> None:
+        if result != 0:
+            err = self.ctypes.get_errno()
+            raise OSError(err, f"{what}: {os.strerror(err)}")
+
+    def prctl(self, option: int, arg: int) -> int:
+        ulong = self.ctypes.c_ulong
+        return int(self.lib.prctl(option, ulong(arg), ulong(0), ulong(0), ulong(0)))
+
+    def mount(
+        self,
+        source: str | None,
+        target: str,
+        fstype: str | None,
+        flags: int,
+        data: str = "mode=0755,size=64k",
+    ) -> None:
+        def raw(text: str | None) -> bytes | None:
+            return None if text is None else os.fsencode(text)
+
+        options = raw(data) if fstype == "tmpfs" else None
+        result = self.lib.mount(
+            raw(source), raw(target), raw(fstype), self.ctypes.c_ulong(flags), options
+        )
+        self.check(result, f"mount {target}")
+
+
+def _inside(path: str, parent: str) -> bool:
+    return path == parent or path.startswith(parent.rstrip("/") + "/")
+
+
+def _hide_host(libc: _Libc, spec: dict[str, Any]) -> None:
+    """Cover every host directory in `hide` and `cover` with an empty tmpfs, bind back `keep`
+    (read-only) where it lies under them, give the worker a fresh tmpfs at `workdir`, and make
+    everything else read-only."""
+    hide, cover, workdir = spec["hide"], spec.get("cover", []), spec["workdir"]
+    os.umask(0o022)  # the mount points made below must stay traversable after the uid drop
+    held: list[tuple[str, int]] = []
+    for path in spec["keep"]:  # opened first: the covering hides them
+        if any(_inside(path, h) for h in (*hide, *cover)):
+            try:
+                held.append((path, os.open(path, os.O_PATH | os.O_CLOEXEC)))
+            except OSError:
+                continue
+    for path in hide:
+        if os.path.isdir(path):
+            libc.mount("tmpfs", path, "tmpfs", _MS_NOSUID | _MS_NODEV)
+        elif os.path.isfile(path):
+            libc.mount("/dev/null", path, None, _MS_BIND)
+    # Bind back what lies outside the covers, then cover (a cover may lie inside something
+    # just bound back, such as a checkout holding the venv), then what lies under a cover.
+    under_cover = [(p, fd) for p, fd in held if any(_inside(p, c) for c in cover)]
+    for path, fd in [h for h in held if h not in under_cover]:
+        _bind_back(libc, path, fd)
+    covered = [c for c in cover if os.path.isdir(c)]
+    for path in covered:
+        libc.mount("tmpfs", path, "tmpfs", _MS_NOSUID | _MS_NODEV)
+    for path, fd in under_cover:
+        _bind_back(libc, path, fd)
+    os.makedirs(workdir, exist_ok=True)
+    size = int(spec["disk_bytes"])
+    libc.mount("tmpfs", workdir, "tmpfs", _MS_NOSUID | _MS_NODEV, f"mode=0700,size={size}")
+    for path in ["/", *hide, *(p for p, _ in held), *covered]:
+        if os.path.isdir(path) or os.path.isfile(path):
+            kept = sum(bit for st, bit in _ST_TO_MS.items() if os.statvfs(path).f_flag & st)
+            libc.mount(None, path, None, _MS_REMOUNT | _MS_BIND | _MS_RDONLY | kept)
+    uid = spec.get("uid")
+    if uid is not None:
+        os.chown(workdir, uid, uid)
+
+
+def _bind_back(libc: _Libc, path: str, fd: int) -> None:
+    if stat.S_ISDIR(os.fstat(fd).st_mode):
+        os.makedirs(path, exist_ok=True)
+    elif not os.path.exists(path):
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        open(path, "a").close()
+    libc.mount(f"/proc/self/fd/{fd}", path, None, _MS_BIND | _MS_REC)
+    os.close(fd)
+
+
+def _drop_capabilities(libc: _Libc) -> None:
+    """Root inside a user namespace: keep the uid, give up every capability for good."""
+    libc.check(libc.prctl(_PR_SET_SECUREBITS, _SECUREBITS_NO_ROOT), "securebits")
+    cap = 0
+    while libc.prctl(_PR_CAPBSET_DROP, cap) == 0:  # fails past the last capability
+        cap += 1
+    header = (libc.ctypes.c_uint32 * 2)(0x20080522, 0)  # _LINUX_CAPABILITY_VERSION_3
+    data = (libc.ctypes.c_uint32 * 6)()
+    libc.check(libc.lib.capset(header, data), "capset")
+
+
+def confine(spec: dict[str, Any], limits: dict[str, int]) -> list[str]:
+    """Apply what the host asked for, in the order that keeps each step possible; returns
+    the layers that this kernel could not give (the others hold)."""
+    missing: list[str] = []
+    libc = _Libc()
+    if spec.get("hide"):
+        _hide_host(libc, spec)
+    if spec.get("workdir"):
+        os.chdir(spec["workdir"])  # relative paths land in the worker's own directory
+    _apply_limits(limits)
+    uid = spec.get("uid")
+    if uid is not None and os.getuid() == 0:
+        # Root ignores RLIMIT_NPROC and owns the host's files: become a uid of our own.
+        os.setgroups([])
+        os.setresgid(uid, uid, uid)
+        os.setresuid(uid, uid, uid)
+    if spec.get("drop_caps"):
+        _drop_capabilities(libc)
+    libc.check(libc.prctl(_PR_SET_NO_NEW_PRIVS, 1), "no_new_privs")
+    if spec.get("pdeathsig"):  # unisolated: die with the host, not outlive it
+        libc.check(libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL), "pdeathsig")
+        # and adopt the orphans of the code's own children, so a cell's end can find them
+        libc.check(libc.prctl(_PR_SET_CHILD_SUBREAPER, 1), "child_subreaper")
+    try:
+        _load_sibling("_seccomp").install_filter()
+    except (ImportError, OSError) as exc:
+        missing.append(f"seccomp filter ({exc})")
+    return missing
+
+
+def _load_sibling(name: str) -> Any:
+    """A module from the file beside this one (bound into the sandbox with it); `-I` keeps
+    this directory off sys.path."""
+    import importlib.util
+
+    path = os.path.join(os.path.dirname(os.path.abspath(__file__)), name + ".py")
+    spec = importlib.util.spec_from_file_location(name, path)
+    if spec is None or spec.loader is None:
+        raise ImportError(f"no module at {path}")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def end_cell_processes(own_namespace: bool) -> None:
+    """Kill every process a cell started (its children, their children, daemons), keeping
+    this one: in a PID namespace of our own, kill(-1) reaches exactly those, atomically;
+    unisolated, the subreaper's descendants, found in /proc, until none are left."""
+    if own_namespace:
+        try:
+            os.kill(-1, signal.SIGKILL)
+        except ProcessLookupError:
+            pass  # nothing else running
+    else:
+        for _ in range(100):
+            found = _descendants(os.getpid())
+            if not found:
+                break
+            for pid in found:
+                try:
+                    os.kill(pid, signal.SIGKILL)
+                except OSError:
+                    pass
+            _reap(0.01)
+    _reap()
+
+
+def _reap(seconds: float = 1.0) -> None:
+    """Collect the children just killed (SIGKILL lands a moment later), so that none is left
+    a zombie holding a slot of the process limit."""
+    deadline = time.monotonic() + seconds
+    while True:
+        try:
+            pid, _ = os.waitpid(-1, os.WNOHANG)
+        except ChildProcessError:
+            return  # no children left
+        if pid == 0:
+            if time.monotonic() > deadline:
+                return
+            time.sleep(0.001)
+
+
+def _descendants(root: int) -> set[int]:
+    parents: dict[int, int] = {}
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                with open(f"/proc/{entry}/stat", "rb") as f:
+                    fields = f.read().rsplit(b")", 1)[1].split()
+            except OSError:
+                continue
+            if fields[0] != b"Z":
+                parents[int(entry)] = int(fields[1])
+    found: set[int] = set()
+    frontier = {root}
+    while frontier:
+        frontier = {pid for pid, ppid in parents.items() if ppid in frontier} - found
+        found |= frontier
+    return found
+
+
+def in_own_pid_namespace(host_namespace: str) -> bool:
+    """True when this process sits in another PID namespace than the host's, so that
+    kill(-1) cannot reach anything of the host."""
+    try:
+        return bool(host_namespace) and os.readlink("/proc/self/ns/pid") != host_namespace
+    except OSError:
+        return False
+
+
+def _run_as_init() -> None:
+    """As PID 1 of a new namespace, stay behind as its reaper and run the worker in a child.
+
+    PID 1 ignores signals it has no handler for and inherits every orphan; the child dies of
+    signals like any process, and this one reports that as exit status 128 + signal.
+    """
+    child = os.fork()
+    if child == 0:
+        return
+    devnull = os.open(os.devnull, os.O_RDWR)
+    os.dup2(devnull, 0)
+    os.dup2(devnull, 1)
+    while True:
+        pid, status = os.wait()
+        if pid == child:
+            code = os.waitstatus_to_exitcode(status)
+            os._exit(128 - code if code < 0 else code)
+
+
+def _load_context(fd: int, kind: str) -> Any:
+    """Read the context from the file the host holds open for us; it has no path here."""
+    os.lseek(fd, 0, os.SEEK_SET)
+    with open(fd, encoding="utf-8", closefd=True) as f:
+        if kind == "list":
+            return json.load(f)
+        return f.read()
+
+
+class Worker:
+    def __init__(self, channel: _Channel, subcalls_enabled: bool) -> None:
+        self.channel = channel
+        self.subcalls_enabled = subcalls_enabled
+        self.final: dict[str, Any] | None = None
+        self.namespace: dict[str, Any] = {
+            "__name__": "__repl__",
+            "__builtins__": __builtins__,
+            "llm_query": self.llm_query,
+            "parallel_query": self.parallel_query,
+            "FINAL": self.final_text,
+            "FINAL_VAR": self.final_var,
+        }
+
+    def _ask(self, message: dict[str, Any]) -> Any:
+        if not self.subcalls_enabled:
+            raise RuntimeError(
+                "sub-calls are disabled in this prompt mode; work with `context` directly"
+            )
+        reply = self.channel.request(message)
+        if "error" in reply:
+            raise RuntimeError(reply["error"])
+        return reply["result"]
+
+    def llm_query(self, prompt: str) -> str:
+        """Ask the sub-model one question; returns its answer (or "Error: ..." on failure)."""
+        result: str = self._ask({"op": "llm_query", "prompt": str(prompt)})
+        return result
+
+    def parallel_query(self, prompt_template: str, context_chunks: Any) -> list[str]:
+        """One sub-call per chunk, `{chunk}` replaced; answers in input order."""
+        if isinstance(context_chunks, str):
+            raise TypeError("parallel_query takes a list of chunks, not one string")
+        chunks = [str(c) for c in context_chunks]
+        if not chunks:
+            return []
+        if len(chunks) > self.channel.max_parts - 1:
+            raise ValueError(
+                f"parallel_query takes at most {self.channel.max_parts - 1:,} chunks per call "
+                f"(got {len(chunks):,}); split the work into several calls"
+            )
+        result: list[str] = self._ask(
+            {"op": "parallel_query", "template": str(prompt_template), "chunks": chunks}
+        )
+        return result
+
+    def final_text(self, text: Any) -> None:
+        self.final = {"kind": "text", "value": str(text)}
+        raise _Final
+
+    def final_var(self, name: Any) -> None:
+        self.final = {
+            "kind": "var",
+            "name": name if isinstance(name, str) else None,
+            "value": None if isinstance(name, str) else str(name),
+        }
+        raise _Final
+
+    def run(self, code: str) -> dict[str, Any]:
+        output = _CappedOutput()
+        real_stdout, real_stderr = sys.stdout, sys.stderr
+        sys.stdout = sys.stderr = output
+        error = False
+        self.final = None
+        try:
+            tree = ast.parse(code, "<repl>", "exec")
+            last = tree.body[-1] if tree.body and isinstance(tree.body[-1], ast.Expr) else None
+            if last is not None:
+                tree.body.pop()
+            exec(compile(tree, "<repl>", "exec"), self.namespace)
+            if last is not None:
+                value = eval(compile(ast.Expression(last.value), "<repl>", "eval"), self.namespace)
+                if value is not None:
+                    print(repr(value))
+        except _Final:
+            pass
+        except BaseException as exc:  # the model's code may raise anything, SystemExit included
+            error = True
+            frames = [f for f in traceback.extract_tb(exc.__traceback__) if f.filename == "<repl>"]
+            lines = traceback.format_list(frames) + traceback.format_exception_only(type(exc), exc)
+            output.write("Traceback (most recent call last):\n" + "".join(lines))
+        finally:
+            sys.stdout, sys.stderr = real_stdout, real_stderr
+        return {"op": "result", "output": output.text(), "error": error, "final": self.final}
+
+    def variable(self, name: str) -> dict[str, Any]:
+        if name not in self.namespace or name.startswith("__"):
+            return {"op": "variable", "found": False}
+        value = self.namespace[name]
+        return {
+            "op": "variable",
+            "found": True,
+            "value": value if isinstance(value, str) else str(value),
+        }
+
+
+def main() -> None:
+    if os.getpid() == 1:
+        _run_as_init()
+    # Take the protocol pipes off fds 0/1 so code that writes to them cannot corrupt frames.
+    channel = _Channel(os.dup(0), os.dup(1), _load_sibling("_protocol"))
+    devnull = os.open(os.devnull, os.O_RDWR)
+    os.dup2(devnull, 0)
+    os.dup2(devnull, 1)
+    os.close(devnull)
+    sys.stdin = open(os.devnull)
+
+    init = channel.receive()
+    spec = init.get("sandbox") or {}
+    try:
+        missing = confine(spec, init.get("limits", {}))
+    except OSError as exc:
+        channel.send({"op": "ready", "error": f"the sandbox could not be set up ({exc})"})
+        return
+    own_namespace = bool(spec.get("pid_namespace")) and in_own_pid_namespace(
+        str(spec.get("host_pid_namespace", ""))
+    )
+    worker = Worker(channel, init.get("subcalls", True))
+    try:
+        worker.namespace["context"] = _load_context(init["context_fd"], init["context_kind"])
+    except MemoryError:
+        channel.send(
+            {"op": "ready", "error": "the context does not fit in the worker's memory limit"}
+        )
+        return
+    channel.send({"op": "ready", "missing": missing})
+    while True:
+        try:
+            message = channel.receive()
+        except EOFError:
+            return
+        op = message["op"]
+        if op == "exec":
+            result = worker.run(message["code"])
+            end_cell_processes(own_namespace)  # nothing a cell started outlives it
+            channel.send(result)
+        elif op == "variable":
+            channel.send(worker.variable(message["name"]))
+        elif op == "exit":
+            return
+
+
+if __name__ == "__main__":
+    main()
