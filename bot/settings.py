@@ -15,8 +15,21 @@ from pydantic import Field, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 SLACK_DEFAULT_API_URL = "https://slack.com/api/"
+SLACK_DEFAULT_AUTHORIZE_URL = "https://slack.com/oauth/v2/authorize"
+# The bot scopes manifest.yml asks for; an OAuth install asks for the same.
+DEFAULT_BOT_SCOPES = (
+    "app_mentions:read,channels:history,channels:read,chat:write,commands,files:read,"
+    "groups:history,groups:read,users:read"
+)
+OAUTH_VARIABLES = ("SLACK_CLIENT_ID", "SLACK_CLIENT_SECRET", "SLACK_STATE_SECRET")
 PROVIDERS = ("openai", "anthropic", "gemini")
 _EMPTY = "is empty"
+_NO_BOT_TOKEN = (
+    "SLACK_BOT_TOKEN is not set: set it to the app's bot token (xoxb-…) in the "
+    "environment or .env, with SLACK_SIGNING_SECRET for HTTP mode or "
+    "SLACK_APP_TOKEN (xapp-…) for Socket Mode (or set SLACK_CLIENT_ID, SLACK_CLIENT_SECRET "
+    "and SLACK_STATE_SECRET for OAuth installs)."
+)
 
 
 class SettingsError(Exception):
@@ -28,7 +41,7 @@ class Settings(BaseSettings):
         env_file=".env", env_file_encoding="utf-8", extra="ignore", case_sensitive=False
     )
 
-    slack_bot_token: str
+    slack_bot_token: str | None = None  # unset only when OAuth installs are on
     slack_signing_secret: str | None = None
     slack_app_token: str | None = None
     slack_api_url: str = SLACK_DEFAULT_API_URL
@@ -73,6 +86,26 @@ class Settings(BaseSettings):
     rlm_sandbox: Literal["auto", "bwrap", "unshare", "none"] = "auto"
     rlm_require_sandbox: bool = False
 
+    # Many workspaces (bot/installs.py, bot/workspace_settings.py): OAuth installs, stored-token
+    # encryption, uninstall purges and the ceilings on what a workspace admin may set.
+    slack_client_id: str | None = None
+    slack_client_secret: str | None = None
+    slack_state_secret: str | None = None
+    slack_redirect_uri: str | None = None  # needed when the app lists several redirect URLs
+    slack_authorize_url: str = SLACK_DEFAULT_AUTHORIZE_URL
+    slack_scopes: str = DEFAULT_BOT_SCOPES
+    slack_token_rotation_minutes: int = Field(default=120, ge=1, le=720)
+    rlm_install_port: int | None = Field(default=None, ge=0, le=65535)  # Socket Mode pages
+    rlm_encryption_key: str | None = None
+    rlm_retention_days: int = Field(default=90, ge=0, le=36500)
+    rlm_purge_on_uninstall: bool = False
+    rlm_allowed_models: str = ""  # comma-separated; empty: the root and sub model only
+    rlm_max_parallel_calls_ceiling: int = Field(default=100, ge=1, le=1000)
+    rlm_max_runs_per_workspace_ceiling: int = Field(default=10, ge=1, le=100)
+    rlm_daily_tokens_ceiling: int = Field(default=0, ge=0)  # 0: no ceiling
+    rlm_history_messages_ceiling: int = Field(default=20_000, ge=1, le=100_000)
+    rlm_history_days_ceiling: int = Field(default=3650, ge=0, le=3650)  # 0: no ceiling
+
     @field_validator(
         "slack_signing_secret",
         "slack_app_token",
@@ -82,6 +115,11 @@ class Settings(BaseSettings):
         "anthropic_base_url",
         "gemini_api_key",
         "gemini_base_url",
+        "slack_client_id",
+        "slack_client_secret",
+        "slack_state_secret",
+        "slack_redirect_uri",
+        "rlm_encryption_key",
         mode="before",
     )
     @classmethod
@@ -93,7 +131,9 @@ class Settings(BaseSettings):
 
     @field_validator("slack_bot_token")
     @classmethod
-    def _bot_token(cls, value: str) -> str:
+    def _bot_token(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
         value = value.strip()
         if not value:
             raise ValueError(_EMPTY)
@@ -135,6 +175,30 @@ class Settings(BaseSettings):
             raise ValueError("must be a SQLAlchemy async URL such as sqlite+aiosqlite:///rlm.db")
         return value.strip()
 
+    @field_validator("slack_authorize_url")
+    @classmethod
+    def _authorize_url(cls, value: str) -> str:
+        value = value.strip()
+        parts = urlsplit(value)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ValueError("must be an http(s) URL such as " + SLACK_DEFAULT_AUTHORIZE_URL)
+        return value
+
+    @model_validator(mode="after")
+    def _oauth_choice(self) -> Settings:
+        given = [self.slack_client_id, self.slack_client_secret, self.slack_state_secret]
+        if any(given) and not all(given):
+            missing = [n for n, v in zip(OAUTH_VARIABLES, given, strict=True) if not v]
+            raise ValueError(
+                f"OAuth installs need {', '.join(OAUTH_VARIABLES)} together; "
+                f"{', '.join(missing)} not set"
+            )
+        if self.oauth_enabled:
+            from bot.crypto import check_keys  # cryptography is imported only when needed
+
+            check_keys(self.rlm_encryption_key)
+        return self
+
     @model_validator(mode="after")
     def _sandbox_choice(self) -> Settings:
         if self.rlm_sandbox == "none" and self.rlm_require_sandbox:
@@ -152,6 +216,9 @@ class Settings(BaseSettings):
             self.openai_api_key,
             self.anthropic_api_key,
             self.gemini_api_key,
+            self.slack_client_secret,
+            self.slack_state_secret,
+            *(self.rlm_encryption_key or "").split(","),
         ]
         for url in (
             self.database_url,
@@ -164,6 +231,11 @@ class Settings(BaseSettings):
             except ValueError:  # a malformed URL holds no password we can find
                 continue
         return tuple(v for v in values if v)
+
+    @property
+    def oauth_enabled(self) -> bool:
+        """True when the app installs into many workspaces through Slack's OAuth flow."""
+        return bool(self.slack_client_id and self.slack_client_secret and self.slack_state_secret)
 
     @property
     def socket_mode(self) -> bool:
@@ -184,6 +256,8 @@ class Settings(BaseSettings):
             settings = cls(_env_file=env_file, **overrides)  # type: ignore[call-arg]
         except ValidationError as exc:
             raise SettingsError(_describe(exc)) from None
+        if settings.slack_bot_token is None and not settings.oauth_enabled:
+            raise SettingsError(_NO_BOT_TOKEN)
         if not settings.socket_mode and settings.slack_signing_secret is None:
             raise SettingsError(
                 "SLACK_SIGNING_SECRET is not set: HTTP mode needs it to verify requests "
@@ -201,11 +275,7 @@ def _describe(exc: ValidationError) -> str:
     name = str(error["loc"][0]).upper()
     if error["type"] == "missing" or message == _EMPTY:
         if name == "SLACK_BOT_TOKEN":
-            return (
-                "SLACK_BOT_TOKEN is not set: set it to the app's bot token (xoxb-…) in the "
-                "environment or .env, with SLACK_SIGNING_SECRET for HTTP mode or "
-                "SLACK_APP_TOKEN (xapp-…) for Socket Mode."
-            )
+            return _NO_BOT_TOKEN
         return f"{name} is not set: set it in the environment or .env."
     shown = error.get("input")
     if name.endswith(("_TOKEN", "_SECRET", "_KEY")):

@@ -9,6 +9,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 
 from sqlalchemy import (
+    Boolean,
     DateTime,
     Dialect,
     Float,
@@ -159,3 +160,114 @@ class HandledEvent(Base):
 
     event_id: Mapped[str] = mapped_column(String(128), primary_key=True)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utc_now)
+
+
+# Many workspaces: OAuth installations (tokens encrypted, see bot/crypto.py), install states,
+# per-workspace settings and uninstalls awaiting their purge. Created by migration 0006.
+
+
+class SlackInstallation(Base):
+    """One installation per (enterprise, team, installing user): the latest one kept."""
+
+    __tablename__ = "slack_installations"
+    __table_args__ = (
+        Index(
+            "ix_slack_installations_lookup", "client_id", "enterprise_id", "team_id", "user_id"
+        ),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    client_id: Mapped[str] = mapped_column(String(32))
+    app_id: Mapped[str | None] = mapped_column(String(32))
+    enterprise_id: Mapped[str | None] = mapped_column(String(32))
+    enterprise_name: Mapped[str | None] = mapped_column(String(200))
+    enterprise_url: Mapped[str | None] = mapped_column(String(200))
+    team_id: Mapped[str | None] = mapped_column(String(32))
+    team_name: Mapped[str | None] = mapped_column(String(200))
+    bot_token: Mapped[str | None] = mapped_column(Text)  # encrypted
+    bot_id: Mapped[str | None] = mapped_column(String(32))
+    bot_user_id: Mapped[str | None] = mapped_column(String(32))
+    bot_scopes: Mapped[str | None] = mapped_column(String(1000))
+    bot_refresh_token: Mapped[str | None] = mapped_column(Text)  # encrypted
+    bot_token_expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    user_id: Mapped[str] = mapped_column(String(32))
+    user_token: Mapped[str | None] = mapped_column(Text)  # encrypted
+    user_scopes: Mapped[str | None] = mapped_column(String(1000))
+    user_refresh_token: Mapped[str | None] = mapped_column(Text)  # encrypted
+    user_token_expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    incoming_webhook_url: Mapped[str | None] = mapped_column(Text)  # encrypted
+    incoming_webhook_channel: Mapped[str | None] = mapped_column(String(200))
+    incoming_webhook_channel_id: Mapped[str | None] = mapped_column(String(200))
+    incoming_webhook_configuration_url: Mapped[str | None] = mapped_column(Text)
+    is_enterprise_install: Mapped[bool] = mapped_column(Boolean, default=False)
+    token_type: Mapped[str | None] = mapped_column(String(32))
+    installed_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utc_now)
+
+
+class SlackBot(Base):
+    """The bot of one (enterprise, team) installation, as Bolt's authorize looks it up."""
+
+    __tablename__ = "slack_bots"
+    __table_args__ = (Index("ix_slack_bots_lookup", "client_id", "enterprise_id", "team_id"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    client_id: Mapped[str] = mapped_column(String(32))
+    app_id: Mapped[str | None] = mapped_column(String(32))
+    enterprise_id: Mapped[str | None] = mapped_column(String(32))
+    enterprise_name: Mapped[str | None] = mapped_column(String(200))
+    team_id: Mapped[str | None] = mapped_column(String(32))
+    team_name: Mapped[str | None] = mapped_column(String(200))
+    bot_token: Mapped[str] = mapped_column(Text)  # encrypted
+    bot_id: Mapped[str | None] = mapped_column(String(32))
+    bot_user_id: Mapped[str | None] = mapped_column(String(32))
+    bot_scopes: Mapped[str | None] = mapped_column(String(1000))
+    bot_refresh_token: Mapped[str | None] = mapped_column(Text)  # encrypted
+    bot_token_expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    is_enterprise_install: Mapped[bool] = mapped_column(Boolean, default=False)
+    installed_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utc_now)
+
+
+class OAuthState(Base):
+    """An install's `state`, kept as its keyed hash until used once or expired."""
+
+    __tablename__ = "slack_oauth_states"
+
+    state_hash: Mapped[str] = mapped_column(String(64), primary_key=True)
+    expire_at: Mapped[datetime] = mapped_column(UTCDateTime())
+
+
+class WorkspaceSetting(Base):
+    """What a workspace's admins chose; NULL means the operator's default."""
+
+    __tablename__ = "workspace_settings"
+
+    team_id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    root_model: Mapped[str | None] = mapped_column(String(200))
+    sub_model: Mapped[str | None] = mapped_column(String(200))
+    max_parallel_calls: Mapped[int | None] = mapped_column(Integer)
+    max_runs: Mapped[int | None] = mapped_column(Integer)
+    daily_tokens: Mapped[int | None] = mapped_column(Integer)
+    history_messages: Mapped[int | None] = mapped_column(Integer)
+    history_days: Mapped[int | None] = mapped_column(Integer)
+    updated_by: Mapped[str | None] = mapped_column(String(32))
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utc_now)
+
+
+class WorkspaceEnterprise(Base):
+    """Which organisation a workspace belongs to, for org-wide uninstalls and purges."""
+
+    __tablename__ = "workspace_enterprises"
+
+    team_id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    enterprise_id: Mapped[str] = mapped_column(String(32), index=True)
+
+
+class Uninstall(Base):
+    """A workspace (or organisation) that removed the app; its data goes at `purge_after`."""
+
+    __tablename__ = "uninstalls"
+
+    owner_id: Mapped[str] = mapped_column(String(32), primary_key=True)  # team or enterprise
+    is_enterprise: Mapped[bool] = mapped_column(Boolean, default=False)
+    uninstalled_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utc_now)
+    purge_after: Mapped[datetime] = mapped_column(UTCDateTime())
