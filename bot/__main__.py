@@ -64,7 +64,19 @@ async def serve(settings: Settings, stop: asyncio.Event | None = None) -> None:
             handler = AsyncSocketModeHandler(app, settings.slack_app_token)
             await handler.connect_async()  # type: ignore[no-untyped-call]
             logger.info("connected to Slack in Socket Mode")
+            pages = None
+            if app.oauth_flow is not None:  # Socket Mode has no HTTP server for them
+                from bot.installs import serve_install_pages
+
+                pages = await serve_install_pages(
+                    app.oauth_flow,
+                    host=settings.rlm_http_host,
+                    port=settings.rlm_install_port or settings.port,
+                )
+                logger.info("install pages at %s", app.oauth_flow.install_path)
             await stop.wait()
+            if pages is not None:
+                await pages.cleanup()
             await handler.close_async()  # type: ignore[no-untyped-call]
         else:
             server = await serve_http(

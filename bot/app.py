@@ -15,12 +15,14 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import aiohttp
-from slack_bolt.async_app import AsyncAck, AsyncApp
+from slack_bolt.async_app import AsyncAck, AsyncApp, AsyncBoltContext
 
 from bot import messages
 from bot.budgets import BudgetBook, Budgets
+from bot.config_command import config_reply
 from bot.context import ContextGatherer, UserDirectory
 from bot.http_server import EVENTS_PATH, HttpServer, serve_http
+from bot.installs import OAuth, Uninstaller, add_uninstall_listeners
 from bot.isolation import check_sandbox, sandbox_limits
 from bot.logs import configure_logging
 from bot.progress import ChannelPacer
@@ -29,6 +31,7 @@ from bot.settings import Settings
 from bot.slack_api import SlackPoster, make_web_client
 from bot.slots import RunSlots
 from bot.storage import Store
+from bot.tenants import Tenants, Workspace, attach_tenancy
 from bot.uploads import Uploads
 from rlm import KeyedLimiter, LLMInterface, interface_from_spec
 
@@ -61,6 +64,29 @@ class Services:
     llms: tuple[LLMInterface, ...]
     isolation: str = "none"  # the REPL sandbox method runs use
     tasks: set[asyncio.Task[Any]] = field(default_factory=set)
+    # Many workspaces: per-workspace clients and settings, OAuth (None: one bot token).
+    tenants: Tenants | None = None
+    uninstaller: Uninstaller | None = None
+    oauth: OAuth | None = None
+
+    async def workspace(self, team_id: str, context: AsyncBoltContext | None) -> Workspace:
+        """What a request from `team_id` is handled with: its own token and settings."""
+        assert self.tenants is not None
+        return await self.tenants.workspace(team_id, context.client if context else None)
+
+    def spawn_run(
+        self,
+        work: Coroutine[Any, Any, Any],
+        name: str,
+        team_id: str,
+        context: AsyncBoltContext | None = None,
+    ) -> asyncio.Task[Any]:
+        """`spawn`, noting the task as one of `team_id`'s runs so an uninstall can stop it."""
+        task = self.spawn(work, name)
+        if self.tenants is not None:
+            enterprise = context.enterprise_id if context is not None else None
+            self.tenants.track(team_id, task, enterprise)
+        return task
 
     @property
     def limiters(self) -> KeyedLimiter:
@@ -87,6 +113,10 @@ class Services:
         for task in list(self.tasks):
             task.cancel()
         await self.drain()
+        if self.uninstaller is not None:
+            await self.uninstaller.close()
+        if self.tenants is not None:
+            await self.tenants.close()
         await self.uploads.close()
         for llm in self.llms:
             await llm.aclose()
@@ -200,6 +230,7 @@ async def _build_services(
         llms=llms,
         isolation=isolation,
     )
+    attach_tenancy(services, client)
     recovered = await runner.recover()
     if recovered:
         logger.info("marked %d unfinished run(s) from a previous process interrupted", recovered)
@@ -208,14 +239,17 @@ async def _build_services(
 
 def build_app(services: Services) -> AsyncApp:
     settings = services.settings
+    oauth: dict[str, Any] = {}
+    if services.oauth is not None:
+        oauth = {"oauth_flow": services.oauth.flow, "authorize": services.oauth.authorize}
     app = AsyncApp(
         client=services.poster.client,
         signing_secret=settings.slack_signing_secret,
         request_verification_enabled=not settings.socket_mode,
         process_before_response=False,
         name="rlm",
+        **oauth,
     )
-    poster, runner, uploads = services.poster, services.runner, services.uploads
 
     async def claimed(body: dict[str, Any]) -> bool:
         # A retried delivery (X-Slack-Retry-Num) repeats the event_id: only the first counts.
@@ -223,12 +257,18 @@ def build_app(services: Services) -> AsyncApp:
         return not event_id or await services.store.claim_event(str(event_id))
 
     @app.command(COMMAND)
-    async def on_command(ack: AsyncAck, command: dict[str, Any]) -> None:
+    async def on_command(ack: AsyncAck, command: dict[str, Any], context: AsyncBoltContext) -> None:
         words = (command.get("text") or "").split(None, 1)
         verb = words[0].lower() if words else "help"
         question = words[1].strip() if len(words) > 1 else ""
         if verb == "help" or (verb == "ask" and not question):
             await ack(text=messages.USAGE, response_type="ephemeral")
+            return
+        ws = await services.workspace(command["team_id"], context)
+        runner = ws.runner
+        if verb == "config":
+            await ack()
+            services.spawn(answer_config(ws, command, question, context), name="config")
             return
         if verb == "usage":
             report = await runner.budget.usage_report(command["team_id"])
@@ -238,7 +278,7 @@ def build_app(services: Services) -> AsyncApp:
             await ack(text=messages.unknown_subcommand(words[0]), response_type="ephemeral")
             return
         await ack()
-        services.spawn(
+        services.spawn_run(
             runner.ask(
                 Question(
                     team_id=command["team_id"],
@@ -251,12 +291,36 @@ def build_app(services: Services) -> AsyncApp:
                 )
             ),
             name="command",
+            team_id=command["team_id"],
+            context=context,
         )
 
-    async def answer_mention(body: dict[str, Any], event: dict[str, Any]) -> None:
+    async def answer_config(
+        ws: Workspace, command: dict[str, Any], text: str, context: AsyncBoltContext
+    ) -> None:
+        assert services.tenants is not None
+        reply = await config_reply(
+            book=services.tenants.book,
+            client=ws.poster.client,
+            team_id=command["team_id"],
+            user_id=command["user_id"],
+            text=text,
+        )
+        await ws.poster.tell_user(
+            command["channel_id"],
+            command["user_id"],
+            reply,
+            response_url=command.get("response_url"),
+        )
+
+    async def answer_mention(
+        body: dict[str, Any], event: dict[str, Any], context: AsyncBoltContext
+    ) -> None:
         if not await claimed(body):
             return
         team_id = _team(body, event)
+        ws = await services.workspace(team_id, context)
+        poster, runner, uploads = ws.poster, ws.runner, ws.uploads
         channel, ts, thread_ts = event["channel"], event["ts"], event.get("thread_ts")
         for file in event.get("files") or []:
             await uploads.ingest(
@@ -269,7 +333,7 @@ def build_app(services: Services) -> AsyncApp:
             )
         bot = await poster.identity()
         raw = re.sub(rf"<@{re.escape(bot.user_id)}(?:\|[^>]*)?>", " ", event.get("text") or "")
-        question = (await services.gatherer.readable(raw)).strip()
+        question = (await ws.gatherer.readable(raw)).strip()
         if not question:
             await poster.try_post(channel, messages.MENTION_USAGE, thread_ts=thread_ts or ts)
             return
@@ -287,13 +351,23 @@ def build_app(services: Services) -> AsyncApp:
         )
 
     @app.event("app_mention")
-    async def on_mention(body: dict[str, Any], event: dict[str, Any]) -> None:
-        services.spawn(answer_mention(body, event), name="mention")
+    async def on_mention(
+        body: dict[str, Any], event: dict[str, Any], context: AsyncBoltContext
+    ) -> None:
+        services.spawn_run(
+            answer_mention(body, event, context),
+            name="mention",
+            team_id=_team(body, event),
+            context=context,
+        )
 
-    async def keep_files(body: dict[str, Any], event: dict[str, Any]) -> None:
+    async def keep_files(
+        body: dict[str, Any], event: dict[str, Any], context: AsyncBoltContext
+    ) -> None:
         if not await claimed(body):
             return
         team_id = _team(body, event)
+        uploads = (await services.workspace(team_id, context)).uploads
         if event.get("type") == "file_shared":
             found = [(event["channel_id"], event["file_id"], None, None)]
         else:
@@ -312,12 +386,19 @@ def build_app(services: Services) -> AsyncApp:
             )
 
     @app.event("file_shared")
-    async def on_file_shared(body: dict[str, Any], event: dict[str, Any]) -> None:
-        services.spawn(keep_files(body, event), name="file_shared")
+    async def on_file_shared(
+        body: dict[str, Any], event: dict[str, Any], context: AsyncBoltContext
+    ) -> None:
+        services.spawn(keep_files(body, event, context), name="file_shared")
 
     @app.event({"type": "message", "subtype": "file_share"})
-    async def on_file_message(body: dict[str, Any], event: dict[str, Any]) -> None:
-        services.spawn(keep_files(body, event), name="file_share")
+    async def on_file_message(
+        body: dict[str, Any], event: dict[str, Any], context: AsyncBoltContext
+    ) -> None:
+        services.spawn(keep_files(body, event, context), name="file_share")
+
+    if services.uninstaller is not None:
+        add_uninstall_listeners(app, services.uninstaller, services.spawn)
 
     @app.event("message")
     async def on_message() -> None:

@@ -171,9 +171,7 @@ class SlackInstallation(Base):
 
     __tablename__ = "slack_installations"
     __table_args__ = (
-        Index(
-            "ix_slack_installations_lookup", "client_id", "enterprise_id", "team_id", "user_id"
-        ),
+        Index("ix_slack_installations_lookup", "client_id", "enterprise_id", "team_id", "user_id"),
     )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)

@@ -82,9 +82,7 @@ def upgrade() -> None:
         _when("installed_at", nullable=False),
         sa.PrimaryKeyConstraint("id", name="pk_slack_bots"),
     )
-    op.create_index(
-        "ix_slack_bots_lookup", "slack_bots", ["client_id", "enterprise_id", "team_id"]
-    )
+    op.create_index("ix_slack_bots_lookup", "slack_bots", ["client_id", "enterprise_id", "team_id"])
 
     op.create_table(
         "slack_oauth_states",

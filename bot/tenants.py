@@ -1,0 +1,243 @@
+"""Serving many workspaces from one process: each workspace's own client, settings and runs.
+
+`Tenants.workspace(team_id, client)` gives what a request from one workspace is handled
+with: its Slack client (the token Bolt's authorize found for that workspace, so no request
+ever uses another's), and a `Runner` built from its effective settings (models, sub-calls in
+flight, runs at once, daily tokens, history window), sharing the process's store and pacer.
+Its limiter and run slots are its own. The runs a workspace has in flight are tracked so an
+uninstall can stop them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections import OrderedDict
+from dataclasses import dataclass, field, replace
+from typing import TYPE_CHECKING, Any
+
+from slack_sdk.web.async_client import AsyncWebClient
+
+from bot.budgets import BudgetBook
+from bot.context import ContextGatherer, UserDirectory
+from bot.installs import Uninstaller, build_oauth
+from bot.runner import EngineConfig, Runner
+from bot.slack_api import SlackPoster
+from bot.slots import RunSlots
+from bot.storage._tenants import TenantStore
+from bot.uploads import Uploads
+from bot.workspace_settings import (
+    WorkspaceSettings,
+    WorkspaceSettingsBook,
+    bounds_from,
+    defaults_from,
+)
+from rlm import KeyedLimiter, LLMInterface, interface_from_spec
+
+if TYPE_CHECKING:
+    from bot.app import Services
+
+logger = logging.getLogger("bot.tenants")
+
+# Clients kept per token (each with its cached identity and user names): bounded, oldest out.
+MAX_CACHED_CLIENTS = 500
+
+
+@dataclass
+class Workspace:
+    """What one request from `team_id` is handled with."""
+
+    team_id: str
+    settings: WorkspaceSettings
+    poster: SlackPoster
+    gatherer: ContextGatherer
+    uploads: Uploads
+    runner: Runner
+
+
+@dataclass
+class _Slack:
+    poster: SlackPoster
+    users: UserDirectory
+    uploads: Uploads
+
+
+@dataclass
+class _Gate:
+    limit: int
+    value: Any
+
+
+@dataclass
+class Tenants:
+    services: Services
+    book: WorkspaceSettingsBook
+    _slack: OrderedDict[str, _Slack] = field(default_factory=OrderedDict)
+    _llms: dict[str, LLMInterface] = field(default_factory=dict)
+    _limiters: dict[str, _Gate] = field(default_factory=dict)
+    _slots: dict[str, _Gate] = field(default_factory=dict)
+    _runs: dict[str, set[asyncio.Task[Any]]] = field(default_factory=dict)
+    _enterprises: dict[str, str] = field(default_factory=dict)
+
+    async def workspace(self, team_id: str, client: AsyncWebClient | None = None) -> Workspace:
+        s = self.services
+        current = await self.book.effective(team_id)
+        slack = self._slack_for(client)
+        defaults = current == self.book.defaults
+        if slack.poster is s.poster and defaults:
+            return Workspace(team_id, current, s.poster, s.gatherer, s.uploads, s.runner)
+        gatherer = ContextGatherer(
+            client=slack.poster.client,
+            store=s.store,
+            users=slack.users,
+            history_messages=current.history_messages,
+            history_days=current.history_days,
+        )
+        base = s.runner
+        budget = base.budget
+        if current.daily_tokens != budget.budgets.daily_tokens:
+            budget = BudgetBook(
+                store=s.store,
+                budgets=replace(budget.budgets, daily_tokens=current.daily_tokens),
+            )
+        runner = Runner(
+            engine=self._engine(base.engine, current),
+            budget=budget,
+            store=s.store,
+            poster=slack.poster,
+            gatherer=gatherer,
+            pacer=base.pacer,
+            limiters=self._gate(self._limiters, team_id, current.max_parallel_calls, base.limiters),
+            slots=self._gate(self._slots, team_id, current.max_runs, base.slots),
+        )
+        return Workspace(team_id, current, slack.poster, gatherer, slack.uploads, runner)
+
+    def _slack_for(self, client: AsyncWebClient | None) -> _Slack:
+        s = self.services
+        token = client.token if client is not None else None
+        if client is None or token == s.poster.client.token:
+            return _Slack(s.poster, s.gatherer.users, s.uploads)
+        assert token is not None
+        cached = self._slack.get(token)
+        if cached is not None:
+            self._slack.move_to_end(token)
+            return cached
+        poster = SlackPoster(client)
+        cached = _Slack(
+            poster,
+            UserDirectory(client),
+            Uploads(
+                client=client,
+                poster=poster,
+                store=s.store,
+                session=s.session,
+                api_url=s.settings.slack_api_url,
+                max_file_bytes=s.settings.rlm_max_file_bytes,
+            ),
+        )
+        self._slack[token] = cached
+        while len(self._slack) > MAX_CACHED_CLIENTS:
+            self._slack.popitem(last=False)
+        return cached
+
+    def forget_tokens(self) -> None:
+        """Drop cached clients (after an uninstall or a token refresh)."""
+        self._slack.clear()
+
+    def _gate(self, gates: dict[str, _Gate], team_id: str, limit: int, shared: Any) -> Any:
+        """The workspace's limiter or run slots: the shared ones at the default limit, else
+        its own; a changed limit takes effect for runs that start after the change."""
+        if limit == getattr(shared, "max_in_flight", getattr(shared, "limit", None)):
+            gates.pop(team_id, None)
+            return shared
+        gate = gates.get(team_id)
+        if gate is None or gate.limit != limit:
+            value = KeyedLimiter(limit) if isinstance(shared, KeyedLimiter) else RunSlots(limit)
+            gate = gates[team_id] = _Gate(limit, value)
+        return gate.value
+
+    def _engine(self, base: EngineConfig, current: WorkspaceSettings) -> EngineConfig:
+        if (current.root_model, current.sub_model) == (base.root_model, base.sub_model):
+            return base
+        return EngineConfig(
+            root_llm=self._llm(current.root_model, base),
+            sub_llm=self._llm(current.sub_model, base),
+            root_model=current.root_model,
+            sub_model=current.sub_model,
+            prompt_mode=base.prompt_mode,
+            sandbox_limits=base.sandbox_limits,
+            provider_timeout=base.provider_timeout,
+            max_map_chunks=base.max_map_chunks,
+            max_prompt_bytes=base.max_prompt_bytes,
+        )
+
+    def _llm(self, spec: str, base: EngineConfig) -> LLMInterface:
+        if spec == base.root_model:
+            return base.root_llm
+        if spec == base.sub_model:
+            return base.sub_llm
+        llm = self._llms.get(spec)
+        if llm is None:
+            settings = self.services.settings
+            key, url = settings.provider_endpoint(spec)
+            llm = self._llms[spec] = interface_from_spec(
+                spec,
+                api_key=key,
+                base_url=url,
+                timeout=settings.rlm_provider_timeout,
+                max_retries=settings.rlm_provider_retries,
+            )
+        return llm
+
+    # Runs in flight, by workspace and organisation, so an uninstall can stop them.
+
+    def track(self, team_id: str, task: asyncio.Task[Any], enterprise_id: str | None) -> None:
+        self._runs.setdefault(team_id, set()).add(task)
+        if enterprise_id:
+            self._enterprises[team_id] = enterprise_id
+        task.add_done_callback(lambda t: self._runs.get(team_id, set()).discard(t))
+
+    def stop_runs(self, *, team_id: str | None, enterprise_id: str | None) -> int:
+        """Cancel the runs of a workspace, or of every workspace of an organisation."""
+        teams = {team_id} if team_id else set()
+        if enterprise_id and not team_id:
+            teams |= {t for t, e in self._enterprises.items() if e == enterprise_id}
+        stopped = 0
+        for team in teams:
+            for task in list(self._runs.get(team, ())):
+                if not task.done():
+                    task.cancel()
+                    stopped += 1
+        return stopped
+
+    async def close(self) -> None:
+        for slack in list(self._slack.values()):
+            await slack.uploads.close()
+        self._slack.clear()
+        for llm in self._llms.values():
+            await llm.aclose()
+        self._llms.clear()
+
+
+def attach_tenancy(services: Services, client: AsyncWebClient) -> None:
+    """Give `services` its per-workspace parts: settings, OAuth (when on), uninstalls."""
+    settings = services.settings
+    tenant_store = TenantStore(services.store)
+    services.tenants = Tenants(
+        services=services,
+        book=WorkspaceSettingsBook(
+            tenants=tenant_store, defaults=defaults_from(settings), bounds=bounds_from(settings)
+        ),
+    )
+    if settings.oauth_enabled:
+        services.oauth = build_oauth(
+            settings, store=services.store, tenants=tenant_store, client=client
+        )
+    services.uninstaller = Uninstaller(
+        installations=services.oauth.installations if services.oauth else None,
+        tenants=tenant_store,
+        runs=services.tenants,
+        retention_days=settings.rlm_retention_days,
+        purge_at_once=settings.rlm_purge_on_uninstall,
+    )
+    services.uninstaller.start()
