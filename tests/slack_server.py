@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from aiohttp import web
+from slack_oauth import OAuthGrants
 from slack_workspace import BOT_ID, BOT_USER, SlackError, SlackWorkspace
 
 __all__ = ["APP_TOKEN", "BOT_ID", "BOT_TOKEN", "BOT_USER", "SIGNING_SECRET", "SlackServer"]
@@ -47,9 +48,10 @@ class Call:
         return auth.removeprefix("Bearer ").strip() or None
 
 
-class SlackServer(SlackWorkspace):
+class SlackServer(SlackWorkspace, OAuthGrants):
     def __init__(self, *, token: str = BOT_TOKEN, team_id: str = "T1") -> None:
         super().__init__(token=token, team_id=team_id)
+        self._init_oauth()
         self.calls: list[Call] = []
         self.socket_acks: dict[str, Any] = {}
         self.socket_connections = 0
@@ -194,13 +196,25 @@ class SlackServer(SlackWorkspace):
                 status=429,
                 headers={"Retry-After": str(int(retry_after))},
             )
+        if method == "oauth.v2.access":  # authenticated by the client id and secret
+            reply = self.oauth_access(call.headers, params)
+            if not reply["ok"]:
+                return self._error(call, reply["error"])
+            return web.json_response(reply)
         token = call.token or params.get("token")
         if not token:
             return self._error(call, "not_authed")
-        if token != (APP_TOKEN if method == "apps.connections.open" else self.token):
+        issued = token in self.grants
+        if issued:
+            refused = self.grant_error(token, params)
+            if refused is not None:
+                return self._error(call, refused)
+        elif token != (APP_TOKEN if method == "apps.connections.open" else self.token):
             return self._error(call, "invalid_auth")
         if failure is not None:
             return self._error(call, **failure)
+        if issued and method == "auth.test":
+            return web.json_response({"ok": True, **self.auth_test_for(token)})
         handler = getattr(self, "_m_" + method.replace(".", "_"), None)
         if handler is None:
             return self._error(call, "unknown_method")
@@ -233,7 +247,10 @@ class SlackServer(SlackWorkspace):
         if file is None:
             call.status = 404
             return web.Response(status=404)
-        if call.token != self.token or file["_html_instead"]:
+        good = call.token == self.token or (
+            call.token in self.grants and self.grant_error(call.token, {}) is None
+        )
+        if not good or file["_html_instead"]:
             # Slack answers a download without (or with a wrong) token with its sign-in page.
             return web.Response(body=LOGIN_PAGE, content_type="text/html")
         return web.Response(body=file["_content"], content_type=file["mimetype"])
