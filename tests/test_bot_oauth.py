@@ -109,7 +109,7 @@ async def test_a_workspace_that_never_installed_is_not_served(oauth_bot, two_tea
 
 
 async def test_forged_replayed_and_cookieless_states_are_refused(oauth_bot, two_teams):
-    bot, browser = oauth_bot
+    _, browser = oauth_bot
     slack = two_teams
     page = await browser.install_page()
     forged = page.state.split(".")[0] + ".0123456789abcdef0123456789abcdef"
