@@ -230,7 +230,7 @@ async def _build_services(
         llms=llms,
         isolation=isolation,
     )
-    attach_tenancy(services, client)
+    await attach_tenancy(services, client)
     recovered = await runner.recover()
     if recovered:
         logger.info("marked %d unfinished run(s) from a previous process interrupted", recovered)

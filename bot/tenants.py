@@ -20,6 +20,7 @@ from slack_sdk.web.async_client import AsyncWebClient
 
 from bot.budgets import BudgetBook
 from bot.context import ContextGatherer, UserDirectory
+from bot.crypto import parse_keys
 from bot.installs import Uninstaller, build_oauth
 from bot.runner import EngineConfig, Runner
 from bot.slack_api import SlackPoster
@@ -219,8 +220,10 @@ class Tenants:
         self._llms.clear()
 
 
-def attach_tenancy(services: Services, client: AsyncWebClient) -> None:
-    """Give `services` its per-workspace parts: settings, OAuth (when on), uninstalls."""
+async def attach_tenancy(services: Services, client: AsyncWebClient) -> None:
+    """Give `services` its per-workspace parts: settings, OAuth (when on), uninstalls.
+    With more than one encryption key, stored tokens are first written again with the
+    newest, so the older keys can be dropped after one start."""
     settings = services.settings
     tenant_store = TenantStore(services.store)
     services.tenants = Tenants(
@@ -233,6 +236,9 @@ def attach_tenancy(services: Services, client: AsyncWebClient) -> None:
         services.oauth = build_oauth(
             settings, store=services.store, tenants=tenant_store, client=client
         )
+        if len(parse_keys(settings.rlm_encryption_key)) > 1:
+            count = await services.oauth.installations.reencrypt()
+            logger.info("re-encrypted %d stored token(s) with the newest key", count)
     services.uninstaller = Uninstaller(
         installations=services.oauth.installations if services.oauth else None,
         tenants=tenant_store,

@@ -352,3 +352,46 @@ async def test_an_org_wide_install_serves_each_workspace_under_its_own_limits(
 def test_the_install_path_is_slacks_usual_one():
     assert INSTALL_PATH == "/slack/install"
     assert config_command.NOT_ADMIN.startswith("Only a workspace admin")
+
+
+async def test_a_new_key_is_rolled_in_at_start_and_the_old_one_can_go(make_bot, two_teams):
+    from oauth_flow import OLD_KEY
+
+    slack = two_teams
+    first = await make_bot(**oauth_settings(slack, rlm_encryption_key=OLD_KEY))
+    browser = Browser(f"http://127.0.0.1:{first.http.port}")
+    try:
+        await browser.install(slack, "TA")
+    finally:
+        await browser.close()
+    await first.close()
+    # Both keys, newest first: the start writes every stored token again with the newest.
+    rolling = await make_bot(
+        **oauth_settings(slack, rlm_encryption_key=f"{ENCRYPTION_KEY},{OLD_KEY}")
+    )
+    await rolling.close()
+    newest_only = await make_bot(**oauth_settings(slack))
+    await newest_only.events.command("ask what ships?", team_id="TA", channel_id="CA", user_id="UA")
+    await newest_only.settle()
+    [run] = await newest_only.store.list_runs(team_id="TA")
+    assert run.status == "finished"
+
+
+async def test_socket_mode_serves_the_install_pages_on_a_listener_of_their_own(
+    oauth_bot, two_teams
+):
+    from bot.installs import serve_install_pages
+
+    bot, _ = oauth_bot
+    pages = await serve_install_pages(bot.services.oauth.flow, host="127.0.0.1", port=0)
+    browser = Browser(f"http://127.0.0.1:{pages.addresses[0][1]}")
+    try:
+        await browser.install(two_teams, "TA")
+        async with browser.session.post(browser.base_url + "/slack/events", data="{}") as r:
+            assert r.status in (404, 405)  # only the install pages live there
+    finally:
+        await browser.close()
+        await pages.cleanup()
+    assert len(two_teams.tokens_of("TA")) == 1
+    found = await bot.services.oauth.installations.async_find_bot(enterprise_id=None, team_id="TA")
+    assert found.bot_token == two_teams.tokens_of("TA")[0]
