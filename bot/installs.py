@@ -115,7 +115,9 @@ def build_oauth(
         client_id=settings.slack_client_id,
         client_secret=settings.slack_client_secret,
         token_rotation_expiration_minutes=settings.slack_token_rotation_minutes,
-        cache_enabled=False,  # a deleted installation must stop working at once
+        # The cache is keyed by token and read after the store is asked for one, so a
+        # deleted installation still stops working at once; it saves an auth.test a request.
+        cache_enabled=True,
         client=client,  # token refreshes go to SLACK_API_URL
     )
     flow = AsyncOAuthFlow(client=client, settings=oauth_settings)

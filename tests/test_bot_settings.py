@@ -171,6 +171,8 @@ def test_the_manifest_asks_for_what_the_app_uses():
         "files:read", "users:read", "channels:read", "groups:read",
     }  # fmt: skip
     events = {"app_mention", "file_shared", "message.channels", "message.groups"}
+    events |= {"app_uninstalled", "tokens_revoked"}  # uninstalls (bot/installs.py)
     assert listed == scopes | events
     assert re.search(r"^\s+- command: /rlm$", text, re.M)
     assert re.search(r"^\s+socket_mode_enabled: true$", text, re.M)
+    assert re.search(r"^\s+- https://example.com/slack/oauth_redirect$", text, re.M)
