@@ -72,7 +72,9 @@ class Services:
     async def workspace(self, team_id: str, context: AsyncBoltContext | None) -> Workspace:
         """What a request from `team_id` is handled with: its own token and settings."""
         assert self.tenants is not None
-        return await self.tenants.workspace(team_id, context.client if context else None)
+        if context is None:
+            return await self.tenants.workspace(team_id)
+        return await self.tenants.workspace(team_id, context.client, context.enterprise_id)
 
     def spawn_run(
         self,
@@ -231,7 +233,10 @@ async def _build_services(
         isolation=isolation,
     )
     await attach_tenancy(services, client)
-    recovered = await runner.recover()
+    if services.oauth is not None and services.tenants is not None:  # tokens per workspace
+        recovered = await services.tenants.recover(services.oauth.installations)
+    else:
+        recovered = await runner.recover()
     if recovered:
         logger.info("marked %d unfinished run(s) from a previous process interrupted", recovered)
     return services

@@ -172,7 +172,7 @@ class Uninstaller:
             scope = None if is_enterprise_install else team_id
             await self.installations.async_delete_all(enterprise_id=enterprise_id, team_id=scope)
         self.runs.forget_tokens()
-        stopped = self.runs.stop_runs(
+        stopped = await self.runs.stop_runs(
             team_id=None if is_enterprise_install else team_id, enterprise_id=enterprise_id
         )
         logger.info("uninstalled from %s: tokens deleted, %d run(s) stopped", owner, stopped)
@@ -187,6 +187,7 @@ class Uninstaller:
 
     async def _purge(self, owner: str, is_enterprise: bool) -> None:
         purged = await self.tenants.purge(owner, is_enterprise=is_enterprise)
+        self.runs.forget_links()
         logger.info(
             "purged %s: %d run(s), %d file(s) of %d workspace(s)",
             owner,

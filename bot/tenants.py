@@ -18,13 +18,15 @@ from typing import TYPE_CHECKING, Any
 
 from slack_sdk.web.async_client import AsyncWebClient
 
+from bot import messages
 from bot.budgets import BudgetBook
 from bot.context import ContextGatherer, UserDirectory
 from bot.crypto import parse_keys
 from bot.installs import Uninstaller, build_oauth
 from bot.runner import EngineConfig, Runner
-from bot.slack_api import SlackPoster
+from bot.slack_api import SlackPoster, make_web_client
 from bot.slots import RunSlots
+from bot.storage._installations import InstallationStore
 from bot.storage._tenants import TenantStore
 from bot.uploads import Uploads
 from bot.workspace_settings import (
@@ -73,15 +75,27 @@ class _Gate:
 class Tenants:
     services: Services
     book: WorkspaceSettingsBook
+    rows: TenantStore
     _slack: OrderedDict[str, _Slack] = field(default_factory=OrderedDict)
     _llms: dict[str, LLMInterface] = field(default_factory=dict)
     _limiters: dict[str, _Gate] = field(default_factory=dict)
     _slots: dict[str, _Gate] = field(default_factory=dict)
     _runs: dict[str, set[asyncio.Task[Any]]] = field(default_factory=dict)
-    _enterprises: dict[str, str] = field(default_factory=dict)
+    _enterprises: dict[str, str] = field(default_factory=dict)  # team -> its organisation
+    _linked: set[tuple[str, str]] = field(default_factory=set)  # (team, org) pairs stored
 
-    async def workspace(self, team_id: str, client: AsyncWebClient | None = None) -> Workspace:
+    async def workspace(
+        self,
+        team_id: str,
+        client: AsyncWebClient | None = None,
+        enterprise_id: str | None = None,
+    ) -> Workspace:
         s = self.services
+        if enterprise_id and (team_id, enterprise_id) not in self._linked:
+            # Kept so an organisation's uninstall finds its workspaces' runs and data.
+            await self.rows.link_enterprise(team_id, enterprise_id)
+            self._linked.add((team_id, enterprise_id))
+            self._enterprises[team_id] = enterprise_id
         current = await self.book.effective(team_id)
         slack = self._slack_for(client)
         defaults = current == self.book.defaults
@@ -145,6 +159,10 @@ class Tenants:
         """Drop cached clients (after an uninstall or a token refresh)."""
         self._slack.clear()
 
+    def forget_links(self) -> None:
+        """After a purge: workspaces' organisations are stored again as requests come."""
+        self._linked.clear()
+
     def _gate(self, gates: dict[str, _Gate], team_id: str, limit: int, shared: Any) -> Any:
         """The workspace's limiter or run slots: the shared ones at the default limit, else
         its own; a changed limit takes effect for runs that start after the change."""
@@ -198,11 +216,12 @@ class Tenants:
             self._enterprises[team_id] = enterprise_id
         task.add_done_callback(lambda t: self._runs.get(team_id, set()).discard(t))
 
-    def stop_runs(self, *, team_id: str | None, enterprise_id: str | None) -> int:
+    async def stop_runs(self, *, team_id: str | None, enterprise_id: str | None) -> int:
         """Cancel the runs of a workspace, or of every workspace of an organisation."""
         teams = {team_id} if team_id else set()
         if enterprise_id and not team_id:
             teams |= {t for t, e in self._enterprises.items() if e == enterprise_id}
+            teams |= set(await self.rows.teams_of(enterprise_id))
         stopped = 0
         for team in teams:
             for task in list(self._runs.get(team, ())):
@@ -210,6 +229,32 @@ class Tenants:
                     task.cancel()
                     stopped += 1
         return stopped
+
+    async def recover(self, installations: InstallationStore) -> int:
+        """At start with OAuth on: mark runs a crash left unfinished as interrupted and tell
+        their threads, each with its own workspace's token (skipped where it has none)."""
+        runs = await self.services.store.mark_interrupted_runs()
+        for run in runs:
+            logger.info("run %d was left unfinished by a previous process: interrupted", run.id)
+            if not run.thread_ts:
+                continue
+            enterprise = self._enterprises.get(run.team_id) or await self.rows.enterprise_of(
+                run.team_id
+            )
+            bot = await installations.async_find_bot(
+                enterprise_id=enterprise, team_id=run.team_id
+            ) or await installations.async_find_bot(
+                enterprise_id=enterprise, team_id=None, is_enterprise_install=True
+            )
+            if bot is None:
+                continue
+            client = make_web_client(
+                bot.bot_token, self.services.settings.slack_api_url, self.services.session
+            )
+            await SlackPoster(client).try_post(
+                run.channel_id, messages.INTERRUPTED, thread_ts=run.thread_ts
+            )
+        return len(runs)
 
     async def close(self) -> None:
         for slack in list(self._slack.values()):
@@ -228,6 +273,7 @@ async def attach_tenancy(services: Services, client: AsyncWebClient) -> None:
     tenant_store = TenantStore(services.store)
     services.tenants = Tenants(
         services=services,
+        rows=tenant_store,
         book=WorkspaceSettingsBook(
             tenants=tenant_store, defaults=defaults_from(settings), bounds=bounds_from(settings)
         ),

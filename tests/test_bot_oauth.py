@@ -4,6 +4,7 @@ with its own token, admins' settings kept apart, uninstalls, token rotation, org
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import sqlite3
 from datetime import UTC, datetime, timedelta
@@ -55,6 +56,14 @@ def table_texts(path: str) -> list[str]:
         return [str(v) for t in tables for row in con.execute(f'SELECT * FROM "{t}"') for v in row]
     finally:
         con.close()
+
+
+async def wait_for_status(bot, team_id: str, status: str) -> None:
+    for _ in range(500):
+        if any(r.status == status for r in await bot.store.list_runs(team_id=team_id)):
+            return
+        await asyncio.sleep(0.02)
+    raise AssertionError(f"no run of {team_id} became {status}")
 
 
 def tokens_used(slack, channel: str) -> set[str]:
@@ -242,13 +251,7 @@ async def test_uninstall_deletes_tokens_stops_runs_and_purges_after_retention(
     llm_server.root_latency = 30.0  # the next run is still thinking when the app is removed
     await bot.events.command("ask what ships?", team_id="TA", channel_id="CA", user_id="UA")
 
-    async def running() -> bool:
-        return any(r.status == "running" for r in await bot.store.list_runs(team_id="TA"))
-
-    for _ in range(500):
-        if await running() and llm_server.count("root") >= 2:
-            break
-        await __import__("asyncio").sleep(0.02)
+    await wait_for_status(bot, "TA", "running")
     slack.revoke("TA")
     await bot.events.event({"type": "app_uninstalled"}, team_id="TA")
     await bot.settle(10)
@@ -340,13 +343,58 @@ async def test_an_org_wide_install_serves_each_workspace_under_its_own_limits(
     assert (
         await bot.services.tenants.book.effective("TE2")
     ).max_runs == bot.settings.rlm_max_runs_per_workspace
-    # An org-wide uninstall removes the organisation's token.
+    # An org-wide uninstall removes the organisation's token and stops its runs.
+    llm_server.root_latency = 30.0
+    ts = slack.add_message("CE2", "<@UBOT> and here?", user="U1")
+    body = org_event(mention("CE2", "<@UBOT> and here?", ts), team_id="TE2", enterprise_id="E1")
+    await bot.events.send(body, "application/json")
+    await wait_for_status(bot, "TE2", "running")
     slack.revoke(None, "E1")
     body = org_event({"type": "app_uninstalled"}, team_id="TE1", enterprise_id="E1")
     await bot.events.send(body, "application/json")
-    await bot.settle()
+    await bot.settle(10)
+    llm_server.root_latency = 0.0
+    assert [r.status for r in await bot.store.list_runs(team_id="TE2")] == ["interrupted"]
     installs = bot.services.oauth.installations
     assert await installs.async_find_bot(enterprise_id="E1", team_id=None) is None
+    # Both of its workspaces' data go when the retention runs out.
+    later = datetime.now(UTC) + timedelta(days=91)
+    assert await bot.services.uninstaller.purge_due(later) == 1
+    assert await bot.store.list_runs() == []
+
+
+async def test_user_tokens_revoked_leave_the_bot_installed(oauth_bot, two_teams):
+    bot, browser = oauth_bot
+    await browser.install(two_teams, "TA")
+    await bot.events.event(
+        {"type": "tokens_revoked", "tokens": {"oauth": ["UA"], "bot": []}}, team_id="TA"
+    )
+    await bot.settle()
+    installs = bot.services.oauth.installations
+    assert await installs.async_find_bot(enterprise_id=None, team_id="TA") is not None
+
+
+async def test_runs_a_crash_left_are_told_with_their_own_workspaces_token(make_bot, two_teams):
+    slack = two_teams
+    first = await make_bot(**oauth_settings(slack))
+    browser = Browser(f"http://127.0.0.1:{first.http.port}")
+    try:
+        await browser.install(slack, "TA")
+        await browser.install(slack, "TB")
+    finally:
+        await browser.close()
+    for team, channel in (("TA", "CA"), ("TB", "CB")):
+        await first.store.create_run(
+            team_id=team, channel_id=channel, thread_ts="1.000001", user_id="U", question="q",
+            root_model="openai:root-model", sub_model="openai:sub-model", trigger="command",
+            status="running",
+        )  # fmt: skip
+    await first.close()  # no task of this process knew these runs: as after a crash
+    again = await make_bot(**oauth_settings(slack))
+    assert {r.status for r in await again.store.list_runs()} == {"interrupted"}
+    [token_a], [token_b] = slack.tokens_of("TA"), slack.tokens_of("TB")
+    told = {c.params["channel"]: c.token for c in slack.calls_to("chat.postMessage")}
+    assert told == {"CA": token_a, "CB": token_b}
 
 
 def test_the_install_path_is_slacks_usual_one():

@@ -75,6 +75,11 @@ class TenantStore:
                 {"enterprise_id": enterprise_id},
             )
 
+    async def enterprise_of(self, team_id: str) -> str | None:
+        async with self.store._read() as session:
+            row = await session.get(WorkspaceEnterprise, team_id)
+        return None if row is None else row.enterprise_id
+
     async def teams_of(self, enterprise_id: str) -> list[str]:
         query = select(WorkspaceEnterprise.team_id).where(
             WorkspaceEnterprise.enterprise_id == enterprise_id
