@@ -46,6 +46,7 @@ class OAuthGrants:
         self.grants: dict[str, Grant] = {}  # bot token -> grant
         self._codes: dict[str, dict[str, Any]] = {}
         self._refresh: dict[str, tuple[str, dict[str, Any]]] = {}  # refresh token -> (token, code)
+        self.refresh_tokens: list[str] = []  # every refresh token handed out
         self.channel_teams: dict[str, str] = {}  # channel -> team that owns it
         self.team_enterprises: dict[str, str] = {}  # team -> its organisation
 
@@ -144,6 +145,7 @@ class OAuthGrants:
         if rotation:
             refresh = "xoxe-1-" + secrets.token_hex(12)
             self._refresh[refresh] = (token, info)
+            self.refresh_tokens.append(refresh)
             reply |= {"refresh_token": refresh, "expires_in": info["expires_in"]}
         return reply
 

@@ -146,7 +146,7 @@ async def test_the_database_holds_no_token_in_clear_text(oauth_bot, two_teams):
     await browser.install(slack, "TB")
     await bot.events.command("ask what ships?", team_id="TA", channel_id="CA", user_id="UA")
     await bot.settle()
-    secrets = [*slack.grants, *slack._refresh, CLIENT_SECRET, STATE_SECRET]
+    secrets = [*slack.grants, *slack.refresh_tokens, CLIENT_SECRET, STATE_SECRET]
     assert len(secrets) >= 5
     texts = table_texts(db_file(bot))
     assert not [t for t in texts if "xox" in t or any(s in t for s in secrets)]
@@ -443,3 +443,26 @@ async def test_socket_mode_serves_the_install_pages_on_a_listener_of_their_own(
     assert len(two_teams.tokens_of("TA")) == 1
     found = await bot.services.oauth.installations.async_find_bot(enterprise_id=None, team_id="TA")
     assert found.bot_token == two_teams.tokens_of("TA")[0]
+
+
+async def test_even_debug_logs_carry_no_token_or_secret(make_bot, two_teams, caplog):
+    caplog.set_level(logging.DEBUG)
+    slack = two_teams
+    bot = await make_bot(**oauth_settings(slack, rlm_log_level="DEBUG"))
+    browser = Browser(f"http://127.0.0.1:{bot.http.port}")
+    try:
+        await browser.install(slack, "TA", rotation=True, expires_in=60)  # refreshed at once
+        await bot.events.command("ask what ships?", team_id="TA", channel_id="CA", user_id="UA")
+        await bot.settle()
+    finally:
+        await browser.close()
+    assert len(slack.grants) == 2  # the install's token and its refreshed successor
+    assert "oauth.v2.access" in caplog.text  # the SDK's own request logs were kept
+    for secret in (
+        *slack.grants,
+        *slack.refresh_tokens,
+        CLIENT_SECRET,
+        STATE_SECRET,
+        ENCRYPTION_KEY,
+    ):
+        assert secret not in caplog.text

@@ -123,10 +123,8 @@ class TenantStore:
             runs = files = 0
             if teams:
                 # Iterations and context sources go with their runs (ON DELETE CASCADE).
-                runs = (await session.execute(delete(Run).where(Run.team_id.in_(teams)))).rowcount
-                files = (
-                    await session.execute(delete(File).where(File.team_id.in_(teams)))
-                ).rowcount
+                runs = _count(await session.execute(delete(Run).where(Run.team_id.in_(teams))))
+                files = _count(await session.execute(delete(File).where(File.team_id.in_(teams))))
                 await session.execute(
                     delete(WorkspaceSetting).where(WorkspaceSetting.team_id.in_(teams))
                 )
@@ -141,3 +139,8 @@ class TenantStore:
             )
             await session.execute(delete(Uninstall).where(Uninstall.owner_id == owner_id))
         return Purged(teams=tuple(teams), runs=runs, files=files)
+
+
+def _count(result: Any) -> int:
+    """Rows a DELETE removed (a CursorResult's rowcount)."""
+    return int(getattr(result, "rowcount", 0) or 0)
