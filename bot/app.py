@@ -20,6 +20,7 @@ from slack_bolt.async_app import AsyncAck, AsyncApp, AsyncBoltContext
 from bot import messages
 from bot.budgets import BudgetBook, Budgets
 from bot.config_command import config_reply
+from bot.config_modal import add_config_modal_listener
 from bot.context import ContextGatherer, UserDirectory
 from bot.http_server import EVENTS_PATH, HttpServer, serve_http
 from bot.installs import OAuth, Uninstaller, add_uninstall_listeners
@@ -310,7 +311,11 @@ def build_app(services: Services) -> AsyncApp:
             team_id=command["team_id"],
             user_id=command["user_id"],
             text=text,
+            trigger_id=command.get("trigger_id"),
+            channel_id=command["channel_id"],
         )
+        if not reply:  # the settings form opened
+            return
         await ws.poster.tell_user(
             command["channel_id"],
             command["user_id"],
@@ -404,6 +409,8 @@ def build_app(services: Services) -> AsyncApp:
 
     if services.uninstaller is not None:
         add_uninstall_listeners(app, services.uninstaller, services.spawn)
+    if services.tenants is not None:
+        add_config_modal_listener(app, services.tenants.book)
 
     @app.event("message")
     async def on_message() -> None:

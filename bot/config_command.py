@@ -33,6 +33,7 @@ CANNOT_CHECK_ADMIN = (
 NEEDS_VALUE = "Give a value too, for example `/rlm config {name} {example}`."
 CHANGED = "Done: `{name}` is now `{value}` for this workspace. Runs that start from now use it."
 RESET = "Done: `{name}` is back to the default for this workspace."
+FORM_FAILED = "I could not open the settings form ({error}); use `/rlm config <name> <value>`."
 _EXAMPLES = {"root_model": "openai:gpt-4o", "sub_model": "openai:gpt-4o-mini"}
 
 
@@ -50,11 +51,16 @@ async def config_reply(
     team_id: str,
     user_id: str,
     text: str,
+    trigger_id: str | None = None,
+    channel_id: str = "",
 ) -> str:
-    """What `/rlm config <text>` answers, having changed the setting if it may."""
+    """What `/rlm config <text>` answers, having changed the setting if it may; `edit` opens
+    the settings form for an admin (and answers nothing when it opened)."""
     words = text.split(None, 1)
     if not words:
         return describe(await book.effective(team_id))
+    if words[0].lower() == "edit" and len(words) == 1:
+        return await _open_form(book, client, team_id, user_id, trigger_id, channel_id)
     name = words[0].lower().replace("-", "_")
     value = words[1].strip() if len(words) > 1 else ""
     if name not in NAMES:
@@ -77,3 +83,25 @@ async def config_reply(
     if column not in current.chosen:
         return RESET.format(name=name)
     return CHANGED.format(name=name, value=getattr(current, column))
+
+
+async def _open_form(
+    book: WorkspaceSettingsBook,
+    client: AsyncWebClient,
+    team_id: str,
+    user_id: str,
+    trigger_id: str | None,
+    channel_id: str,
+) -> str:
+    from bot.config_modal import config_view  # the form's module imports this one
+
+    try:
+        if not await is_admin(client, user_id):
+            return NOT_ADMIN.format(name="<name>", value="<value>")
+        current = await book.effective(team_id)
+        await client.views_open(
+            trigger_id=trigger_id or "", view=config_view(current, book.defaults, channel_id)
+        )
+    except SlackApiError as exc:
+        return FORM_FAILED.format(error=exc.response.get("error") or "unknown error")
+    return ""

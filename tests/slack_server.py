@@ -22,6 +22,7 @@ from typing import Any
 
 from aiohttp import web
 from slack_oauth import OAuthGrants
+from slack_views import Views
 from slack_workspace import BOT_ID, BOT_USER, SlackError, SlackWorkspace
 
 __all__ = ["APP_TOKEN", "BOT_ID", "BOT_TOKEN", "BOT_USER", "SIGNING_SECRET", "SlackServer"]
@@ -48,7 +49,7 @@ class Call:
         return auth.removeprefix("Bearer ").strip() or None
 
 
-class SlackServer(SlackWorkspace, OAuthGrants):
+class SlackServer(SlackWorkspace, OAuthGrants, Views):
     def __init__(self, *, token: str = BOT_TOKEN, team_id: str = "T1") -> None:
         super().__init__(token=token, team_id=team_id)
         self._init_oauth()

@@ -5,8 +5,10 @@ with its own token, admins' settings kept apart, uninstalls, token rotation, org
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import sqlite3
+import urllib.parse
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -466,3 +468,72 @@ async def test_even_debug_logs_carry_no_token_or_secret(make_bot, two_teams, cap
         ENCRYPTION_KEY,
     ):
         assert secret not in caplog.text
+
+
+def submission(team_id: str, user_id: str, values: dict[str, str]) -> str:
+    payload = {
+        "type": "view_submission",
+        "team": {"id": team_id, "domain": "test"},
+        "user": {"id": user_id, "team_id": team_id},
+        "api_app_id": "A1",
+        "token": "legacy",
+        "trigger_id": "trigger-form",
+        "is_enterprise_install": False,
+        "view": {
+            "id": "VFORM",
+            "team_id": team_id,
+            "type": "modal",
+            "callback_id": "rlm_config",
+            "private_metadata": "{}",
+            "state": {
+                "values": {
+                    k: {"value": {"type": "plain_text_input", "value": v}}
+                    for k, v in values.items()
+                }
+            },
+        },
+    }
+    return urllib.parse.urlencode({"payload": json.dumps(payload)})
+
+
+async def test_the_settings_form_opens_for_admins_and_saves_only_good_values(oauth_bot, two_teams):
+    bot, browser = oauth_bot
+    slack = two_teams
+    await browser.install(slack, "TA")
+    await browser.install(slack, "TB")
+    book = bot.services.tenants.book
+
+    await bot.events.command("config edit", team_id="TA", channel_id="CA", user_id="UA2")
+    await bot.settle()
+    assert "Only a workspace admin" in slack.ephemerals("UA2")[-1]
+    assert slack.calls_to("views.open") == []
+
+    await bot.events.command("config edit", team_id="TA", channel_id="CA", user_id="UA")
+    await bot.settle()
+    [opened] = slack.calls_to("views.open")
+    assert opened.token == slack.tokens_of("TA")[0] and opened.params["trigger_id"]
+    view = (
+        json.loads(opened.params["view"])
+        if isinstance(opened.params["view"], str)
+        else opened.params["view"]
+    )
+    assert [b["block_id"] for b in view["blocks"]] == list(config_command.NAMES)
+
+    form = "application/x-www-form-urlencoded"
+    refused = await bot.events.send(
+        submission("TA", "UA", {"parallel_calls": "many", "daily_tokens": "7"}), form
+    )
+    assert refused.json()["response_action"] == "errors"
+    assert "whole number" in refused.json()["errors"]["parallel_calls"]
+    assert await book.effective("TA") == book.defaults  # nothing saved from a bad form
+    intruder = await bot.events.send(submission("TA", "UA2", {"parallel_calls": "2"}), form)
+    assert intruder.json()["response_action"] == "errors"
+    assert await book.effective("TA") == book.defaults
+
+    saved = await bot.events.send(
+        submission("TA", "UA", {"parallel_calls": "4", "daily_tokens": ""}), form
+    )
+    assert saved.status == 200 and saved.body == ""
+    current = await book.effective("TA")
+    assert current.max_parallel_calls == 4 and current.chosen == {"max_parallel_calls"}
+    assert await book.effective("TB") == book.defaults
