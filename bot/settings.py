@@ -218,7 +218,7 @@ class Settings(BaseSettings):
             self.gemini_api_key,
             self.slack_client_secret,
             self.slack_state_secret,
-            *(self.rlm_encryption_key or "").split(","),
+            *(key.strip() for key in (self.rlm_encryption_key or "").split(",")),
         ]
         for url in (
             self.database_url,

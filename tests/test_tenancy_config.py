@@ -35,6 +35,9 @@ def test_oauth_needs_no_bot_token_and_its_secrets_are_secrets(env):
     assert settings.oauth_enabled and settings.slack_bot_token is None
     assert settings.slack_authorize_url == "https://slack.com/oauth/v2/authorize"
     assert {"client-secret-value-1", "state-secret-value-1", KEY} <= set(settings.secrets)
+    other = Fernet.generate_key().decode()
+    env.setenv("RLM_ENCRYPTION_KEY", f" {other} , {KEY} ")
+    assert {other, KEY} <= set(Settings.from_env().secrets)
     assert settings.rlm_retention_days == 90 and not settings.rlm_purge_on_uninstall
 
 
