@@ -274,7 +274,7 @@ def build_app(services: Services) -> AsyncApp:
         runner = ws.runner
         if verb == "config":
             await ack()
-            services.spawn(answer_config(ws, command, question, context), name="config")
+            services.spawn(answer_config(ws, command, question), name="config")
             return
         if verb == "usage":
             report = await runner.budget.usage_report(command["team_id"])
@@ -301,9 +301,7 @@ def build_app(services: Services) -> AsyncApp:
             context=context,
         )
 
-    async def answer_config(
-        ws: Workspace, command: dict[str, Any], text: str, context: AsyncBoltContext
-    ) -> None:
+    async def answer_config(ws: Workspace, command: dict[str, Any], text: str) -> None:
         assert services.tenants is not None
         reply = await config_reply(
             book=services.tenants.book,

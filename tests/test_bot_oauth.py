@@ -537,3 +537,17 @@ async def test_the_settings_form_opens_for_admins_and_saves_only_good_values(oau
     current = await book.effective("TA")
     assert current.max_parallel_calls == 4 and current.chosen == {"max_parallel_calls"}
     assert await book.effective("TB") == book.defaults
+
+
+async def test_one_workspace_mode_also_stops_its_runs_when_uninstalled(bot, slack, llm_server):
+    slack.add_message("C1", "Something to read.", user="U1")
+    llm_server.root_latency = 30.0
+    await bot.events.command("ask what is here?")
+    await wait_for_status(bot, "T1", "running")
+    await bot.events.event({"type": "app_uninstalled"}, team_id="T1")
+    await bot.settle(10)
+    llm_server.root_latency = 0.0
+    assert [r.status for r in await bot.store.list_runs()] == ["interrupted"]
+    assert bot.services.oauth is None
+    due = await bot.services.tenants.rows.due_uninstalls(datetime.now(UTC) + timedelta(days=91))
+    assert due == [("T1", False)]
