@@ -62,9 +62,9 @@ class _Installations(InstallationStore):
         if installation.enterprise_id and installation.team_id:
             await self.tenants.link_enterprise(installation.team_id, installation.enterprise_id)
         logger.info(
-            "installed in %s%s",
+            "installation of %s saved (installed, or its tokens refreshed)%s",
             owner,
-            " (organisation-wide)" if installation.is_enterprise_install else "",
+            " organisation-wide" if installation.is_enterprise_install else "",
         )
 
 

@@ -192,6 +192,13 @@ async def test_settings_are_per_workspace_and_only_admins_change_them(
     await bot.settle()
     shown = slack.ephemerals("UB")[-1]
     assert "`parallel_calls` = `10` _(default)_" in shown
+    # An admin gives a value back to the default.
+    await bot.events.command(
+        "config daily_tokens default", team_id="TA", channel_id="CA", user_id="UA"
+    )
+    await bot.settle()
+    assert slack.ephemerals("UA")[-1] == config_command.RESET.format(name="daily_tokens")
+    assert (await book.effective("TA")).daily_tokens == book.defaults.daily_tokens
 
 
 async def test_a_workspaces_models_are_used_by_its_runs_only(make_bot, two_teams, llm_server):
