@@ -19,9 +19,6 @@ from slack_oauth import CLIENT_ID, CLIENT_SECRET, STATE_SECRET
 from bot import config_command
 from bot.installs import INSTALL_PATH
 
-pytestmark = pytest.mark.slow
-
-
 @pytest.fixture
 def two_teams(slack):
     """Channels CA (workspace TA) and CB (workspace TB); UA admin of TA, UA2 not, UB of TB."""
