@@ -19,6 +19,7 @@ from slack_oauth import CLIENT_ID, CLIENT_SECRET, STATE_SECRET
 from bot import config_command
 from bot.installs import INSTALL_PATH
 
+
 @pytest.fixture
 def two_teams(slack):
     """Channels CA (workspace TA) and CB (workspace TB); UA admin of TA, UA2 not, UB of TB."""
