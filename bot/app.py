@@ -25,6 +25,7 @@ from bot.isolation import check_sandbox, sandbox_limits
 from bot.logs import configure_logging
 from bot.progress import ChannelPacer
 from bot.runner import EngineConfig, Question, Runner
+from bot.scope_files import ScopeFiles
 from bot.settings import Settings
 from bot.slack_api import SlackPoster, make_web_client
 from bot.slots import RunSlots
@@ -188,6 +189,13 @@ async def _build_services(
         session=session,
         api_url=settings.slack_api_url,
         max_file_bytes=settings.rlm_max_file_bytes,
+    )
+    gatherer.scope_files = ScopeFiles(
+        client=client,
+        store=store,
+        uploads=uploads,
+        max_files=settings.rlm_max_files_per_question,
+        max_bytes=settings.rlm_max_file_bytes_per_question,
     )
     services = Services(
         settings=settings,

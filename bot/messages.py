@@ -46,6 +46,19 @@ def reading(messages: int, files: int, chars: int) -> str:
     return f":books: Reading {' and '.join(parts)} ({chars:,} characters)…"
 
 
+def files_left_out(*, not_text: int, over_cap: int, unreadable: list[str]) -> str:
+    """What a question did not read of its scope's files ("" when it read them all)."""
+    parts = []
+    if over_cap:
+        parts.append(f"{over_cap:,} file{'s' if over_cap != 1 else ''} over the per-question limit")
+    if unreadable:
+        shown = ", ".join(unreadable[:3]) + (", …" if len(unreadable) > 3 else "")
+        parts.append(f"{len(unreadable):,} I couldn't read ({shown})")
+    if not_text:
+        parts.append(f"{not_text:,} image{'s' if not_text != 1 else ''} or other non-text")
+    return f"Files not read: {'; '.join(parts)}." if parts else ""
+
+
 EMPTY_CHANNEL = (
     "There is nothing in this channel for me to read yet: post or upload something, then ask."
 )
@@ -216,13 +229,6 @@ def cannot_read_context(reason: str) -> str:
 
 
 # -- files -------------------------------------------------------------------------------------
-
-
-def file_ready(name: str, size: str, chars: int) -> str:
-    return (
-        f":page_facing_up: Read *{name}* ({size}): {chars:,} characters of text, "
-        "kept for questions in this channel."
-    )
 
 
 def file_rejected(reason: str) -> str:

@@ -209,9 +209,13 @@ class Runner:
             await self.store.add_context_source(
                 run_id, kind=source.kind, ref=source.ref, items=source.items, chars=source.chars
             )
-        reporter.note(
-            "reading", messages.reading(gathered.messages, gathered.files, gathered.chars)
+        reading = messages.reading(gathered.messages, gathered.files, gathered.chars)
+        left_out = messages.files_left_out(
+            not_text=gathered.files_not_text,
+            over_cap=gathered.files_over_cap,
+            unreadable=gathered.files_unreadable,
         )
+        reporter.note("reading", f"{reading} {left_out}" if left_out else reading)
         caps = await self.budget.caps(q.team_id)
         if caps is None:  # the day's tokens ran out while this run waited its turn
             await reporter.say(messages.daily_budget_used(*await self._daily_use(q.team_id)))

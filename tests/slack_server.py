@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from aiohttp import web
+from slack_surfaces import SurfacesMixin
 from slack_workspace import BOT_ID, BOT_USER, SlackError, SlackWorkspace
 
 __all__ = ["APP_TOKEN", "BOT_ID", "BOT_TOKEN", "BOT_USER", "SIGNING_SECRET", "SlackServer"]
@@ -47,7 +48,7 @@ class Call:
         return auth.removeprefix("Bearer ").strip() or None
 
 
-class SlackServer(SlackWorkspace):
+class SlackServer(SurfacesMixin, SlackWorkspace):
     def __init__(self, *, token: str = BOT_TOKEN, team_id: str = "T1") -> None:
         super().__init__(token=token, team_id=team_id)
         self.calls: list[Call] = []
