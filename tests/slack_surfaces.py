@@ -100,9 +100,14 @@ class SurfacesMixin:
     # -- scopes --------------------------------------------------------------------------------
 
     def _scope(self, method: str, channel: dict[str, Any] | None = None) -> None:
-        if channel is not None and channel.get("is_im") and method in (
-            "conversations.history",
-            "conversations.replies",
+        if (
+            channel is not None
+            and channel.get("is_im")
+            and method
+            in (
+                "conversations.history",
+                "conversations.replies",
+            )
         ):
             if "im:history" in self.missing_scopes:
                 raise SlackError("missing_scope", needed="im:history", provided="")

@@ -21,7 +21,9 @@ async def test_a_file_shared_before_the_app_saw_it_is_read_once_and_then_kept(
     bot, slack, llm_server
 ):
     slack.add_message("C1", "Plan attached below.", user="U2")
-    slack.add_file("F1", "plan.md", b"# Plan\nShip the beta on 4 May.\n", channel_id="C1", user="U2")
+    slack.add_file(
+        "F1", "plan.md", b"# Plan\nShip the beta on 4 May.\n", channel_id="C1", user="U2"
+    )
     # No file_shared event: the app was down, or not yet in the channel.
     await bot.events.command("ask when does the beta ship?")
     await bot.settle()
@@ -66,7 +68,9 @@ async def test_a_file_changed_since_it_was_kept_is_read_again(bot, slack, llm_se
 
 async def test_images_in_the_scope_are_skipped_without_a_call_and_counted(bot, slack, llm_server):
     slack.add_message("C1", "Here is the diagram.", user="U2")
-    slack.add_file("F1", "diagram.png", b"\x89PNG", channel_id="C1", user="U2", mimetype="image/png")
+    slack.add_file(
+        "F1", "diagram.png", b"\x89PNG", channel_id="C1", user="U2", mimetype="image/png"
+    )
     await bot.events.command("ask what is in the diagram?")
     await bot.settle()
     assert slack.calls_to("files.info") == [] and slack.calls_to("files.download") == []
@@ -125,9 +129,7 @@ async def test_a_thread_mention_reads_the_threads_unseen_files(bot, slack, llm_s
     assert kept.file_id == "F1"
 
 
-async def test_a_message_pointing_at_another_channels_file_does_not_read_it(
-    bot, slack, llm_server
-):
+async def test_a_message_pointing_at_another_channels_file_does_not_read_it(bot, slack, llm_server):
     slack.add_channel("C2", "finance", private=True)
     slack.add_file("F9", "salaries.txt", b"SECRET salaries", channel_id="C2", user="U2")
     # A forged (or stale) reference in C1 to a file shared only in C2.

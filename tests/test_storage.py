@@ -265,7 +265,10 @@ async def test_a_new_run_reads_back_with_utc_timestamps(store):
 @pytest.mark.parametrize(
     "fields, message",
     [
-        ({"trigger": "shortcut"}, "trigger must be one of command, mention, assistant, dm; got 'shortcut'"),
+        (
+            {"trigger": "shortcut"},
+            "trigger must be one of command, mention, assistant, dm; got 'shortcut'",
+        ),
         ({"status": "done"}, "status must be one of queued, running, finished"),
     ],
 )
