@@ -30,6 +30,7 @@ from bot.settings import Settings
 from bot.slack_api import SlackPoster, make_web_client
 from bot.slots import RunSlots
 from bot.storage import Store
+from bot.surfaces import register_surfaces, send_history
 from bot.uploads import Uploads
 from rlm import KeyedLimiter, LLMInterface, interface_from_spec
 
@@ -224,6 +225,7 @@ def build_app(services: Services) -> AsyncApp:
         name="rlm",
     )
     poster, runner, uploads = services.poster, services.runner, services.uploads
+    home = register_surfaces(app, services)  # before the catch-all message listener
 
     async def claimed(body: dict[str, Any]) -> bool:
         # A retried delivery (X-Slack-Retry-Num) repeats the event_id: only the first counts.
@@ -237,6 +239,10 @@ def build_app(services: Services) -> AsyncApp:
         question = words[1].strip() if len(words) > 1 else ""
         if verb == "help" or (verb == "ask" and not question):
             await ack(text=messages.USAGE, response_type="ephemeral")
+            return
+        if verb == "history":
+            await ack()
+            services.spawn(send_history(services, home, command), name="history")
             return
         if verb == "usage":
             report = await runner.budget.usage_report(command["team_id"])

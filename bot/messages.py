@@ -11,9 +11,14 @@ USAGE = (
     "this channel's history and the files shared in it.\n"
     "• `@rlm <question>` in a thread — I answer from that thread's messages and files; "
     "at the top level, from the whole channel.\n"
-    "• Upload a file (text, Markdown, CSV, JSON, PDF, Word) to a channel I'm in and I keep "
-    "its text for later questions.\n"
+    "• Files (text, Markdown, CSV, JSON, PDF, Word) shared where you ask are read with the "
+    "messages, whenever they were shared.\n"
+    "• In my assistant pane or a DM — ask about the channel you're viewing, or about text and "
+    "files you share there.\n"
+    "• `/rlm history` — the last questions asked in this channel, with links.\n"
     "• `/rlm usage` — this workspace's tokens and runs today, and the limits on each run.\n"
+    "• `/rlm forget` — (admins) delete what I keep about this channel.\n"
+    "• `/rlm config` — (admins) this workspace's settings.\n"
     "• `/rlm help` — this message."
 )
 
