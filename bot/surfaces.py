@@ -166,7 +166,8 @@ def register_surfaces(app: AsyncApp, services: Services) -> Home:
         if not question:
             return  # a file alone: kept and acknowledged
         pane = await store.pane_context(channel, thread_ts)
-        viewed = pane.viewed_channel_id if pane is not None else None
+        # A question that comes with files is about them, not about the channel in view.
+        viewed = pane.viewed_channel_id if pane is not None and not event.get("files") else None
         if pane is not None and viewed is not None:
             refusal = await _refusal(client, pane.viewed_team_id, team_id, viewed, user)
             if refusal is not None:

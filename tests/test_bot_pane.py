@@ -159,3 +159,39 @@ async def test_the_apps_own_dm_messages_start_nothing(bot, slack, llm_server):
     await bot.events.event(dm_message("D1", "An answer.", ts, user=BOT_USER, bot_id=BOT_ID))
     await bot.settle()
     assert llm_server.count("any") == 0 and slack.posts() == []
+
+
+async def test_a_pane_question_with_a_file_is_about_the_file_not_the_viewed_channel(
+    bot, slack, llm_server
+):
+    slack.add_message("C1", "Channel chatter.", user="U2")
+    thread_ts = open_pane(slack)
+    await bot.events.event(thread_started("D1", thread_ts, viewing="C1"))
+    await bot.settle()
+    file = slack.add_file("F1", "spec.md", b"The spec wants two regions.", channel_id="D1",
+                          user="U1", thread_ts=thread_ts)  # fmt: skip
+    share_ts = file["shares"]["private"]["D1"][0]["ts"]
+    event = dm_message("D1", "what does the spec want?", share_ts, thread_ts=thread_ts,
+                       subtype="file_share", files=[{"id": "F1", "name": "spec.md"}])  # fmt: skip
+    await bot.events.event(event)
+    await bot.settle()
+    context = sub_prompts(llm_server)
+    assert "two regions" in context and "Channel chatter." not in context
+    assert slack.reads_of("C1") == []
+    assert len(slack.posts("D1", thread_ts=thread_ts)) == 1
+
+
+async def test_a_file_alone_or_an_empty_message_starts_no_run(bot, slack, llm_server):
+    slack.add_dm("D1", "U1")
+    file = slack.add_file("F1", "notes.txt", b"Keep this.", channel_id="D1", user="U1")
+    share_ts = file["shares"]["private"]["D1"][0]["ts"]
+    await bot.events.event(dm_message("D1", "", share_ts, subtype="file_share",
+                                      files=[{"id": "F1", "name": "notes.txt"}]))  # fmt: skip
+    blank = slack.add_message("D1", "   ", user="U1")
+    await bot.events.event(dm_message("D1", "   ", blank))
+    await bot.settle()
+    assert slack.reactions == [("D1", share_ts, "white_check_mark")]  # kept, quietly
+    assert slack.posts() == [] and llm_server.count("any") == 0
+    assert await bot.store.list_runs() == []
+    [kept] = await bot.store.channel_files("T1", "D1")
+    assert kept.text == "Keep this."
