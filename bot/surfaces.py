@@ -182,7 +182,7 @@ def register_surfaces(app: AsyncApp, services: Services) -> Home:
                 channel_id=channel,
                 user_id=user,
                 text=question,
-                trigger="assistant",
+                trigger="assistant" if pane is not None else "dm",
                 # The viewed channel's history; else this conversation, question included
                 # (it may be the text to work on).
                 scope="channel" if viewed else "thread",

@@ -195,3 +195,25 @@ async def test_a_file_alone_or_an_empty_message_starts_no_run(bot, slack, llm_se
     assert await bot.store.list_runs() == []
     [kept] = await bot.store.channel_files("T1", "D1")
     assert kept.text == "Keep this."
+
+
+async def test_a_reply_in_a_dm_thread_follows_up_over_the_whole_thread(bot, slack, llm_server):
+    slack.add_dm("D1", "U1")
+    first = slack.add_message("D1", "Our budget is 12k. How much is left after 5k?", user="U1")
+    llm_server.sub_responder = lambda prompt: "7k is left."
+    await bot.events.event(dm_message("D1", "Our budget is 12k. How much is left after 5k?", first))
+    await bot.settle()
+    llm_server.requests.clear()
+    follow = slack.add_message("D1", "and after 2k more?", user="U1", thread_ts=first)
+    await bot.events.event(dm_message("D1", "and after 2k more?", follow, thread_ts=first))
+    await bot.settle()
+    context = sub_prompts(llm_server)
+    assert "Our budget is 12k." in context and "7k is left." in context
+    runs = await bot.store.list_runs()
+    assert [(r.trigger, r.thread_ts, r.status) for r in runs] == [
+        ("dm", first, "finished"),
+        ("dm", first, "finished"),
+    ]
+    assert all(
+        t == first for t in {c.params.get("thread_ts") for c in slack.calls_to("chat.postMessage")}
+    )
