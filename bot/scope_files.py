@@ -10,6 +10,7 @@ was left out is counted so the run can say so.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -27,6 +28,7 @@ from bot.uploads import Unreadable, Uploads, file_changed, shared_in
 logger = logging.getLogger("bot.scope_files")
 
 _SKIPPED_MODES = frozenset({"tombstone", "hidden_by_limit", "external"})
+DOWNLOADS_AT_ONCE = 4
 
 
 @dataclass(frozen=True)
@@ -91,61 +93,97 @@ class ScopeFiles:
         self, team_id: str, channel_id: str, refs: list[FileRef], kept: list[FileRecord]
     ) -> FileReading:
         """The files of `refs` (fetched when not in `kept` or changed) and the rest of `kept`,
-        newest first, within the caps."""
+        newest first, within the caps. Lookups run one at a time (each decides what room is
+        left), downloads a few at once."""
         reading = FileReading()
         by_id = {record.file_id: record for record in kept}
-        used = 0
-        for ref in refs:
-            if ref.mode in _SKIPPED_MODES:  # deleted, or beyond the plan's history
-                continue
-            if is_not_text(ref.name, ref.mimetype):
-                reading.not_text += 1
-                continue
-            record = by_id.pop(ref.file_id, None)
-            if record is not None and not _stale(record, ref):
-                used = self._take(reading, record, used)
-                continue
-            if len(reading.records) >= self.max_files:
-                reading.over_cap += 1
-                continue
-            fetched = await self._fetch(team_id, channel_id, ref, reading, self.max_bytes - used)
-            if fetched is not None:
-                reading.fetched += 1
-                used = self._take(reading, fetched, used)
-        for record in sorted(by_id.values(), key=lambda r: r.created_at, reverse=True):
-            used = self._take(reading, record, used)
+        chosen: list[FileRecord | asyncio.Task[FileRecord | None]] = []
+        used = lookups = 0
+        gate = asyncio.Semaphore(DOWNLOADS_AT_ONCE)
+        async with asyncio.TaskGroup() as downloads:
+            for ref in refs:
+                if ref.mode in _SKIPPED_MODES:  # deleted, or beyond the plan's history
+                    continue
+                if is_not_text(ref.name, ref.mimetype):
+                    reading.not_text += 1
+                    continue
+                record = by_id.pop(ref.file_id, None)
+                if record is not None and not _stale(record, ref):
+                    used = self._take(reading, chosen, record, used)
+                    continue
+                # Lookups are bounded too: references that lead nowhere cost a call each.
+                if len(chosen) >= self.max_files or lookups >= 2 * self.max_files:
+                    reading.over_cap += 1
+                    continue
+                lookups += 1
+                file = await self._look_up(channel_id, ref, reading)
+                if file is None:
+                    continue
+                size = int(file.get("size") or 0)
+                if used + size > self.max_bytes:
+                    reading.over_cap += 1
+                    continue
+                used += size
+                chosen.append(
+                    downloads.create_task(
+                        self._download(team_id, channel_id, ref, file, reading, gate)
+                    )
+                )
+            for record in sorted(by_id.values(), key=lambda r: r.created_at, reverse=True):
+                used = self._take(reading, chosen, record, used)
+        for item in chosen:
+            found = item.result() if isinstance(item, asyncio.Task) else item
+            if found is not None:
+                reading.records.append(found)
         return reading
 
-    def _take(self, reading: FileReading, record: FileRecord, used: int) -> int:
-        if len(reading.records) >= self.max_files or used + record.size > self.max_bytes:
+    def _take(
+        self,
+        reading: FileReading,
+        chosen: list[FileRecord | asyncio.Task[FileRecord | None]],
+        record: FileRecord,
+        used: int,
+    ) -> int:
+        if len(chosen) >= self.max_files or used + record.size > self.max_bytes:
             reading.over_cap += 1
             return used
-        reading.records.append(record)
+        chosen.append(record)
         return used + record.size
 
-    async def _fetch(
-        self, team_id: str, channel_id: str, ref: FileRef, reading: FileReading, room: int
-    ) -> FileRecord | None:
+    async def _look_up(
+        self, channel_id: str, ref: FileRef, reading: FileReading
+    ) -> dict[str, Any] | None:
+        """The file's files.info object, if it is a text file shared in `channel_id`."""
         try:
             file: dict[str, Any] = (await self.client.files_info(file=ref.file_id))["file"]
         except (SlackApiError, aiohttp.ClientError, TimeoutError) as exc:
             logger.info("files.info %s failed: %s", ref.file_id, exc)
             reading.unreadable.append(ref.name)
             return None
-        name = str(file.get("name") or file.get("title") or ref.name)
         if not shared_in(file, channel_id):
             # A message here pointing at a file shared elsewhere: never read it.
             logger.warning("file %s is not shared in %s: not read", ref.file_id, channel_id)
             return None
+        name = str(file.get("name") or file.get("title") or ref.name)
         if file.get("mode") in _SKIPPED_MODES or is_not_text(name, file.get("mimetype")):
             reading.not_text += 1
             return None
+        return file
+
+    async def _download(
+        self,
+        team_id: str,
+        channel_id: str,
+        ref: FileRef,
+        file: dict[str, Any],
+        reading: FileReading,
+        gate: asyncio.Semaphore,
+    ) -> FileRecord | None:
+        name = str(file.get("name") or file.get("title") or ref.name)
         size = int(file.get("size") or 0)
-        if size > room:
-            reading.over_cap += 1
-            return None
         try:
-            text = await self.uploads.text_of(file, name, size)
+            async with gate:
+                text = await self.uploads.text_of(file, name, size)
         except Unreadable as refusal:
             if refusal.not_text:
                 reading.not_text += 1
@@ -166,6 +204,7 @@ class ScopeFiles:
             user_id=file.get("user"),
             changed=changed,
         )
+        reading.fetched += 1
         logger.info("read file %s in %s on demand: %d chars", ref.file_id, channel_id, len(text))
         created = file.get("created")
         return FileRecord(

@@ -139,3 +139,17 @@ async def test_a_message_pointing_at_another_channels_file_does_not_read_it(bot,
     assert "SECRET" not in sub_prompts(llm_server)
     assert slack.calls_to("files.download") == []
     assert await bot.store.channel_files("T1", "C1") == []
+
+
+async def test_references_that_lead_nowhere_cost_a_bounded_number_of_lookups(
+    make_bot, slack, llm_server
+):
+    bot = await make_bot(rlm_max_files_per_question=3)
+    slack.add_message("C1", "Lots of dead links.", user="U2")
+    for n in range(20):
+        slack.add_message("C1", "", user="U2", files=[{"id": f"FX{n}", "name": f"gone{n}.txt"}])
+    await bot.events.command("ask anything left?")
+    await bot.settle()
+    assert len(slack.calls_to("files.info")) == 6  # twice the file cap
+    assert "14 files over the per-question limit" in thread_of(slack)[0]
+    assert "6 I couldn't read" in thread_of(slack)[0]
