@@ -82,6 +82,11 @@ PANE_OTHER_WORKSPACE = (
 DM_EMPTY = "Ask me a question, and share the text or file it is about in this conversation."
 
 
+def pane_title(question: str) -> str:
+    """The pane thread's title in the user's history: the question's start."""
+    return clip(question, 60)
+
+
 def pane_status(step: str) -> str:
     """The pane's status line (Slack shows it after the app's name)."""
     return clip(step, 50)

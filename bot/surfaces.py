@@ -175,7 +175,18 @@ def register_surfaces(app: AsyncApp, services: Services) -> Home:
                 return
         progress: Literal["replies", "pane"] = "pane" if pane is not None else "replies"
         if progress == "pane":
-            await _set_status(client, channel, thread_ts, text.PANE_STATUS_THINKING)
+            await _pane_call(
+                client.assistant_threads_setTitle,
+                channel_id=channel,
+                thread_ts=thread_ts,
+                title=text.pane_title(question),
+            )
+            await _pane_call(
+                client.assistant_threads_setStatus,
+                channel_id=channel,
+                thread_ts=thread_ts,
+                status=text.PANE_STATUS_THINKING,
+            )
         await runner.ask(
             Question(
                 team_id=team_id,
@@ -269,13 +280,12 @@ async def _refusal(
     return None
 
 
-async def _set_status(client: AsyncWebClient, channel: str, thread_ts: str, status: str) -> None:
+async def _pane_call(method: Any, **params: str) -> None:
+    """A pane nicety (title, status): its failure costs nothing but the nicety."""
     try:
-        await client.assistant_threads_setStatus(
-            channel_id=channel, thread_ts=thread_ts, status=status
-        )
+        await method(**params)
     except _SLACK_FAILURES as exc:
-        logger.info("could not set the pane status in %s: %s", channel, exc)
+        logger.info("%s failed: %s", getattr(method, "__name__", "pane call"), exc)
 
 
 def _team(body: dict[str, Any], event: dict[str, Any]) -> str:

@@ -60,6 +60,7 @@ async def test_a_member_asks_about_the_viewed_channel_and_gets_the_answer_in_the
     pane_posts = slack.posts("D1", thread_ts=thread_ts)
     assert len(pane_posts) == 1 and pane_posts[0].startswith("Friday.")  # only the answer
     assert slack.posts("C1") == []  # nothing in the channel being viewed
+    assert slack.pane_titles == [("D1", thread_ts, "When is the launch?")]
     statuses = [s for c, t, s in slack.pane_statuses if (c, t) == ("D1", thread_ts)]
     assert statuses[0] == surface_messages.PANE_STATUS_THINKING
     assert any(s.startswith("is thinking (step 1)") for s in statuses)
@@ -217,3 +218,16 @@ async def test_a_reply_in_a_dm_thread_follows_up_over_the_whole_thread(bot, slac
     assert all(
         t == first for t in {c.params.get("thread_ts") for c in slack.calls_to("chat.postMessage")}
     )
+
+
+async def test_without_assistant_write_the_pane_still_answers(bot, slack, llm_server):
+    slack.missing_scopes = {"assistant:write"}
+    slack.add_message("C1", "The launch moved to Friday.", user="U2")
+    thread_ts = open_pane(slack)
+    await bot.events.event(thread_started("D1", thread_ts, viewing="C1"))
+    await bot.settle()
+    await ask_in_pane(bot, slack, thread_ts, "When is the launch?")
+    assert slack.suggested_prompts == [] and slack.pane_statuses == []
+    assert [c.error for c in slack.calls if c.method.startswith("assistant.")] != []
+    [answer] = slack.posts("D1", thread_ts=thread_ts)
+    assert answer.endswith("run 1_")
