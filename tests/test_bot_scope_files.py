@@ -153,3 +153,18 @@ async def test_references_that_lead_nowhere_cost_a_bounded_number_of_lookups(
     assert len(slack.calls_to("files.info")) == 6  # twice the file cap
     assert "14 files over the per-question limit" in thread_of(slack)[0]
     assert "6 I couldn't read" in thread_of(slack)[0]
+
+
+async def test_a_file_read_on_demand_never_sends_the_token_outside_slack(bot, slack, llm_server):
+    from slack_server import SlackServer
+
+    with SlackServer() as elsewhere:
+        url = f"{elsewhere.url}/files-pri/F1/notes.txt"
+        slack.add_file("F1", "notes.txt", b"hi", channel_id="C1", user="U1", url_private=url)
+        slack.add_message("C1", "Some context.", user="U2")
+        await bot.events.command("ask what do the notes say?")
+        await bot.settle()
+        assert elsewhere.calls == []
+    assert slack.calls_to("files.download") == []
+    assert "Files not read: 1 I couldn't read (notes.txt)." in thread_of(slack)[0]
+    assert await bot.store.channel_files("T1", "C1") == []
