@@ -48,6 +48,16 @@ class GatheredContext:
     files_over_cap: int = 0
     files_unreadable: list[str] = field(default_factory=list)
 
+    def extend(self, other: GatheredContext) -> None:
+        """Add `other`'s documents and counts after this one's."""
+        self.documents += other.documents
+        self.sources += other.sources
+        self.messages += other.messages
+        self.files += other.files
+        self.files_not_text += other.files_not_text
+        self.files_over_cap += other.files_over_cap
+        self.files_unreadable += other.files_unreadable
+
     @property
     def chars(self) -> int:
         return sum(len(d) for d in self.documents)
@@ -108,9 +118,30 @@ class ContextGatherer:
         self.scope_files = scope_files
 
     async def channel(
-        self, team_id: str, channel_id: str, *, bot: BotIdentity, exclude_ts: Iterable[str] = ()
+        self,
+        team_id: str,
+        channel_id: str,
+        *,
+        bot: BotIdentity,
+        exclude_ts: Iterable[str] = (),
+        pane: tuple[str, str] | None = None,
     ) -> GatheredContext:
-        """The channel's recent history (with its threads' replies) and its files."""
+        """The channel's recent history (with its threads' replies) and its files.
+
+        `pane`: the assistant pane thread (channel, ts) the question was asked in, whose
+        conversation so far follows the channel, so a follow-up sees the earlier answers.
+        """
+        skip = tuple(exclude_ts)
+        gathered = await self._channel(team_id, channel_id, bot=bot, exclude_ts=skip)
+        if pane is not None:
+            conversation = await self.thread(team_id, *pane, exclude_ts=skip)
+            if conversation.messages > 1:  # more than the pane's opening message
+                gathered.extend(conversation)
+        return gathered
+
+    async def _channel(
+        self, team_id: str, channel_id: str, *, bot: BotIdentity, exclude_ts: Iterable[str]
+    ) -> GatheredContext:
         skip = set(exclude_ts)
         oldest = time.time() - self.history_days * 86400 if self.history_days else 0
         budget = self.history_messages

@@ -330,9 +330,11 @@ class Runner:
                 q.team_id, q.channel_id, thread_ts, exclude_ts=q.exclude_ts
             )
         bot = await self.poster.identity()
+        pane = (q.channel_id, thread_ts) if q.context_channel_id else None
         return await self.gatherer.channel(
-            q.team_id, q.context_channel_id or q.channel_id, bot=bot, exclude_ts=q.exclude_ts
-        )
+            q.team_id, q.context_channel_id or q.channel_id, bot=bot, exclude_ts=q.exclude_ts,
+            pane=pane,
+        )  # fmt: skip
 
     async def _fail(
         self,

@@ -198,6 +198,7 @@ def register_surfaces(app: AsyncApp, services: Services) -> Home:
                 # (it may be the text to work on).
                 scope="channel" if viewed else "thread",
                 thread_ts=thread_ts,
+                exclude_ts=(event["ts"],) if viewed else (),
                 context_channel_id=viewed,
                 progress=progress,
             )

@@ -232,3 +232,21 @@ async def test_without_assistant_write_the_pane_still_answers(bot, slack, llm_se
     assert refused and set(refused) == {"missing_scope"}
     [answer] = slack.posts("D1", thread_ts=thread_ts)
     assert answer.endswith("run 1_")
+
+
+async def test_a_follow_up_in_the_pane_sees_the_channel_and_the_earlier_answer(
+    bot, slack, llm_server
+):
+    slack.add_message("C1", "Launch owner: Bob.", user="U2")
+    thread_ts = open_pane(slack)
+    await bot.events.event(thread_started("D1", thread_ts, viewing="C1"))
+    await bot.settle()
+    llm_server.sub_responder = lambda prompt: "Bob owns the launch."
+    await ask_in_pane(bot, slack, thread_ts, "Who owns the launch?")
+    llm_server.requests.clear()
+    await ask_in_pane(bot, slack, thread_ts, "What else does he own?")
+    context = sub_prompts(llm_server)
+    assert "Launch owner: Bob." in context  # the channel in view
+    assert "Bob owns the launch." in context and "Who owns the launch?" in context
+    assert "What else does he own?" not in context  # the question is not its own context
+    assert len(slack.posts("D1", thread_ts=thread_ts)) == 2
