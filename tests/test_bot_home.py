@@ -100,3 +100,20 @@ async def test_rlm_help_lists_every_command(bot, slack):
     for verb in ("ask", "history", "usage", "forget", "config", "help"):
         assert f"`/rlm {verb}" in reply.json()["text"]
     assert reply.json()["text"] == messages.USAGE
+
+
+async def test_app_home_lists_dm_runs_as_ours_and_history_in_a_channel_does_not(
+    bot, slack, llm_server
+):
+    from slack_surfaces import dm_message
+
+    slack.add_dm("D1", "U1")
+    ts = slack.add_message("D1", "count: one two three", user="U1")
+    await bot.events.event(dm_message("D1", "count: one two three", ts))
+    await bot.settle()
+    await bot.events.event(home_opened("U1"))
+    await bot.events.command("history")
+    await bot.settle()
+    shown = home_text(slack.home_views["U1"][0])
+    assert f"· {surface_messages.DM_PLACE} ·" in shown and "count: one two three" in shown
+    assert slack.ephemerals("U1") == [surface_messages.HISTORY_EMPTY]  # #general's history

@@ -177,3 +177,32 @@ def test_user_text_is_made_inert_in_mrkdwn():
     )  # fmt: skip
     assert "<!channel>" not in line and "<https://evil" not in line
     assert line.startswith("• <https://ok/p1|&lt;!channel&gt; see &lt;https://evil.example¦this")
+
+
+async def test_migration_0005_keeps_kept_files_across_upgrade_and_downgrade(tmp_path):
+    import sqlite3
+
+    from bot.storage._engine import create_engine
+    from bot.storage._migrate import downgrade, upgrade
+
+    path = tmp_path / "m.db"
+    engine = create_engine(f"sqlite+aiosqlite:///{path}")
+    try:
+        await upgrade(engine, "0001")
+        with sqlite3.connect(path) as db:
+            db.execute("INSERT INTO workspaces (team_id, created_at) VALUES ('T1', '2026-01-01')")
+            db.execute(
+                "INSERT INTO files (team_id, channel_id, file_id, name, size, text, created_at)"
+                " VALUES ('T1', 'C1', 'F1', 'a.txt', 4, 'kept', '2026-01-01')"
+            )
+        await upgrade(engine, "0005")
+        [kept] = await Store(engine).channel_files("T1", "C1")
+        assert (kept.text, kept.changed) == ("kept", None)  # unknown: trusted until a change
+        await downgrade(engine, "0001")
+        with sqlite3.connect(path) as db:
+            columns = [row[1] for row in db.execute("PRAGMA table_info(files)")]
+            tables = {row[0] for row in db.execute("SELECT name FROM sqlite_master")}
+            assert db.execute("SELECT text FROM files").fetchall() == [("kept",)]
+        assert "changed" not in columns and not {"assistant_threads", "problems"} & tables
+    finally:
+        await engine.dispose()
