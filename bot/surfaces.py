@@ -174,13 +174,14 @@ def register_surfaces(app: AsyncApp, services: Services) -> Home:
                 await poster.try_post(channel, refusal, thread_ts=thread_ts)
                 return
         progress: Literal["replies", "pane"] = "pane" if pane is not None else "replies"
-        if progress == "pane":
-            await _pane_call(
+        if progress == "pane" and await store.claim_event(f"pane-title:{channel}:{thread_ts}"):
+            await _pane_call(  # the first question names the conversation
                 client.assistant_threads_setTitle,
                 channel_id=channel,
                 thread_ts=thread_ts,
                 title=text.pane_title(question),
             )
+        if progress == "pane":
             await _pane_call(
                 client.assistant_threads_setStatus,
                 channel_id=channel,

@@ -250,3 +250,4 @@ async def test_a_follow_up_in_the_pane_sees_the_channel_and_the_earlier_answer(
     assert "Bob owns the launch." in context and "Who owns the launch?" in context
     assert "What else does he own?" not in context  # the question is not its own context
     assert len(slack.posts("D1", thread_ts=thread_ts)) == 2
+    assert slack.pane_titles == [("D1", thread_ts, "Who owns the launch?")]  # named once
