@@ -117,3 +117,13 @@ async def test_app_home_lists_dm_runs_as_ours_and_history_in_a_channel_does_not(
     shown = home_text(slack.home_views["U1"][0])
     assert f"· {surface_messages.DM_PLACE} ·" in shown and "count: one two three" in shown
     assert slack.ephemerals("U1") == [surface_messages.HISTORY_EMPTY]  # #general's history
+
+
+async def test_a_missing_slack_scope_met_by_a_run_is_a_problem_for_admins(bot, slack):
+    slack.missing_scopes = {"channels:history"}
+    await bot.events.command("ask what happened?")
+    await bot.settle()
+    [problem] = await bot.store.problems_for_workspace("T1")
+    assert problem.kind == "slack_scope:channels:history"
+    assert "reinstall" in problem.fix
+    assert slack.ephemerals("U1") == [messages.missing_scope("channels:history")]
