@@ -28,10 +28,12 @@ from bot.isolation import check_sandbox, sandbox_limits
 from bot.logs import configure_logging
 from bot.progress import ChannelPacer
 from bot.runner import EngineConfig, Question, Runner
+from bot.scope_files import ScopeFiles
 from bot.settings import Settings
 from bot.slack_api import SlackPoster, make_web_client
 from bot.slots import RunSlots
 from bot.storage import Store
+from bot.surfaces import register_surfaces, send_history
 from bot.tenants import Tenants, Workspace, attach_tenancy
 from bot.uploads import Uploads
 from rlm import KeyedLimiter, LLMInterface, interface_from_spec
@@ -222,6 +224,13 @@ async def _build_services(
         api_url=settings.slack_api_url,
         max_file_bytes=settings.rlm_max_file_bytes,
     )
+    gatherer.scope_files = ScopeFiles(
+        client=client,
+        store=store,
+        uploads=uploads,
+        max_files=settings.rlm_max_files_per_question,
+        max_bytes=settings.rlm_max_file_bytes_per_question,
+    )
     services = Services(
         settings=settings,
         store=store,
@@ -256,6 +265,7 @@ def build_app(services: Services) -> AsyncApp:
         name="rlm",
         **oauth,
     )
+    register_surfaces(app, services)  # before the catch-all message listener
 
     async def claimed(body: dict[str, Any]) -> bool:
         # A retried delivery (X-Slack-Retry-Num) repeats the event_id: only the first counts.
@@ -275,6 +285,10 @@ def build_app(services: Services) -> AsyncApp:
         if verb == "config":
             await ack()
             services.spawn(answer_config(ws, command, question), name="config")
+            return
+        if verb == "history":
+            await ack()
+            services.spawn(send_history(ws, command), name="history")
             return
         if verb == "usage":
             report = await runner.budget.usage_report(command["team_id"])

@@ -18,6 +18,7 @@ from typing import Any
 from slack_sdk.errors import SlackApiError
 from slack_sdk.web.async_client import AsyncWebClient
 
+from bot.scope_files import FileReading, ScopeFiles, file_refs
 from bot.slack_api import BotIdentity
 from bot.storage import FileRecord, Store
 
@@ -42,6 +43,20 @@ class GatheredContext:
     sources: list[Source] = field(default_factory=list)
     messages: int = 0
     files: int = 0
+    # Files in the scope not read: images and such, over the per-question caps, unreadable.
+    files_not_text: int = 0
+    files_over_cap: int = 0
+    files_unreadable: list[str] = field(default_factory=list)
+
+    def extend(self, other: GatheredContext) -> None:
+        """Add `other`'s documents and counts after this one's."""
+        self.documents += other.documents
+        self.sources += other.sources
+        self.messages += other.messages
+        self.files += other.files
+        self.files_not_text += other.files_not_text
+        self.files_over_cap += other.files_over_cap
+        self.files_unreadable += other.files_unreadable
 
     @property
     def chars(self) -> int:
@@ -92,17 +107,41 @@ class ContextGatherer:
         users: UserDirectory,
         history_messages: int,
         history_days: int,
+        scope_files: ScopeFiles | None = None,
     ) -> None:
         self.client = client
         self.store = store
         self.users = users
         self.history_messages = history_messages
         self.history_days = history_days
+        # None: only the files whose upload the app saw (kept in the store).
+        self.scope_files = scope_files
 
     async def channel(
-        self, team_id: str, channel_id: str, *, bot: BotIdentity, exclude_ts: Iterable[str] = ()
+        self,
+        team_id: str,
+        channel_id: str,
+        *,
+        bot: BotIdentity,
+        exclude_ts: Iterable[str] = (),
+        pane: tuple[str, str] | None = None,
     ) -> GatheredContext:
-        """The channel's recent history (with its threads' replies) and its files."""
+        """The channel's recent history (with its threads' replies) and its files.
+
+        `pane`: the assistant pane thread (channel, ts) the question was asked in, whose
+        conversation so far follows the channel, so a follow-up sees the earlier answers.
+        """
+        skip = tuple(exclude_ts)
+        gathered = await self._channel(team_id, channel_id, bot=bot, exclude_ts=skip)
+        if pane is not None:
+            conversation = await self.thread(team_id, *pane, exclude_ts=skip)
+            if conversation.messages > 1:  # more than the pane's opening message
+                gathered.extend(conversation)
+        return gathered
+
+    async def _channel(
+        self, team_id: str, channel_id: str, *, bot: BotIdentity, exclude_ts: Iterable[str]
+    ) -> GatheredContext:
         skip = set(exclude_ts)
         oldest = time.time() - self.history_days * 86400 if self.history_days else 0
         budget = self.history_messages
@@ -147,7 +186,9 @@ class ContextGatherer:
             header = f"# Slack channel #{name}: {count} messages, {span} (times UTC)\n\n"
             self._add(gathered, "channel_history", channel_id, count, header + "\n".join(lines))
             gathered.messages = count
-        await self._add_files(gathered, await self.store.channel_files(team_id, channel_id))
+        read = roots + [reply for thread in replies.values() for reply in thread]
+        kept_files = await self.store.channel_files(team_id, channel_id)
+        await self._add_scope_files(gathered, team_id, channel_id, read, kept_files)
         return gathered
 
     async def thread(
@@ -179,7 +220,7 @@ class ContextGatherer:
             self._add(gathered, "thread", thread_ts, len(kept), header + "\n".join(lines))
             gathered.messages = len(kept)
         files = await self.store.thread_files(team_id, channel_id, thread_ts)
-        await self._add_files(gathered, files)
+        await self._add_scope_files(gathered, team_id, channel_id, kept, files)
         return gathered
 
     async def render(self, message: dict[str, Any]) -> str:
@@ -222,6 +263,27 @@ class ContextGatherer:
         except SlackApiError:
             return channel_id
         return str(info["channel"].get("name") or channel_id)
+
+    async def _add_scope_files(
+        self,
+        gathered: GatheredContext,
+        team_id: str,
+        channel_id: str,
+        read: list[dict[str, Any]],
+        kept: list[FileRecord],
+    ) -> None:
+        """The files of the messages read (on demand) and those kept for the scope."""
+        if self.scope_files is None:
+            await self._add_files(gathered, kept)
+            return
+        reading: FileReading = await self.scope_files.read(
+            team_id, channel_id, file_refs(read), kept
+        )
+        # Oldest first, as the messages are.
+        await self._add_files(gathered, sorted(reading.records, key=lambda r: r.created_at))
+        gathered.files_not_text = reading.not_text
+        gathered.files_over_cap = reading.over_cap
+        gathered.files_unreadable = reading.unreadable
 
     async def _add_files(self, gathered: GatheredContext, files: list[FileRecord]) -> None:
         for record in files:

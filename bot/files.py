@@ -69,12 +69,34 @@ _CONTROL_CHARS = re.compile("[\x00-\x07\x0e-\x1a\x1c-\x1f\x7f-\x9f]")
 _MAX_CONTROL_FRACTION = 0.01
 
 
-class FileRejected(Exception):
-    """A file we will not read; `reason` says why in one sentence a user can read."""
+# Refusals that mean "not a text file": skipped without a word, since a channel's images,
+# recordings and spreadsheets are not problems to report.
+NOT_TEXT_KINDS = frozenset(
+    {"image", "binary", "binary_kind", "old_word", "spreadsheet", "presentation"}
+)
+_NOT_TEXT_MIME_PREFIXES = ("image/", "audio/", "video/")
 
-    def __init__(self, reason: str) -> None:
+
+class FileRejected(Exception):
+    """A file we will not read; `reason` says why in one sentence a user can read, and
+    `kind` names the case (a key of MESSAGES)."""
+
+    def __init__(self, reason: str, kind: str = "") -> None:
         super().__init__(reason)
         self.reason = reason
+        self.kind = kind
+
+    @property
+    def not_text(self) -> bool:
+        return self.kind in NOT_TEXT_KINDS
+
+
+def is_not_text(name: str, mimetype: str | None) -> bool:
+    """True when the name or mimetype alone says the file is not one we read (an image, a
+    recording, an archive, a spreadsheet...), so it need not even be downloaded."""
+    extension = name.rsplit(".", 1)[-1].lower() if "." in name else ""
+    mime = (mimetype or "").split(";", 1)[0].strip().lower()
+    return extension in _REFUSED_EXTENSIONS or mime.startswith(_NOT_TEXT_MIME_PREFIXES)
 
 
 def human_size(n: int) -> str:
@@ -130,7 +152,7 @@ def extract_text(name: str, mimetype: str | None, data: bytes, *, max_bytes: int
 
 
 def _rejected(message: str, name: str, **fields: str) -> FileRejected:
-    return FileRejected(MESSAGES[message].format(name=name, **fields))
+    return FileRejected(MESSAGES[message].format(name=name, **fields), message)
 
 
 # Plain text

@@ -11,9 +11,14 @@ USAGE = (
     "this channel's history and the files shared in it.\n"
     "• `@rlm <question>` in a thread — I answer from that thread's messages and files; "
     "at the top level, from the whole channel.\n"
-    "• Upload a file (text, Markdown, CSV, JSON, PDF, Word) to a channel I'm in and I keep "
-    "its text for later questions.\n"
+    "• Files (text, Markdown, CSV, JSON, PDF, Word) shared where you ask are read with the "
+    "messages, whenever they were shared.\n"
+    "• In my assistant pane or a DM — ask about the channel you're viewing, or about text and "
+    "files you share there.\n"
+    "• `/rlm history` — the last questions asked in this channel, with links.\n"
     "• `/rlm usage` — this workspace's tokens and runs today, and the limits on each run.\n"
+    "• `/rlm forget` — (admins) delete what I keep about this channel.\n"
+    "• `/rlm config` — (admins) this workspace's settings.\n"
     "• `/rlm help` — this message."
 )
 
@@ -44,6 +49,19 @@ def reading(messages: int, files: int, chars: int) -> str:
     if files:
         parts.append(f"{files:,} file{'s' if files != 1 else ''}")
     return f":books: Reading {' and '.join(parts)} ({chars:,} characters)…"
+
+
+def files_left_out(*, not_text: int, over_cap: int, unreadable: list[str]) -> str:
+    """What a question did not read of its scope's files ("" when it read them all)."""
+    parts = []
+    if over_cap:
+        parts.append(f"{over_cap:,} file{'s' if over_cap != 1 else ''} over the per-question limit")
+    if unreadable:
+        shown = ", ".join(unreadable[:3]) + (", …" if len(unreadable) > 3 else "")
+        parts.append(f"{len(unreadable):,} I couldn't read ({shown})")
+    if not_text:
+        parts.append(f"{not_text:,} image{'s' if not_text != 1 else ''} or other non-text")
+    return f"Files not read: {'; '.join(parts)}." if parts else ""
 
 
 EMPTY_CHANNEL = (
@@ -216,13 +234,6 @@ def cannot_read_context(reason: str) -> str:
 
 
 # -- files -------------------------------------------------------------------------------------
-
-
-def file_ready(name: str, size: str, chars: int) -> str:
-    return (
-        f":page_facing_up: Read *{name}* ({size}): {chars:,} characters of text, "
-        "kept for questions in this channel."
-    )
 
 
 def file_rejected(reason: str) -> str:

@@ -19,6 +19,8 @@ from slack_sdk.errors import SlackApiError
 from bot import messages
 from bot.budgets import BudgetBook, RunCaps
 from bot.context import ContextGatherer, GatheredContext
+from bot.pane_status import PaneStatus
+from bot.problems import record_operator_problem
 from bot.progress import ChannelPacer, ProgressReporter
 from bot.slack_api import SlackPoster, explain
 from bot.slots import RunSlots
@@ -50,13 +52,18 @@ class Question:
     channel_id: str
     user_id: str
     text: str
-    trigger: Literal["command", "mention"]
+    trigger: Literal["command", "mention", "assistant", "dm"]
     scope: Literal["channel", "thread"]
     # Where to answer; None for a slash command, whose question is posted first.
     thread_ts: str | None = None
     # Messages to leave out of the context (the mention itself).
     exclude_ts: tuple[str, ...] = ()
     response_url: str | None = None
+    # The channel to read when it is not the one answered in (the assistant pane's viewed
+    # channel, checked by the caller); None: `channel_id`.
+    context_channel_id: str | None = None
+    # How progress shows: thread replies, or the assistant pane's status line.
+    progress: Literal["replies", "pane"] = "replies"
 
 
 @dataclass(frozen=True)
@@ -166,7 +173,7 @@ class Runner:
             trigger=q.trigger,
         )
         logger.info("run %d queued in %s/%s (%s)", run_id, q.team_id, q.channel_id, q.trigger)
-        reporter = ProgressReporter(
+        reporter = (PaneStatus if q.progress == "pane" else ProgressReporter)(
             poster=self.poster, pacer=self.pacer, channel=q.channel_id, thread_ts=thread_ts
         )
 
@@ -194,6 +201,7 @@ class Runner:
         try:
             gathered = await self._gather(q, reporter.thread_ts)
         except SlackApiError as exc:
+            await record_operator_problem(self.store, q.team_id, exc)
             why = explain("conversations.history", exc)
             await reporter.say(messages.cannot_read_context(why))
             await self.poster.tell_user(q.channel_id, q.user_id, why, response_url=q.response_url)
@@ -209,9 +217,13 @@ class Runner:
             await self.store.add_context_source(
                 run_id, kind=source.kind, ref=source.ref, items=source.items, chars=source.chars
             )
-        reporter.note(
-            "reading", messages.reading(gathered.messages, gathered.files, gathered.chars)
+        reading = messages.reading(gathered.messages, gathered.files, gathered.chars)
+        left_out = messages.files_left_out(
+            not_text=gathered.files_not_text,
+            over_cap=gathered.files_over_cap,
+            unreadable=gathered.files_unreadable,
         )
+        reporter.note("reading", f"{reading} {left_out}" if left_out else reading)
         caps = await self.budget.caps(q.team_id)
         if caps is None:  # the day's tokens ran out while this run waited its turn
             await reporter.say(messages.daily_budget_used(*await self._daily_use(q.team_id)))
@@ -272,6 +284,7 @@ class Runner:
                 answer, _ = await engine.query_async(q.text, gathered.documents)
         except ProviderError as exc:
             logger.warning("run %d: provider failed: %s", run_id, exc)
+            await record_operator_problem(self.store, q.team_id, exc)
             await reporter.say(messages.provider_failed(_clip(str(exc), 200)))
             await self._fail(run_id, f"provider: {_clip(str(exc), 500)}", totals)
             return
@@ -317,9 +330,11 @@ class Runner:
                 q.team_id, q.channel_id, thread_ts, exclude_ts=q.exclude_ts
             )
         bot = await self.poster.identity()
+        pane = (q.channel_id, thread_ts) if q.context_channel_id else None
         return await self.gatherer.channel(
-            q.team_id, q.channel_id, bot=bot, exclude_ts=q.exclude_ts
-        )
+            q.team_id, q.context_channel_id or q.channel_id, bot=bot, exclude_ts=q.exclude_ts,
+            pane=pane,
+        )  # fmt: skip
 
     async def _fail(
         self,

@@ -62,6 +62,9 @@ class Settings(BaseSettings):
     rlm_history_messages: int = Field(default=2000, ge=1, le=100_000)
     rlm_history_days: int = Field(default=90, ge=0, le=3650)  # 0: no age limit
     rlm_max_file_bytes: int = Field(default=20_000_000, ge=1)
+    # Files one question reads (kept, or fetched on demand from the messages it reads).
+    rlm_max_files_per_question: int = Field(default=50, ge=0, le=1000)
+    rlm_max_file_bytes_per_question: int = Field(default=50_000_000, ge=0)
     rlm_max_runs_per_workspace: int = Field(default=2, ge=1, le=100)
     rlm_max_iterations: int = Field(default=20, ge=1, le=200)
     rlm_prompt_mode: Literal["standard", "conservative", "no_subcalls"] = "standard"

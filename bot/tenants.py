@@ -24,6 +24,7 @@ from bot.context import ContextGatherer, UserDirectory
 from bot.crypto import parse_keys
 from bot.installs import Uninstaller, build_oauth
 from bot.runner import EngineConfig, Runner
+from bot.scope_files import ScopeFiles
 from bot.slack_api import SlackPoster, make_web_client
 from bot.slots import RunSlots
 from bot.storage._installations import InstallationStore
@@ -63,6 +64,7 @@ class _Slack:
     poster: SlackPoster
     users: UserDirectory
     uploads: Uploads
+    scope_files: ScopeFiles | None
 
 
 @dataclass
@@ -107,6 +109,7 @@ class Tenants:
             users=slack.users,
             history_messages=current.history_messages,
             history_days=current.history_days,
+            scope_files=slack.scope_files,
         )
         base = s.runner
         budget = base.budget
@@ -131,25 +134,29 @@ class Tenants:
         s = self.services
         token = client.token if client is not None else None
         if client is None or token == s.poster.client.token:
-            return _Slack(s.poster, s.gatherer.users, s.uploads)
+            return _Slack(s.poster, s.gatherer.users, s.uploads, s.gatherer.scope_files)
         assert token is not None
         cached = self._slack.get(token)
         if cached is not None:
             self._slack.move_to_end(token)
             return cached
         poster = SlackPoster(client)
-        cached = _Slack(
-            poster,
-            UserDirectory(client),
-            Uploads(
-                client=client,
-                poster=poster,
-                store=s.store,
-                session=s.session,
-                api_url=s.settings.slack_api_url,
-                max_file_bytes=s.settings.rlm_max_file_bytes,
-            ),
+        uploads = Uploads(
+            client=client,
+            poster=poster,
+            store=s.store,
+            session=s.session,
+            api_url=s.settings.slack_api_url,
+            max_file_bytes=s.settings.rlm_max_file_bytes,
         )
+        files = ScopeFiles(
+            client=client,
+            store=s.store,
+            uploads=uploads,
+            max_files=s.settings.rlm_max_files_per_question,
+            max_bytes=s.settings.rlm_max_file_bytes_per_question,
+        )
+        cached = _Slack(poster, UserDirectory(client), uploads, files)
         self._slack[token] = cached
         while len(self._slack) > MAX_CACHED_CLIENTS:
             self._slack.popitem(last=False)

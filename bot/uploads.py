@@ -3,7 +3,9 @@
 The bot token only ever goes to Slack's hosts or SLACK_API_URL's origin, redirects included.
 An HTML page where a file should be is Slack's sign-in page: an authorization failure, never
 content. Each file is handled once, whichever of `file_shared` or the file-share message
-arrives first; a question asked meanwhile waits for it.
+arrives first; a question asked meanwhile waits for it. A file kept is acknowledged with a
+reaction; images and other non-text files are skipped without a word; only a problem gets a
+reply, once per file. `text_of` serves files read on demand (bot.scope_files) the same way.
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ from slack_sdk.errors import SlackApiError
 from slack_sdk.web.async_client import AsyncWebClient
 
 from bot import messages
-from bot.files import FileRejected, extract_text, human_size
+from bot.files import FileRejected, extract_text, human_size, is_not_text
 from bot.slack_api import SlackPoster, explain, is_slack_host
 from bot.storage import Store
 
@@ -29,10 +31,25 @@ MAX_RATE_LIMIT_WAITS = 3
 MAX_RETRY_AFTER = 30.0
 DOWNLOAD_TIMEOUT = aiohttp.ClientTimeout(total=120, sock_connect=15)
 _REDIRECTS = frozenset({301, 302, 303, 307, 308})
+# The quiet acknowledgement of a file kept.
+ACK_REACTION = "white_check_mark"
 
 
-class _Refused(Exception):
-    """A file we will not use; `str()` is what the uploader is told."""
+class Unreadable(Exception):
+    """A file we will not use; `str()` is what the uploader is told. `not_text`: it is an
+    image or another kind of file we do not read, which is no one's problem."""
+
+    def __init__(self, reason: str, *, not_text: bool = False) -> None:
+        super().__init__(reason)
+        self.not_text = not_text
+
+
+def file_changed(file: dict[str, Any]) -> str | None:
+    """Slack's marker of a file's last change ("" if never edited); None when `file` is a
+    trimmed reference (as in some message payloads) that cannot tell."""
+    if "created" not in file and "mimetype" not in file:
+        return None
+    return str(file.get("updated") or file.get("edit_timestamp") or "")
 
 
 class Uploads:
@@ -104,10 +121,18 @@ class Uploads:
         reply_ts = thread_ts or message_ts or _share_thread(file, channel_id)
         name = str(file.get("name") or file.get("title") or file_id)
         size = int(file.get("size") or 0)
+        if is_not_text(name, file.get("mimetype")):
+            logger.info("skipped file %s in %s: not a text file", file_id, channel_id)
+            return
         try:
-            text = await self._text_of(file, name, size)
-        except _Refused as refusal:
-            await self.poster.try_post(channel_id, str(refusal), thread_ts=reply_ts)
+            text = await self.text_of(file, name, size)
+        except Unreadable as refusal:
+            if refusal.not_text:
+                logger.info("skipped file %s in %s: not text inside", file_id, channel_id)
+                return
+            # One reply per file, however many channels it is shared to.
+            if await self.store.claim_event(f"file-problem:{file_id}"):
+                await self.poster.try_post(channel_id, str(refusal), thread_ts=reply_ts)
             return
         await self.store.save_file(
             team_id=team_id,
@@ -119,20 +144,30 @@ class Uploads:
             text=text,
             thread_ts=reply_ts,
             user_id=uploader,
+            changed=file_changed(file),
         )
         logger.info("kept file %s in %s: %d chars", file_id, channel_id, len(text))
-        await self.poster.try_post(
-            channel_id, messages.file_ready(name, human_size(size), len(text)), thread_ts=reply_ts
-        )
+        share_ts = message_ts or _share_ts(file, channel_id)
+        if share_ts:
+            await self._acknowledge(channel_id, share_ts)
 
-    async def _text_of(self, file: dict[str, Any], name: str, size: int) -> str:
+    async def _acknowledge(self, channel_id: str, ts: str) -> None:
+        try:
+            await self.client.reactions_add(channel=channel_id, timestamp=ts, name=ACK_REACTION)
+        except (SlackApiError, aiohttp.ClientError, TimeoutError) as exc:
+            # already_reacted, or no reactions:write: the file is kept all the same.
+            logger.info("could not react to the file share in %s: %s", channel_id, exc)
+
+    async def text_of(self, file: dict[str, Any], name: str, size: int) -> str:
+        """The text of `file` (a files.info object): size, host and HTML checks, then
+        extraction; `Unreadable` says why not."""
         if size > self.max_file_bytes:
-            raise _Refused(
+            raise Unreadable(
                 messages.file_too_large(name, human_size(size), human_size(self.max_file_bytes))
             )
         url = file.get("url_private_download") or file.get("url_private")
         if not url:
-            raise _Refused(messages.file_download_failed(name, "Slack gave no download address"))
+            raise Unreadable(messages.file_download_failed(name, "Slack gave no download address"))
         mimetype = str(file.get("mimetype") or "")
         data = await self.download(url, name, expect_html=mimetype == "text/html")
         try:
@@ -141,16 +176,16 @@ class Uploads:
                 extract_text, name, mimetype or None, data, max_bytes=self.max_file_bytes
             )
         except FileRejected as exc:
-            raise _Refused(messages.file_rejected(exc.reason)) from None
+            raise Unreadable(messages.file_rejected(exc.reason), not_text=exc.not_text) from None
 
     async def download(self, url: str, name: str, *, expect_html: bool = False) -> bytes:
-        """The file's bytes, fetched with the bot token from Slack only; `_Refused` otherwise."""
+        """The file's bytes, fetched with the bot token from Slack only; `Unreadable` otherwise."""
         token = self.client.token
         # Each round is one redirect followed or one 429 waited out.
         for _ in range(MAX_REDIRECTS + MAX_RATE_LIMIT_WAITS + 1):
             if not is_slack_host(url, self.api_url):
                 logger.warning("refused to send the bot token to %s", urlsplit(url).hostname)
-                raise _Refused(messages.file_host_refused(name, urlsplit(url).hostname or url))
+                raise Unreadable(messages.file_host_refused(name, urlsplit(url).hostname or url))
             try:
                 async with self.session.get(
                     url,
@@ -165,17 +200,17 @@ class Uploads:
                         await asyncio.sleep(_retry_after(response.headers.get("Retry-After")))
                         continue
                     if response.status != 200:
-                        raise _Refused(
+                        raise Unreadable(
                             messages.file_download_failed(name, f"HTTP {response.status}")
                         )
                     data = await self._read_capped(response, name)
                     content_type = response.headers.get("Content-Type", "").lower()
             except (aiohttp.ClientError, TimeoutError) as exc:
-                raise _Refused(messages.file_download_failed(name, type(exc).__name__)) from None
+                raise Unreadable(messages.file_download_failed(name, type(exc).__name__)) from None
             if not expect_html and _looks_like_html(content_type, data):
-                raise _Refused(messages.file_auth_failed(name))
+                raise Unreadable(messages.file_auth_failed(name))
             return data
-        raise _Refused(messages.file_download_failed(name, "too many redirects or rate limits"))
+        raise Unreadable(messages.file_download_failed(name, "too many redirects or rate limits"))
 
     async def _read_capped(self, response: aiohttp.ClientResponse, name: str) -> bytes:
         chunks: list[bytes] = []
@@ -183,7 +218,7 @@ class Uploads:
         async for chunk in response.content.iter_chunked(65536):
             total += len(chunk)
             if total > self.max_file_bytes:
-                raise _Refused(
+                raise Unreadable(
                     messages.file_too_large(
                         name, f"over {human_size(total)}", human_size(self.max_file_bytes)
                     )
@@ -204,6 +239,23 @@ def _looks_like_html(content_type: str, data: bytes) -> bool:
         return True
     head = data[:512].lstrip().lower()
     return head.startswith((b"<!doctype html", b"<html"))
+
+
+def _share_ts(file: dict[str, Any], channel_id: str) -> str | None:
+    """The ts of the message that shared `file` in `channel_id`."""
+    shares = file.get("shares") or {}
+    for visibility in ("public", "private"):
+        for share in (shares.get(visibility) or {}).get(channel_id) or []:
+            return str(share["ts"])
+    return None
+
+
+def shared_in(file: dict[str, Any], channel_id: str) -> bool:
+    """Whether a files.info object says the file is shared in `channel_id`."""
+    shares = file.get("shares") or {}
+    if any(channel_id in (shares.get(v) or {}) for v in ("public", "private")):
+        return True
+    return any(channel_id in (file.get(k) or []) for k in ("channels", "groups", "ims"))
 
 
 def _share_thread(file: dict[str, Any], channel_id: str) -> str | None:

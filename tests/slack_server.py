@@ -22,6 +22,7 @@ from typing import Any
 
 from aiohttp import web
 from slack_oauth import OAuthGrants
+from slack_surfaces import SurfacesMixin
 from slack_views import Views
 from slack_workspace import BOT_ID, BOT_USER, SlackError, SlackWorkspace
 
@@ -49,7 +50,7 @@ class Call:
         return auth.removeprefix("Bearer ").strip() or None
 
 
-class SlackServer(SlackWorkspace, OAuthGrants, Views):
+class SlackServer(SurfacesMixin, SlackWorkspace, OAuthGrants, Views):
     def __init__(self, *, token: str = BOT_TOKEN, team_id: str = "T1") -> None:
         super().__init__(token=token, team_id=team_id)
         self._init_oauth()

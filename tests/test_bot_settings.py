@@ -172,7 +172,13 @@ def test_the_manifest_asks_for_what_the_app_uses():
     }  # fmt: skip
     events = {"app_mention", "file_shared", "message.channels", "message.groups"}
     events |= {"app_uninstalled", "tokens_revoked"}  # uninstalls (bot/installs.py)
+    # The assistant pane, DMs and App Home (issue 9).
+    scopes |= {"assistant:write", "im:history", "reactions:write"}
+    events |= {"app_home_opened", "assistant_thread_started", "assistant_thread_context_changed"}
+    events |= {"message.im"}
     assert listed == scopes | events
+    assert re.search(r"^  assistant_view:$", text, re.M)
+    assert re.search(r"^    home_tab_enabled: true", text, re.M)
     assert re.search(r"^\s+- command: /rlm$", text, re.M)
     assert re.search(r"^\s+socket_mode_enabled: true$", text, re.M)
     assert re.search(r"^\s+- https://example.com/slack/oauth_redirect$", text, re.M)

@@ -33,6 +33,7 @@ TABLES |= {
     "workspace_enterprises",
     "uninstalls",
 }
+TABLES |= {"assistant_threads", "problems"}  # migration 0005
 
 
 @pytest.fixture
@@ -275,7 +276,10 @@ async def test_a_new_run_reads_back_with_utc_timestamps(store):
 @pytest.mark.parametrize(
     "fields, message",
     [
-        ({"trigger": "shortcut"}, "trigger must be one of command, mention; got 'shortcut'"),
+        (
+            {"trigger": "shortcut"},
+            "trigger must be one of command, mention, assistant, dm; got 'shortcut'",
+        ),
         ({"status": "done"}, "status must be one of queued, running, finished"),
     ],
 )

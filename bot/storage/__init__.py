@@ -11,8 +11,8 @@ from bot.storage._store import (
     FINAL_STATUSES,
     RUN_STATUSES,
     TRIGGERS,
-    Store,
 )
+from bot.storage._surfaces import PaneContext, ProblemRecord, Store
 
 __all__ = [
     "CONTEXT_KINDS",
@@ -22,6 +22,8 @@ __all__ = [
     "TRIGGERS",
     "FileRecord",
     "IterationRecord",
+    "PaneContext",
+    "ProblemRecord",
     "RunRecord",
     "Store",
 ]

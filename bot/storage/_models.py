@@ -153,6 +153,39 @@ class File(Base):
     text: Mapped[str] = mapped_column(Text)
     user_id: Mapped[str | None] = mapped_column(String(32))
     created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utc_now)
+    # Slack's marker of the file's last change (`updated`/`edit_timestamp`), "" if never
+    # edited, NULL when unknown: a stored text is stale when the marker moves on.
+    changed: Mapped[str | None] = mapped_column(String(32))
+
+
+class AssistantThread(Base):
+    """What an assistant pane thread is looking at: the channel the user has open."""
+
+    __tablename__ = "assistant_threads"
+
+    channel_id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    thread_ts: Mapped[str] = mapped_column(String(32), primary_key=True)
+    team_id: Mapped[str] = mapped_column(String(32))
+    user_id: Mapped[str | None] = mapped_column(String(32))
+    viewed_channel_id: Mapped[str | None] = mapped_column(String(32))
+    viewed_team_id: Mapped[str | None] = mapped_column(String(32))
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utc_now)
+
+
+class Problem(Base):
+    """A configuration problem only an operator can fix, shown to admins on App Home."""
+
+    __tablename__ = "problems"
+    __table_args__ = (UniqueConstraint("team_id", "kind"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    team_id: Mapped[str] = mapped_column(String(32))
+    kind: Mapped[str] = mapped_column(String(64))
+    detail: Mapped[str] = mapped_column(Text)
+    fix: Mapped[str] = mapped_column(Text)
+    count: Mapped[int] = mapped_column(Integer, default=1)
+    first_seen: Mapped[datetime] = mapped_column(UTCDateTime(), default=utc_now)
+    last_seen: Mapped[datetime] = mapped_column(UTCDateTime(), default=utc_now)
 
 
 class HandledEvent(Base):

@@ -97,6 +97,7 @@ class FileRecord:
     text: str
     user_id: str | None
     created_at: datetime
+    changed: str | None = None  # Slack's last-change marker when it was read; None: unknown
 
     @classmethod
     def from_row(cls, row: File) -> FileRecord:
@@ -110,4 +111,5 @@ class FileRecord:
             text=row.text,
             user_id=row.user_id,
             created_at=row.created_at,
+            changed=row.changed,
         )

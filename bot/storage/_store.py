@@ -35,7 +35,7 @@ from bot.storage._records import FileRecord, IterationRecord, RunRecord
 RUN_STATUSES = ("queued", "running", "finished", "failed", "interrupted", "stopped")
 ACTIVE_STATUSES = ("queued", "running")
 FINAL_STATUSES = ("finished", "failed", "interrupted", "stopped")
-TRIGGERS = ("command", "mention")
+TRIGGERS = ("command", "mention", "assistant", "dm")
 CONTEXT_KINDS = ("channel_history", "thread", "file")
 
 _UNKNOWN_VALUE = "{what} must be one of {allowed}; got {value!r}."
@@ -340,9 +340,11 @@ class Store:
         text: str,
         thread_ts: str | None,
         user_id: str | None,
+        changed: str | None = None,
     ) -> None:
         """Keep a file's text for its channel; saving the same file again replaces it."""
         values = {
+            "changed": changed,
             "team_id": team_id,
             "thread_ts": thread_ts,
             "name": name,

@@ -5,7 +5,7 @@ Fernet value is longer than the token it hides. OAuth states are kept as keyed h
 once. A workspace's settings are NULL where it takes the operator's default.
 
 Revision ID: 0006
-Revises: 0001
+Revises: 0005
 Create Date: 2026-11-30
 """
 
@@ -15,7 +15,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision: str = "0006"
-down_revision: str | None = "0001"
+down_revision: str | None = "0005"
 branch_labels: str | None = None
 depends_on: str | None = None
 
