@@ -1,8 +1,10 @@
 """Gathering what a question is asked over: a channel's history or a thread, plus their files.
 
 Messages are fetched with cursor pagination (bounded by a message count and an age), rendered
-oldest first as `[2026-11-26 14:03] Alice: text` with mentions and links made readable, and
-returned with each stored file's text as the engine's list-of-documents context.
+oldest first as `[m12] [2026-11-26 14:03] Alice: text` with mentions and links made readable,
+and returned with each stored file's text (headed `[f2]`) as the engine's list-of-documents
+context. The short references are what an answer cites; `GatheredContext.links` maps each to
+its permalink, and `left_out` says which limits kept history out.
 """
 
 from __future__ import annotations
@@ -18,10 +20,16 @@ from typing import Any
 from slack_sdk.errors import SlackApiError
 from slack_sdk.web.async_client import AsyncWebClient
 
+from bot import messages as texts
 from bot.slack_api import BotIdentity
-from bot.storage import FileRecord, Store
+from bot.storage import FileRecord, RunRecord, Store
 
 PAGE_SIZE = 200
+# Added to the question the root model sees, so an answer says what it rests on.
+CITE_INSTRUCTION = (
+    "\n\n(In your final answer, cite the messages and files you rely on by the references "
+    "they carry in the context, in square brackets, such as [m12] or [f2].)"
+)
 USER_CACHE_SECONDS = 3600.0
 SKIPPED_SUBTYPES = frozenset({"channel_join", "channel_leave", "group_join", "group_leave"})
 
@@ -42,6 +50,20 @@ class GatheredContext:
     sources: list[Source] = field(default_factory=list)
     messages: int = 0
     files: int = 0
+    links: dict[str, str] = field(default_factory=dict)  # "m12" / "f2" → permalink
+    first_ts: str | None = None
+    last_ts: str | None = None
+    left_out: list[str] = field(default_factory=list)  # limits that kept history out
+
+    def summary(self) -> str:
+        """ "397 messages, 1 Sep–30 Nov, 3 files; older history not read"."""
+        return texts.read_summary(
+            self.messages,
+            _day(self.first_ts) if self.first_ts else None,
+            _day(self.last_ts) if self.last_ts else None,
+            self.files,
+            self.left_out,
+        )
 
     @property
     def chars(self) -> int:
@@ -83,6 +105,26 @@ def format_ts(ts: str) -> str:
     return datetime.fromtimestamp(float(ts), tz=UTC).strftime("%Y-%m-%d %H:%M")
 
 
+def _day(ts: str) -> str:
+    day = datetime.fromtimestamp(float(ts), tz=UTC)
+    return f"{day.day} {day.strftime('%b')}"
+
+
+def message_link(base: str | None, channel_id: str, ts: str, thread_ts: str | None) -> str:
+    """A message's permalink, built as Slack builds them (no API call per citation)."""
+    root = (base or "https://slack.com/").rstrip("/") + "/"
+    link = f"{root}archives/{channel_id}/p{ts.replace('.', '')}"
+    if thread_ts and thread_ts != ts:
+        link += f"?thread_ts={thread_ts}&cid={channel_id}"
+    return link
+
+
+def file_link(base: str | None, file: FileRecord) -> str:
+    root = (base or "https://slack.com/").rstrip("/") + "/"
+    owner = f"{file.user_id}/" if file.user_id else ""
+    return f"{root}files/{owner}{file.file_id}"
+
+
 class ContextGatherer:
     def __init__(
         self,
@@ -106,11 +148,13 @@ class ContextGatherer:
         skip = set(exclude_ts)
         oldest = time.time() - self.history_days * 86400 if self.history_days else 0
         budget = self.history_messages
+        capped = False
         roots: list[dict[str, Any]] = []
         async for message in self._pages(
             self.client.conversations_history, channel=channel_id, oldest=f"{oldest:.6f}"
         ):
             if budget <= 0:
+                capped = True
                 break
             if _keep(message, bot, skip):
                 roots.append(message)
@@ -118,7 +162,8 @@ class ContextGatherer:
         # Replies: newest threads first, while the message budget lasts.
         replies: dict[str, list[dict[str, Any]]] = {}
         for root in roots:
-            if budget <= 0:
+            if int(root.get("reply_count") or 0) and budget <= 0:
+                capped = True
                 break
             if int(root.get("reply_count") or 0) == 0:
                 continue
@@ -128,26 +173,32 @@ class ContextGatherer:
             ):
                 if reply["ts"] == root["ts"] or not _keep(reply, bot, skip):
                     continue
+                if budget <= 0:
+                    capped = True
+                    break
                 kept.append(reply)
                 budget -= 1
-                if budget <= 0:
-                    break
             replies[root["ts"]] = kept
         roots.reverse()
+        gathered = GatheredContext()
         lines = []
         for root in roots:
-            lines.append(await self.render(root))
+            lines.append(await self._cite(gathered, root, channel_id, bot))
             for reply in replies.get(root["ts"], []):
-                lines.append("    ↳ " + await self.render(reply))
+                lines.append("    ↳ " + await self._cite(gathered, reply, channel_id, bot))
         count = len(roots) + sum(len(r) for r in replies.values())
-        gathered = GatheredContext()
+        if capped:
+            gathered.left_out.append(texts.left_out_capped(self.history_messages))
+        elif self.history_days and await self._older_exists(channel_id, oldest):
+            gathered.left_out.append(texts.left_out_older(self.history_days))
         if count:
             name = await self._channel_name(channel_id)
             span = f"{format_ts(roots[0]['ts'])} to {format_ts(roots[-1]['ts'])}"
             header = f"# Slack channel #{name}: {count} messages, {span} (times UTC)\n\n"
             self._add(gathered, "channel_history", channel_id, count, header + "\n".join(lines))
             gathered.messages = count
-        await self._add_files(gathered, await self.store.channel_files(team_id, channel_id))
+        files = await self.store.channel_files(team_id, channel_id)
+        await self._add_files(gathered, files, bot)
         return gathered
 
     async def thread(
@@ -157,30 +208,73 @@ class ContextGatherer:
         thread_ts: str,
         *,
         exclude_ts: Iterable[str] = (),
+        bot: BotIdentity | None = None,
+        skip_bot: bool = False,
     ) -> GatheredContext:
         """A thread's messages, oldest first, and the files shared in it.
 
-        The bot's own replies stay in: in a run's thread, the earlier answer is what a
-        follow-up question is about.
+        The bot's own replies stay in unless `skip_bot` (a follow-up reads the earlier
+        answers from the store instead, without the status lines).
         """
         skip = set(exclude_ts)
         kept = []
+        gathered = GatheredContext()
         async for message in self._pages(
             self.client.conversations_replies, channel=channel_id, ts=thread_ts
         ):
-            if _keep(message, None, skip):
+            if len(kept) >= self.history_messages:
+                gathered.left_out.append(texts.left_out_capped(self.history_messages))
+                break
+            if _keep(message, bot if skip_bot else None, skip):
                 kept.append(message)
-                if len(kept) >= self.history_messages:
-                    break
-        gathered = GatheredContext()
         if kept:
-            lines = [await self.render(m) for m in kept]
+            lines = [await self._cite(gathered, m, channel_id, bot) for m in kept]
             header = f"# Slack thread: {len(kept)} messages (times UTC)\n\n"
             self._add(gathered, "thread", thread_ts, len(kept), header + "\n".join(lines))
             gathered.messages = len(kept)
         files = await self.store.thread_files(team_id, channel_id, thread_ts)
-        await self._add_files(gathered, files)
+        await self._add_files(gathered, files, bot)
         return gathered
+
+    def add_earlier_answers(self, gathered: GatheredContext, runs: list[RunRecord]) -> None:
+        """A follow-up's context: the thread's earlier questions and answers, as a document."""
+        done = [run for run in runs if run.answer]
+        if not done:
+            return
+        parts = [f"Q (asked {format_ts(f'{r.created_at.timestamp():.6f}')}): {r.question}\n"
+                 f"A: {r.answer}" for r in done]  # fmt: skip
+        header = f"# Earlier questions and answers in this thread: {len(done)}\n\n"
+        self._add(gathered, "earlier_answers", str(done[0].id), len(done),
+                  header + "\n\n".join(parts))  # fmt: skip
+
+    async def _cite(
+        self,
+        gathered: GatheredContext,
+        message: dict[str, Any],
+        channel_id: str,
+        bot: BotIdentity | None,
+    ) -> str:
+        """The message rendered with its reference, which is linked to its permalink."""
+        ref = f"m{len([k for k in gathered.links if k.startswith('m')]) + 1}"
+        ts = str(message["ts"])
+        gathered.links[ref] = message_link(
+            bot.url if bot else None, channel_id, ts, message.get("thread_ts")
+        )
+        if gathered.first_ts is None or float(ts) < float(gathered.first_ts):
+            gathered.first_ts = ts
+        if gathered.last_ts is None or float(ts) > float(gathered.last_ts):
+            gathered.last_ts = ts
+        return f"[{ref}] " + await self.render(message)
+
+    async def _older_exists(self, channel_id: str, oldest: float) -> bool:
+        """Whether the channel has messages older than the age limit (one small request)."""
+        try:
+            reply = await self.client.conversations_history(
+                channel=channel_id, latest=f"{oldest:.6f}", limit=1
+            )
+        except SlackApiError:
+            return False
+        return bool(reply.get("messages"))
 
     async def render(self, message: dict[str, Any]) -> str:
         author = await self._author(message)
@@ -223,11 +317,15 @@ class ContextGatherer:
             return channel_id
         return str(info["channel"].get("name") or channel_id)
 
-    async def _add_files(self, gathered: GatheredContext, files: list[FileRecord]) -> None:
+    async def _add_files(
+        self, gathered: GatheredContext, files: list[FileRecord], bot: BotIdentity | None
+    ) -> None:
         for record in files:
             who = await self.users.name(record.user_id) if record.user_id else "someone"
             when = record.created_at.strftime("%Y-%m-%d") if record.created_at else "?"
-            header = f"# File: {record.name} (shared by {who} on {when})\n\n"
+            ref = f"f{gathered.files + 1}"
+            gathered.links[ref] = file_link(bot.url if bot else None, record)
+            header = f"# File: {record.name} (shared by {who} on {when}) [{ref}]\n\n"
             self._add(gathered, "file", record.file_id, 1, header + record.text)
             gathered.files += 1
 

@@ -1,10 +1,11 @@
-"""Running one question: queue per workspace, gather context, run the engine, report, store.
+"""Running one question: queue per workspace, gather context, run the engine, record.
 
 Each workspace (`team_id`) has one sub-call limiter shared by all its runs, and a cap on runs
-at once; a run beyond the cap waits its turn and says so in its thread. A run is capped by the
-per-run budgets and what is left of its workspace's daily tokens; one a budget stops answers
-with the best it has and says which limit stopped it. Every iteration is stored as it
-finishes; every way a run can end is stored and told in its thread.
+at once; a run beyond the cap waits its turn. A run is capped by the per-run budgets and what
+is left of its workspace's daily tokens; one a budget stops answers with the best it has and
+says which limit stopped it. The runner gathers, thinks and records; everything the run shows
+in Slack goes through its `RunPresence` (bot/presence.py). A run in progress can be cancelled
+(`Runner.cancel`), and a question in a run's thread keeps that run's scope.
 """
 
 from __future__ import annotations
@@ -18,13 +19,16 @@ from slack_sdk.errors import SlackApiError
 
 from bot import messages
 from bot.budgets import BudgetBook, RunCaps
-from bot.context import ContextGatherer, GatheredContext
-from bot.progress import ChannelPacer, ProgressReporter
-from bot.slack_api import SlackPoster, explain
+from bot.context import CITE_INSTRUCTION, ContextGatherer, GatheredContext
+from bot.presence import RunPresence, StreamSupport
+from bot.progress import ChannelPacer
+from bot.slack_api import SlackPoster, error_code, explain
 from bot.slots import RunSlots
-from bot.storage import Store
+from bot.storage import RunRecord, Store
 from rlm import (
     RLM,
+    AuthenticationError,
+    BadResponseError,
     Event,
     IterationFinished,
     KeyedLimiter,
@@ -57,6 +61,7 @@ class Question:
     # Messages to leave out of the context (the mention itself).
     exclude_ts: tuple[str, ...] = ()
     response_url: str | None = None
+    retry_of: int | None = None  # the run a Retry button repeats
 
 
 @dataclass(frozen=True)
@@ -70,6 +75,16 @@ class EngineConfig:
     provider_timeout: float = 120.0
     max_map_chunks: int = 10_000  # chunks in one parallel_query
     max_prompt_bytes: int = 64 * 1024 * 1024  # one llm_query prompt, or one map's prompts
+
+
+@dataclass
+class _Active:
+    """A run in progress: its work, its presence, who may cancel it."""
+
+    task: asyncio.Task[None]
+    presence: RunPresence
+    asker: str
+    cancelled_by: str | None = None
 
 
 @dataclass
@@ -108,7 +123,12 @@ class Runner:
         pacer: ChannelPacer,
         limiters: KeyedLimiter,
         slots: RunSlots,
+        edit_interval: float = 1.2,
+        wait_notice: float = 10.0,
     ) -> None:
+        """`edit_interval`: least seconds between edits of a status message, and of any
+        status message in one workspace; `wait_notice`: the model's silence, in seconds,
+        after which the status says it is waiting."""
         self.engine = engine
         self.budget = budget
         self.store = store
@@ -117,6 +137,11 @@ class Runner:
         self.pacer = pacer
         self.limiters = limiters
         self.slots = slots
+        self.edit_interval = edit_interval
+        self.wait_notice = wait_notice
+        self.edit_pacer = ChannelPacer(edit_interval)  # keyed by workspace
+        self.streams = StreamSupport()
+        self.active: dict[int, _Active] = {}
 
     async def recover(self) -> int:
         """Mark runs a crash left unfinished as interrupted and tell their threads."""
@@ -128,6 +153,18 @@ class Runner:
                     run.channel_id, messages.INTERRUPTED, thread_ts=run.thread_ts
                 )
         return len(runs)
+
+    async def cancel(self, run_id: int, user_id: str) -> bool:
+        """Stop a run in progress now (its sub-calls in flight are abandoned) and say so;
+        False if it is not running in this process or has already ended."""
+        entry = self.active.get(run_id)
+        if entry is None or entry.cancelled_by is not None or entry.presence.ended:
+            return False
+        entry.cancelled_by = user_id
+        entry.task.cancel()
+        await entry.presence.cancelled(user_id)
+        logger.info("run %d cancelled by %s", run_id, user_id)
+        return True
 
     async def ask(self, question: Question) -> int | None:
         """Run `question` to the end; returns the run id (None if no run was started)."""
@@ -155,6 +192,9 @@ class Runner:
                     response_url=q.response_url,
                 )
                 return None
+        # A question in a run's thread keeps that run's scope and reads its earlier answers.
+        earlier = await self.store.thread_runs(q.team_id, q.channel_id, thread_ts)
+        scope = (earlier[0].scope if earlier else None) or q.scope
         run_id = await self.store.create_run(
             team_id=q.team_id,
             channel_id=q.channel_id,
@@ -164,73 +204,125 @@ class Runner:
             root_model=self.engine.root_model,
             sub_model=self.engine.sub_model,
             trigger=q.trigger,
+            scope=scope,
+            scope_ts=thread_ts if scope == "thread" else None,
         )
         logger.info("run %d queued in %s/%s (%s)", run_id, q.team_id, q.channel_id, q.trigger)
-        reporter = ProgressReporter(
-            poster=self.poster, pacer=self.pacer, channel=q.channel_id, thread_ts=thread_ts
+        presence = RunPresence(
+            client=self.poster.client,
+            pacer=self.pacer,
+            edit_pacer=self.edit_pacer,
+            channel=q.channel_id,
+            thread_ts=thread_ts,
+            run_id=run_id,
+            team_id=q.team_id,
+            asker=q.user_id,
+            edit_interval=self.edit_interval,
+            streams=self.streams,
+            wait_notice=self.wait_notice,
         )
-
-        async def say_queued(ahead: int) -> None:
-            await reporter.say(messages.queued(ahead, self.slots.limit))
-
+        work = asyncio.create_task(
+            self._queue_and_run(run_id, q, scope, earlier, presence), name=f"run-{run_id}"
+        )
+        entry = self.active[run_id] = _Active(work, presence, q.user_id)
         try:
-            async with self.slots.turn(q.team_id, say_queued):
-                await self.store.set_run_status(run_id, "running")
-                await self._run(run_id, q, reporter)
+            await work
         except asyncio.CancelledError:
-            reporter.cancel()
-            await asyncio.shield(self._interrupted(run_id, q.channel_id, thread_ts))
-            raise
+            me = asyncio.current_task()
+            if entry.cancelled_by is None or (me is not None and me.cancelling()):
+                work.cancel()
+                await presence.close()
+                await asyncio.shield(self._interrupted(run_id, q.channel_id, thread_ts))
+                raise
+            await self._fail(
+                run_id,
+                f"cancelled by {entry.cancelled_by}",
+                status="stopped",
+                error_kind="user:cancelled",
+            )
         except Exception as exc:  # anything unforeseen still ends the run, told and stored
             logger.exception("run %d failed", run_id)
-            await reporter.say(messages.run_crashed(run_id))
+            await presence.failed(messages.CRASHED)
             try:
-                await self._fail(run_id, _describe(exc))
+                await self._fail(run_id, _describe(exc), error_kind="internal")
             except Exception:
                 logger.exception("could not mark run %d failed", run_id)
+        finally:
+            self.active.pop(run_id, None)
         return run_id
 
-    async def _run(self, run_id: int, q: Question, reporter: ProgressReporter) -> None:
+    async def _queue_and_run(
+        self,
+        run_id: int,
+        q: Question,
+        scope: str,
+        earlier: list[RunRecord],
+        presence: RunPresence,
+    ) -> None:
+        async def say_queued(ahead: int) -> None:
+            await presence.queued(ahead, self.slots.limit)
+
+        async with self.slots.turn(q.team_id, say_queued):
+            await self.store.set_run_status(run_id, "running")
+            await self._run(run_id, q, scope, earlier, presence)
+
+    async def _run(
+        self,
+        run_id: int,
+        q: Question,
+        scope: str,
+        earlier: list[RunRecord],
+        presence: RunPresence,
+    ) -> None:
         try:
-            gathered = await self._gather(q, reporter.thread_ts)
+            gathered = await self._gather(q, scope, presence.thread_ts, follow_up=bool(earlier))
         except SlackApiError as exc:
-            why = explain("conversations.history", exc)
-            await reporter.say(messages.cannot_read_context(why))
-            await self.poster.tell_user(q.channel_id, q.user_id, why, response_url=q.response_url)
-            await self._fail(run_id, f"slack: {exc.response.get('error')}")
+            code = error_code(exc)
+            if code == "missing_scope":
+                needed = str(exc.response.get("needed") or "unknown")
+                self._tell_operator(run_id, "operator:missing_scope", f"needs {needed}")
+                await presence.failed(messages.MISSING_SCOPE_FOR_USER)
+                await self._fail(
+                    run_id, f"slack: {code} {needed}", error_kind="operator:missing_scope"
+                )
+            else:
+                why = explain("conversations.history", exc)
+                await presence.failed(messages.cannot_read_context(why))
+                await self._fail(run_id, f"slack: {code}", error_kind="user:slack")
             return
         if gathered.empty:
-            await reporter.say(
-                messages.EMPTY_THREAD if q.scope == "thread" else messages.EMPTY_CHANNEL
+            await presence.failed(
+                messages.EMPTY_THREAD if scope == "thread" else messages.EMPTY_CHANNEL
             )
-            await self._fail(run_id, "nothing to read")
+            await self._fail(run_id, "nothing to read", error_kind="user:empty")
             return
+        self.gatherer.add_earlier_answers(gathered, [r for r in earlier if r.id != run_id])
         for source in gathered.sources:
             await self.store.add_context_source(
                 run_id, kind=source.kind, ref=source.ref, items=source.items, chars=source.chars
             )
-        reporter.note(
-            "reading", messages.reading(gathered.messages, gathered.files, gathered.chars)
-        )
+        await presence.reading(gathered.summary())
         caps = await self.budget.caps(q.team_id)
         if caps is None:  # the day's tokens ran out while this run waited its turn
-            await reporter.say(messages.daily_budget_used(*await self._daily_use(q.team_id)))
-            await self._fail(run_id, "daily token budget used up")
+            await presence.failed(
+                messages.daily_budget_used(*await self._daily_use(q.team_id)), retry=False
+            )
+            await self._fail(run_id, "daily token budget used up", error_kind="user:daily_budget")
             return
-        await self._think(run_id, q, reporter, gathered, caps)
+        await self._think(run_id, q, presence, gathered, caps)
 
     async def _think(
         self,
         run_id: int,
         q: Question,
-        reporter: ProgressReporter,
+        presence: RunPresence,
         gathered: GatheredContext,
         caps: RunCaps,
     ) -> None:
         totals = _Totals()
 
         async def on_event(event: Event) -> None:
-            reporter.on_event(event)
+            presence.on_event(event)
             if isinstance(event, IterationFinished):
                 totals.add(event)
                 await self.store.record_iteration(
@@ -269,21 +361,28 @@ class Runner:
         timer = asyncio.timeout(deadline)
         try:
             async with timer:
-                answer, _ = await engine.query_async(q.text, gathered.documents)
+                answer, _ = await engine.query_async(q.text + CITE_INSTRUCTION, gathered.documents)
         except ProviderError as exc:
-            logger.warning("run %d: provider failed: %s", run_id, exc)
-            await reporter.say(messages.provider_failed(_clip(str(exc), 200)))
-            await self._fail(run_id, f"provider: {_clip(str(exc), 500)}", totals)
+            kind = _provider_failure(exc)
+            if kind.startswith("operator:"):
+                self._tell_operator(run_id, kind, str(exc))
+                await presence.failed(messages.SETUP_PROBLEM)
+            else:
+                logger.warning("run %d: provider failed: %s", run_id, exc)
+                await presence.failed(messages.PROVIDER_DOWN)
+            await self._fail(run_id, f"provider: {_clip(str(exc), 500)}", totals, error_kind=kind)
             return
         except Exception as exc:
             if isinstance(exc, TimeoutError) and timer.expired():
                 logger.warning("run %d: no answer within its time budget; stopped", run_id)
-                await reporter.say(messages.out_of_time(caps.max_seconds or 0.0))
-                await self._fail(run_id, "time budget", totals, stopped_by="max_seconds")
+                await presence.failed(messages.out_of_time(caps.max_seconds or 0.0))
+                await self._fail(
+                    run_id, "time budget", totals, stopped_by="max_seconds", error_kind="user:time"
+                )
             else:
                 logger.exception("run %d failed", run_id)
-                await reporter.say(messages.run_crashed(run_id))
-                await self._fail(run_id, _describe(exc), totals)
+                await presence.failed(messages.CRASHED)
+                await self._fail(run_id, _describe(exc), totals, error_kind="internal")
             return
         text = answer.strip() or messages.EMPTY_ANSWER
         if totals.stopped_by:
@@ -295,7 +394,14 @@ class Runner:
             seconds=totals.seconds,
             run_id=run_id,
         )
-        await reporter.answer(text, footer)
+        summary = messages.summary_finished(
+            iterations=totals.iterations,
+            subcalls=totals.subcalls,
+            seconds=totals.seconds,
+            read=gathered.summary(),
+            stopped_by=totals.stopped_by,
+        )
+        await presence.answered(answer=text, footer=footer, links=gathered.links, summary=summary)
         await self._record_end(
             run_id, "finished", totals, answer=answer, stopped_by=totals.stopped_by
         )
@@ -308,15 +414,29 @@ class Runner:
             f", stopped by {totals.stopped_by}" if totals.stopped_by else "",
         )
 
+    @staticmethod
+    def _tell_operator(run_id: int, kind: str, detail: str) -> None:
+        """What only an operator can fix goes to the log with the fix (and the run's
+        error_kind, which App Home lists for admins)."""
+        fix = messages.OPERATOR_FIXES.get(kind, "see the log")
+        logger.error("run %d: %s (%s); fix: %s", run_id, kind, _clip(detail, 300), fix)
+
     async def _daily_use(self, team_id: str) -> tuple[int, int]:
         return await self.budget.tokens_today(team_id), self.budget.budgets.daily_tokens
 
-    async def _gather(self, q: Question, thread_ts: str) -> GatheredContext:
-        if q.scope == "thread":
-            return await self.gatherer.thread(
-                q.team_id, q.channel_id, thread_ts, exclude_ts=q.exclude_ts
-            )
+    async def _gather(
+        self, q: Question, scope: str, thread_ts: str, *, follow_up: bool
+    ) -> GatheredContext:
         bot = await self.poster.identity()
+        if scope == "thread":
+            return await self.gatherer.thread(
+                q.team_id,
+                q.channel_id,
+                thread_ts,
+                exclude_ts=q.exclude_ts,
+                bot=bot,
+                skip_bot=follow_up,
+            )
         return await self.gatherer.channel(
             q.team_id, q.channel_id, bot=bot, exclude_ts=q.exclude_ts
         )
@@ -328,8 +448,11 @@ class Runner:
         totals: _Totals | None = None,
         *,
         stopped_by: str | None = None,
+        status: str = "failed",
+        error_kind: str | None = None,
     ) -> None:
-        """Mark the run failed, with `totals`, or else the totals its stored iterations give."""
+        """Mark the run failed (or stopped), with `totals`, or else the totals its stored
+        iterations give."""
         if totals is None:
             run = await self.store.get_run(run_id)
             totals = _Totals()
@@ -337,7 +460,9 @@ class Runner:
                 totals.iterations, totals.subcalls = run.iterations, run.subcalls
                 totals.input_tokens, totals.output_tokens = run.input_tokens, run.output_tokens
                 totals.seconds = run.seconds
-        await self._record_end(run_id, "failed", totals, error=error, stopped_by=stopped_by)
+        await self._record_end(
+            run_id, status, totals, error=error, stopped_by=stopped_by, error_kind=error_kind
+        )
 
     async def _record_end(
         self,
@@ -348,6 +473,7 @@ class Runner:
         answer: str | None = None,
         error: str | None = None,
         stopped_by: str | None = None,
+        error_kind: str | None = None,
     ) -> None:
         await self.store.finish_run(
             run_id,
@@ -360,6 +486,7 @@ class Runner:
             output_tokens=totals.output_tokens,
             seconds=totals.seconds,
             stopped_by=stopped_by,
+            error_kind=error_kind,
         )
 
     async def _interrupted(self, run_id: int, channel_id: str, thread_ts: str) -> None:
@@ -373,6 +500,15 @@ class Runner:
                 await self.poster.try_post(channel_id, messages.INTERRUPTED, thread_ts=thread_ts)
         except Exception:
             logger.warning("could not mark run %d interrupted at shutdown", run_id)
+
+
+def _provider_failure(exc: ProviderError) -> str:
+    """Who can fix a provider's failure: a refused key or an unknown model needs an operator."""
+    if isinstance(exc, AuthenticationError):
+        return "operator:provider_auth"
+    if isinstance(exc, BadResponseError) and exc.status == 404:
+        return "operator:unknown_model"
+    return "user:provider"
 
 
 def _describe(exc: BaseException) -> str:

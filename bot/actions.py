@@ -1,0 +1,198 @@
+"""Listeners for a run's buttons: Cancel, Show steps (and its JSON Lines file), Retry, 👍/👎.
+
+Thin as the other listeners: acknowledge at once, check the click is about a run of this
+workspace and channel, and hand over to the runner or the store. Refusals are told to the
+clicker alone (ephemeral).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import aiohttp
+from slack_bolt.async_app import AsyncAck, AsyncApp
+from slack_sdk.errors import SlackApiError
+
+from bot import blocks, messages
+from bot.runner import Question
+from bot.slack_api import is_slack_host
+from bot.storage import RunRecord
+
+if TYPE_CHECKING:
+    from bot.app import Services
+
+logger = logging.getLogger("bot.actions")
+
+RETRYABLE = ("failed", "stopped", "interrupted")
+
+
+@dataclass(frozen=True)
+class Click:
+    """What a block_actions payload says: who clicked what, where."""
+
+    team_id: str
+    user_id: str
+    channel_id: str | None
+    run_id: int | None
+    trigger_id: str | None
+    action_id: str
+
+    @classmethod
+    def parse(cls, body: dict[str, Any]) -> Click:
+        action = (body.get("actions") or [{}])[0]
+        try:
+            run_id: int | None = int(str(action.get("value")))
+        except ValueError:
+            run_id = None
+        return cls(
+            team_id=str((body.get("team") or {}).get("id") or body.get("team_id") or ""),
+            user_id=str((body.get("user") or {}).get("id") or ""),
+            channel_id=(body.get("channel") or {}).get("id"),
+            run_id=run_id,
+            trigger_id=body.get("trigger_id"),
+            action_id=str(action.get("action_id") or ""),
+        )
+
+
+def register_actions(app: AsyncApp, services: Services) -> None:
+    controls = Controls(services)
+    handlers: dict[str, Callable[[Click], Awaitable[None]]] = {
+        blocks.CANCEL: controls.cancel,
+        blocks.SHOW_STEPS: controls.show_steps,
+        blocks.TRAJECTORY: controls.post_trajectory,
+        blocks.RETRY: controls.retry,
+        blocks.FEEDBACK_UP: controls.feedback,
+        blocks.FEEDBACK_DOWN: controls.feedback,
+    }
+    for action_id, handle in handlers.items():
+
+        async def on_click(
+            ack: AsyncAck,
+            body: dict[str, Any],
+            handle: Callable[[Click], Awaitable[None]] = handle,
+        ) -> None:
+            await ack()
+            services.spawn(handle(Click.parse(body)), name="action")
+
+        app.action(action_id)(on_click)
+
+
+class Controls:
+    def __init__(self, services: Services) -> None:
+        self.services = services
+        self.runner = services.runner
+        self.store = services.store
+        self.client = services.poster.client
+        self._retried: set[int] = set()
+
+    async def _run_for(self, click: Click) -> RunRecord | None:
+        """The clicked run, if it is this workspace's (and, from a message, this channel's)."""
+        run = await self.store.get_run(click.run_id) if click.run_id is not None else None
+        if (
+            run is None
+            or run.team_id != click.team_id
+            or (click.channel_id is not None and run.channel_id != click.channel_id)
+        ):
+            logger.warning("%s on an unknown run %r by %s", click.action_id, click.run_id,
+                           click.user_id)  # fmt: skip
+            await self._tell(click, messages.RUN_GONE)
+            return None
+        return run
+
+    async def _tell(self, click: Click, text: str, channel: str | None = None) -> None:
+        channel = channel or click.channel_id
+        if channel:
+            await self.services.poster.tell_user(channel, click.user_id, text)
+
+    async def _is_admin(self, user_id: str) -> bool:
+        try:
+            user = (await self.client.users_info(user=user_id))["user"]
+        except SlackApiError as exc:
+            logger.warning("users.info for %s failed: %s", user_id, exc.response.get("error"))
+            return False
+        return bool(user.get("is_admin") or user.get("is_owner"))
+
+    async def cancel(self, click: Click) -> None:
+        entry = self.runner.active.get(click.run_id) if click.run_id is not None else None
+        if entry is None:
+            if await self._run_for(click) is not None:
+                await self._tell(click, messages.RUN_NOT_ACTIVE)
+            return
+        run_channel = entry.presence.channel
+        if entry.presence.team_id != click.team_id or click.channel_id not in (None, run_channel):
+            await self._tell(click, messages.RUN_GONE)
+            return
+        if click.user_id != entry.asker and not await self._is_admin(click.user_id):
+            await self._tell(click, messages.CANCEL_NOT_ALLOWED)
+            return
+        assert click.run_id is not None
+        if not await self.runner.cancel(click.run_id, click.user_id):
+            await self._tell(click, messages.RUN_NOT_ACTIVE)
+
+    async def show_steps(self, click: Click) -> None:
+        run = await self._run_for(click)
+        if run is None or not click.trigger_id:
+            return
+        steps = await self.store.list_iterations(run.id)
+        try:
+            await self.client.views_open(
+                trigger_id=click.trigger_id, view=blocks.steps_modal(run.id, steps)
+            )
+        except SlackApiError as exc:
+            logger.warning("views.open for run %d failed: %s", run.id, exc.response.get("error"))
+
+    async def post_trajectory(self, click: Click) -> None:
+        """Upload the run's steps as a JSON Lines file in its thread (external upload)."""
+        run = await self._run_for(click)
+        if run is None:
+            return
+        data = blocks.trajectory_jsonl(await self.store.list_iterations(run.id)).encode()
+        name = f"run-{run.id}-trajectory.jsonl"
+        try:
+            ticket = await self.client.files_getUploadURLExternal(filename=name, length=len(data))
+            url = str(ticket["upload_url"])
+            if not is_slack_host(url, self.services.settings.slack_api_url):
+                logger.warning("upload URL for run %d is not Slack's: not sent", run.id)
+                return
+            async with self.services.session.post(url, data=data) as response:
+                response.raise_for_status()
+            await self.client.files_completeUploadExternal(
+                files=[{"id": ticket["file_id"], "title": name}],
+                channel_id=run.channel_id,
+                thread_ts=run.thread_ts,
+                initial_comment=messages.trajectory_comment(run.id),
+            )
+        except (SlackApiError, aiohttp.ClientError, TimeoutError) as exc:
+            logger.warning("trajectory upload for run %d failed: %s", run.id, exc)
+
+    async def retry(self, click: Click) -> None:
+        run = await self._run_for(click)
+        if run is None:
+            return
+        if run.status not in RETRYABLE or run.id in self._retried:
+            await self._tell(click, messages.RETRY_NOT_ALLOWED)
+            return
+        self._retried.add(run.id)
+        await self.runner.ask(
+            Question(
+                team_id=run.team_id,
+                channel_id=run.channel_id,
+                user_id=click.user_id,
+                text=run.question,
+                trigger="command" if run.trigger == "command" else "mention",
+                scope="thread" if run.scope == "thread" else "channel",
+                thread_ts=run.thread_ts,
+                retry_of=run.id,
+            )
+        )
+
+    async def feedback(self, click: Click) -> None:
+        run = await self._run_for(click)
+        if run is None:
+            return
+        value = "up" if click.action_id == blocks.FEEDBACK_UP else "down"
+        await self.store.set_feedback(run.id, click.user_id, value)
+        await self._tell(click, messages.FEEDBACK_THANKS)
