@@ -260,7 +260,7 @@ class RunPresence:
     async def _put(self, status: list[blocks.Block], text: str) -> None:
         """Post the status the first time, edit it afterwards; Slack's refusals are logged."""
         async with self._edit_lock:
-            fallback = render.clip(text.split("\n", 1)[0], 300)
+            fallback = render.clip(text.split("\n", 1)[0], 1000)
             try:
                 if self.status_ts is None:
                     await self.pacer.turn(self.channel)

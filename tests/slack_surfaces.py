@@ -161,7 +161,9 @@ class RunSurfaces(SlackWorkspace):
         ts = str(params.get("message_ts") or "")
         if self._message(channel["id"], ts) is None:
             raise SlackError("message_not_found")
-        return {"permalink": f"https://test.slack.com/archives/{channel['id']}/p{ts.replace('.', '')}"}
+        return {
+            "permalink": f"https://test.slack.com/archives/{channel['id']}/p{ts.replace('.', '')}"
+        }
 
     def _m_chat_startStream(self, params: dict[str, Any]) -> dict[str, Any]:
         if not self.streaming:

@@ -112,7 +112,7 @@ async def test_a_crash_mid_run_loses_nothing_and_the_question_can_be_asked_again
         await events.close()
     await wait_until(lambda: llm_server.count("root") == 2, seconds=20)
     root = slack.message_with("C1", "*<@U1> asked:*")
-    await wait_until(lambda: _steps(slack.posts("C1", thread_ts=root["ts"])) == [1])
+    await wait_until(lambda: _steps(slack, root["ts"]) == [1])
 
     process.proc.kill()
     assert await process.wait() == -signal.SIGKILL
@@ -139,10 +139,10 @@ async def test_a_crash_mid_run_loses_nothing_and_the_question_can_be_asked_again
     assert slack.posts("C1", thread_ts=second_root)[-1].endswith("run 2_")
 
 
-def _steps(posts: list[str]) -> list[int]:
-    """The iterations a thread reported as done."""
-    found = re.findall(r"^Step (\d+): (?:ran|thought)", "\n".join(posts), re.M)
-    return sorted({int(n) for n in found})
+def _steps(slack, thread_ts: str) -> list[int]:
+    """The steps a thread's live status shows as done (with their time)."""
+    seen = "\n".join(m["seen"] for m in slack.thread_view("C1", thread_ts))
+    return [int(n) for n in re.findall(r"^\*Step (\d+):\*.* \d+\.\d s$", seen, re.M)]
 
 
 async def test_shutdown_mid_run_marks_it_interrupted_and_tells_the_thread(

@@ -170,7 +170,9 @@ def test_alembic_command_line_migrates_and_finds_nothing_to_autogenerate(tmp_pat
             timeout=60,
         )
         assert done.returncode == 0, done.stderr
-    assert query(tmp_path / "cli.db", "SELECT version_num FROM alembic_version") == [(head_revision(),)]
+    assert query(tmp_path / "cli.db", "SELECT version_num FROM alembic_version") == [
+        (head_revision(),)
+    ]
 
 
 async def test_sqlite_connections_wait_for_locks_and_enforce_foreign_keys(store, db_path):
