@@ -21,7 +21,7 @@ TRAJECTORY = "rlm_trajectory"
 ACTION_IDS = (CANCEL, SHOW_STEPS, RETRY, FEEDBACK_UP, FEEDBACK_DOWN, TRAJECTORY)
 
 MODAL_BLOCKS = 100
-MODAL_STEPS = 30  # steps shown in the modal; the JSON Lines file has them all
+MODAL_STEPS = 24  # steps shown (4 blocks each); the JSON Lines file has them all
 CODE_EXCERPT = 1200
 OUTPUT_EXCERPT = 900
 
