@@ -68,16 +68,18 @@ def register_actions(app: AsyncApp, services: Services) -> None:
         blocks.FEEDBACK_DOWN: controls.feedback,
     }
     for action_id, handle in handlers.items():
+        app.action(action_id)(_listener(services, handle))
 
-        async def on_click(
-            ack: AsyncAck,
-            body: dict[str, Any],
-            handle: Callable[[Click], Awaitable[None]] = handle,
-        ) -> None:
-            await ack()
-            services.spawn(handle(Click.parse(body)), name="action")
 
-        app.action(action_id)(on_click)
+def _listener(
+    services: Services, handle: Callable[[Click], Awaitable[None]]
+) -> Callable[..., Awaitable[None]]:
+    # Bolt fills a listener's arguments by name, so the handler is bound here, not as one.
+    async def on_click(ack: AsyncAck, body: dict[str, Any]) -> None:
+        await ack()
+        services.spawn(handle(Click.parse(body)), name="action")
+
+    return on_click
 
 
 class Controls:
