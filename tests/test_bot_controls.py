@@ -47,7 +47,8 @@ async def test_the_asker_cancels_within_a_second_and_sub_calls_in_flight_are_aba
     assert status.startswith(":no_entry_sign: Cancelled by <@U1> after ")
     assert "Retry" in status.split("\n") and "Cancel" not in status.split("\n")
     [run] = await bot.store.list_runs()
-    assert (run.status, run.error, run.error_kind) == ("stopped", "cancelled by U1", "user:cancelled")
+    assert (run.status, run.error) == ("stopped", "cancelled by U1")
+    assert run.error_kind == "user:cancelled"
     print(f"cancel latency: {latency:.3f} s")
 
 
@@ -113,7 +114,7 @@ async def test_retry_runs_a_failed_question_again_in_its_thread_once(bot, slack,
     slack.add_message("C1", "Release 2.0 shipped.", user="U2")
     await bot.events.action(block_action(blocks.RETRY, failed.id, user="U1"))
     await bot.settle()
-    first, second = await bot.store.list_runs()
+    _, second = await bot.store.list_runs()
     assert second.status == "finished" and second.question == "what is new?"
     assert second.thread_ts == root["ts"] and second.scope == "channel"
     view = seen(slack, root["ts"])

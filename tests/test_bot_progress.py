@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 
+from bot_harness import wait_until
 from slack_server import BOT_TOKEN
 
 from bot import messages
@@ -46,10 +47,9 @@ def finished(iteration: int, reply: str, subcalls: int = 0) -> IterationFinished
 
 
 async def settle_edits(presence: RunPresence) -> None:
-    await asyncio.sleep(0.05)
-    while presence._writer is not None and not presence._writer.done() and presence._dirty.is_set():
-        await asyncio.sleep(0.02)
-    await asyncio.sleep(0.05)
+    """Let the writer make the edit the last events asked for."""
+    await wait_until(lambda: not presence._dirty.is_set())
+    await asyncio.sleep(0.1)
 
 
 async def test_events_within_an_interval_become_one_edit_showing_plans_and_the_map_bar(slack):
