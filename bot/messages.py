@@ -39,13 +39,6 @@ def queued(ahead: int, limit: int) -> str:
     )
 
 
-def reading(messages: int, files: int, chars: int) -> str:
-    parts = [f"{messages:,} message{'s' if messages != 1 else ''}"] if messages else []
-    if files:
-        parts.append(f"{files:,} file{'s' if files != 1 else ''}")
-    return f":books: Reading {' and '.join(parts)} ({chars:,} characters)…"
-
-
 EMPTY_CHANNEL = (
     "There is nothing in this channel for me to read yet: post or upload something, then ask."
 )
@@ -53,28 +46,6 @@ EMPTY_THREAD = (
     "There is nothing in this thread for me to read yet: add messages or files, "
     "or mention me at the top level to use the whole channel."
 )
-
-
-def iteration_done(
-    iteration: int, code_blocks: int, first_line: str, subcalls: int, seconds: float
-) -> str:
-    if code_blocks:
-        blocks = f"ran {code_blocks} code block{'s' if code_blocks != 1 else ''}"
-        if first_line:
-            blocks += f" (`{first_line}`)"
-    else:
-        blocks = "thought it over (no code)"
-    calls = f", {subcalls} sub-call{'s' if subcalls != 1 else ''}" if subcalls else ""
-    return f"Step {iteration}: {blocks}{calls} — {seconds:.1f} s"
-
-
-def code_failed(iteration: int) -> str:
-    return f"Step {iteration}: the code raised an error; the model sees it and tries again."
-
-
-def map_progress(iteration: int, done: int, total: int, failed: int) -> str:
-    failures = f", {failed} failed" if failed else ""
-    return f"Step {iteration}: {done}/{total} sub-calls done{failures}…"
 
 
 def answer_footer(
@@ -174,20 +145,6 @@ def usage_report(
     )
 
 
-def provider_failed(detail: str) -> str:
-    return (
-        f":warning: The model provider failed, so this run stopped ({detail}). "
-        "Try again in a few minutes."
-    )
-
-
-def run_crashed(run_id: int) -> str:
-    return (
-        f":warning: Something went wrong on my side and run {run_id} stopped: try again, and "
-        "tell the app's admin if it keeps happening."
-    )
-
-
 INTERRUPTED = (
     ":warning: This run was interrupted because the app restarted: ask again to start over."
 )
@@ -260,8 +217,6 @@ def file_host_refused(name: str, host: str) -> str:
 WORKING = ":hourglass_flowing_sand: *Working on it*"
 STARTING = ":hourglass_flowing_sand: Starting…"
 NOTHING_READ = "nothing read yet"
-LEFT_OUT_OLDER = "older history not read"
-SCOPE_THREAD = "this thread"
 
 
 def left_out_capped(limit: int) -> str:
@@ -341,7 +296,6 @@ RUN_NOT_ACTIVE = "This run has already ended, so there is nothing to cancel."
 RUN_GONE = "I can't find that run any more: its record may have been deleted."
 RETRY_NOT_ALLOWED = "Only a failed or cancelled run can be retried."
 FEEDBACK_THANKS = "Thanks for the feedback: it is stored with this run."
-TRAJECTORY_POSTED = "Posted the full trajectory as a JSON Lines file in the thread."
 
 
 def steps_title(run_id: int) -> str:
@@ -365,7 +319,6 @@ MISSING_SCOPE_FOR_USER = (
     ":warning: The app is missing a Slack permission it needs; the app's admin has been told."
 )
 CRASHED = ":warning: Something went wrong on my side and this run stopped: press Retry."
-EMPTY_ANSWER_SHORT = "The model finished without an answer."
 
 # For the log and App Home: what only an operator can fix, and how.
 OPERATOR_FIXES = {

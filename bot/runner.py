@@ -22,13 +22,12 @@ from bot.budgets import BudgetBook, RunCaps
 from bot.context import CITE_INSTRUCTION, ContextGatherer, GatheredContext
 from bot.presence import RunPresence, StreamSupport
 from bot.progress import ChannelPacer
+from bot.run_ends import RunEnds, Totals, clip, describe, provider_failure, tell_operator
 from bot.slack_api import SlackPoster, error_code, explain
 from bot.slots import RunSlots
 from bot.storage import RunRecord, Store
 from rlm import (
     RLM,
-    AuthenticationError,
-    BadResponseError,
     Event,
     IterationFinished,
     KeyedLimiter,
@@ -40,7 +39,6 @@ from rlm import (
 
 logger = logging.getLogger("bot.runner")
 
-INTERRUPT_NOTICE_SECONDS = 5.0
 # Past its time budget the engine still asks the root model for a best answer; a run not
 # ended one provider timeout plus this slack (at most the budget itself) later is stopped.
 DEADLINE_SLACK_SECONDS = 5.0
@@ -87,30 +85,6 @@ class _Active:
     cancelled_by: str | None = None
 
 
-@dataclass
-class _Totals:
-    iterations: int = 0
-    subcalls: int = 0
-    input_tokens: int = 0
-    output_tokens: int = 0
-    seconds: float = 0.0
-    stopped_by: str | None = None
-    finished: RunFinished | None = field(default=None, repr=False)
-
-    def add(self, event: IterationFinished) -> None:
-        self.iterations = max(self.iterations, event.iteration)
-        self.subcalls += event.subcalls
-        self.input_tokens += event.input_tokens
-        self.output_tokens += event.output_tokens
-        self.seconds += event.seconds
-
-    def end(self, event: RunFinished) -> None:
-        self.finished = event
-        self.iterations, self.subcalls = event.iterations, event.subcalls
-        self.input_tokens, self.output_tokens = event.input_tokens, event.output_tokens
-        self.seconds, self.stopped_by = event.seconds, event.stopped_by
-
-
 class Runner:
     def __init__(
         self,
@@ -142,6 +116,7 @@ class Runner:
         self.edit_pacer = ChannelPacer(edit_interval)  # keyed by workspace
         self.streams = StreamSupport()
         self.active: dict[int, _Active] = {}
+        self.ends = RunEnds(store=store, poster=poster)
 
     async def recover(self) -> int:
         """Mark runs a crash left unfinished as interrupted and tell their threads."""
@@ -232,9 +207,9 @@ class Runner:
             if entry.cancelled_by is None or (me is not None and me.cancelling()):
                 work.cancel()
                 await presence.close()
-                await asyncio.shield(self._interrupted(run_id, q.channel_id, thread_ts))
+                await asyncio.shield(self.ends.interrupted(run_id, q.channel_id, thread_ts))
                 raise
-            await self._fail(
+            await self.ends.fail(
                 run_id,
                 f"cancelled by {entry.cancelled_by}",
                 status="stopped",
@@ -244,7 +219,7 @@ class Runner:
             logger.exception("run %d failed", run_id)
             await presence.failed(messages.CRASHED)
             try:
-                await self._fail(run_id, _describe(exc), error_kind="internal")
+                await self.ends.fail(run_id, describe(exc), error_kind="internal")
             except Exception:
                 logger.exception("could not mark run %d failed", run_id)
         finally:
@@ -280,21 +255,21 @@ class Runner:
             code = error_code(exc)
             if code == "missing_scope":
                 needed = str(exc.response.get("needed") or "unknown")
-                self._tell_operator(run_id, "operator:missing_scope", f"needs {needed}")
+                tell_operator(run_id, "operator:missing_scope", f"needs {needed}")
                 await presence.failed(messages.MISSING_SCOPE_FOR_USER)
-                await self._fail(
+                await self.ends.fail(
                     run_id, f"slack: {code} {needed}", error_kind="operator:missing_scope"
                 )
             else:
                 why = explain("conversations.history", exc)
                 await presence.failed(messages.cannot_read_context(why))
-                await self._fail(run_id, f"slack: {code}", error_kind="user:slack")
+                await self.ends.fail(run_id, f"slack: {code}", error_kind="user:slack")
             return
         if gathered.empty:
             await presence.failed(
                 messages.EMPTY_THREAD if scope == "thread" else messages.EMPTY_CHANNEL
             )
-            await self._fail(run_id, "nothing to read", error_kind="user:empty")
+            await self.ends.fail(run_id, "nothing to read", error_kind="user:empty")
             return
         self.gatherer.add_earlier_answers(gathered, [r for r in earlier if r.id != run_id])
         for source in gathered.sources:
@@ -307,7 +282,9 @@ class Runner:
             await presence.failed(
                 messages.daily_budget_used(*await self._daily_use(q.team_id)), retry=False
             )
-            await self._fail(run_id, "daily token budget used up", error_kind="user:daily_budget")
+            await self.ends.fail(
+                run_id, "daily token budget used up", error_kind="user:daily_budget"
+            )
             return
         await self._think(run_id, q, presence, gathered, caps)
 
@@ -319,7 +296,7 @@ class Runner:
         gathered: GatheredContext,
         caps: RunCaps,
     ) -> None:
-        totals = _Totals()
+        totals = Totals()
 
         async def on_event(event: Event) -> None:
             presence.on_event(event)
@@ -363,26 +340,28 @@ class Runner:
             async with timer:
                 answer, _ = await engine.query_async(q.text + CITE_INSTRUCTION, gathered.documents)
         except ProviderError as exc:
-            kind = _provider_failure(exc)
+            kind = provider_failure(exc)
             if kind.startswith("operator:"):
-                self._tell_operator(run_id, kind, str(exc))
+                tell_operator(run_id, kind, str(exc))
                 await presence.failed(messages.SETUP_PROBLEM)
             else:
                 logger.warning("run %d: provider failed: %s", run_id, exc)
                 await presence.failed(messages.PROVIDER_DOWN)
-            await self._fail(run_id, f"provider: {_clip(str(exc), 500)}", totals, error_kind=kind)
+            await self.ends.fail(
+                run_id, f"provider: {clip(str(exc), 500)}", totals, error_kind=kind
+            )
             return
         except Exception as exc:
             if isinstance(exc, TimeoutError) and timer.expired():
                 logger.warning("run %d: no answer within its time budget; stopped", run_id)
                 await presence.failed(messages.out_of_time(caps.max_seconds or 0.0))
-                await self._fail(
+                await self.ends.fail(
                     run_id, "time budget", totals, stopped_by="max_seconds", error_kind="user:time"
                 )
             else:
                 logger.exception("run %d failed", run_id)
                 await presence.failed(messages.CRASHED)
-                await self._fail(run_id, _describe(exc), totals, error_kind="internal")
+                await self.ends.fail(run_id, describe(exc), totals, error_kind="internal")
             return
         text = answer.strip() or messages.EMPTY_ANSWER
         if totals.stopped_by:
@@ -402,9 +381,7 @@ class Runner:
             stopped_by=totals.stopped_by,
         )
         await presence.answered(answer=text, footer=footer, links=gathered.links, summary=summary)
-        await self._record_end(
-            run_id, "finished", totals, answer=answer, stopped_by=totals.stopped_by
-        )
+        await self.ends.end(run_id, "finished", totals, answer=answer, stopped_by=totals.stopped_by)
         logger.info(
             "run %d finished: %d iterations, %d sub-calls, %.1f s%s",
             run_id,
@@ -413,13 +390,6 @@ class Runner:
             totals.seconds,
             f", stopped by {totals.stopped_by}" if totals.stopped_by else "",
         )
-
-    @staticmethod
-    def _tell_operator(run_id: int, kind: str, detail: str) -> None:
-        """What only an operator can fix goes to the log with the fix (and the run's
-        error_kind, which App Home lists for admins)."""
-        fix = messages.OPERATOR_FIXES.get(kind, "see the log")
-        logger.error("run %d: %s (%s); fix: %s", run_id, kind, _clip(detail, 300), fix)
 
     async def _daily_use(self, team_id: str) -> tuple[int, int]:
         return await self.budget.tokens_today(team_id), self.budget.budgets.daily_tokens
@@ -440,81 +410,3 @@ class Runner:
         return await self.gatherer.channel(
             q.team_id, q.channel_id, bot=bot, exclude_ts=q.exclude_ts
         )
-
-    async def _fail(
-        self,
-        run_id: int,
-        error: str,
-        totals: _Totals | None = None,
-        *,
-        stopped_by: str | None = None,
-        status: str = "failed",
-        error_kind: str | None = None,
-    ) -> None:
-        """Mark the run failed (or stopped), with `totals`, or else the totals its stored
-        iterations give."""
-        if totals is None:
-            run = await self.store.get_run(run_id)
-            totals = _Totals()
-            if run is not None:
-                totals.iterations, totals.subcalls = run.iterations, run.subcalls
-                totals.input_tokens, totals.output_tokens = run.input_tokens, run.output_tokens
-                totals.seconds = run.seconds
-        await self._record_end(
-            run_id, status, totals, error=error, stopped_by=stopped_by, error_kind=error_kind
-        )
-
-    async def _record_end(
-        self,
-        run_id: int,
-        status: str,
-        totals: _Totals,
-        *,
-        answer: str | None = None,
-        error: str | None = None,
-        stopped_by: str | None = None,
-        error_kind: str | None = None,
-    ) -> None:
-        await self.store.finish_run(
-            run_id,
-            status=status,
-            answer=answer,
-            error=error,
-            iterations=totals.iterations,
-            subcalls=totals.subcalls,
-            input_tokens=totals.input_tokens,
-            output_tokens=totals.output_tokens,
-            seconds=totals.seconds,
-            stopped_by=stopped_by,
-            error_kind=error_kind,
-        )
-
-    async def _interrupted(self, run_id: int, channel_id: str, thread_ts: str) -> None:
-        """On shutdown: mark the run and tell its thread, briefly (the next start would too)."""
-        try:
-            async with asyncio.timeout(INTERRUPT_NOTICE_SECONDS):
-                run = await self.store.get_run(run_id)
-                if run is None or run.status not in ("queued", "running"):
-                    return  # it ended just as the shutdown came
-                await self.store.set_run_status(run_id, "interrupted")
-                await self.poster.try_post(channel_id, messages.INTERRUPTED, thread_ts=thread_ts)
-        except Exception:
-            logger.warning("could not mark run %d interrupted at shutdown", run_id)
-
-
-def _provider_failure(exc: ProviderError) -> str:
-    """Who can fix a provider's failure: a refused key or an unknown model needs an operator."""
-    if isinstance(exc, AuthenticationError):
-        return "operator:provider_auth"
-    if isinstance(exc, BadResponseError) and exc.status == 404:
-        return "operator:unknown_model"
-    return "user:provider"
-
-
-def _describe(exc: BaseException) -> str:
-    return f"{type(exc).__name__}: {_clip(str(exc), 500)}"
-
-
-def _clip(text: str, n: int) -> str:
-    text = " ".join(text.split())
-    return text if len(text) <= n else text[: n - 1] + "…"
