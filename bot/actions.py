@@ -8,7 +8,7 @@ clicker alone (ephemeral).
 from __future__ import annotations
 
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -59,7 +59,7 @@ class Click:
 
 def register_actions(app: AsyncApp, services: Services) -> None:
     controls = Controls(services)
-    handlers: dict[str, Callable[[Click], Awaitable[None]]] = {
+    handlers: dict[str, Callable[[Click], Coroutine[Any, Any, None]]] = {
         blocks.CANCEL: controls.cancel,
         blocks.SHOW_STEPS: controls.show_steps,
         blocks.TRAJECTORY: controls.post_trajectory,
@@ -72,8 +72,8 @@ def register_actions(app: AsyncApp, services: Services) -> None:
 
 
 def _listener(
-    services: Services, handle: Callable[[Click], Awaitable[None]]
-) -> Callable[..., Awaitable[None]]:
+    services: Services, handle: Callable[[Click], Coroutine[Any, Any, None]]
+) -> Callable[..., Coroutine[Any, Any, None]]:
     # Bolt fills a listener's arguments by name, so the handler is bound here, not as one.
     async def on_click(ack: AsyncAck, body: dict[str, Any]) -> None:
         await ack()

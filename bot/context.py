@@ -217,7 +217,7 @@ class ContextGatherer:
         answers from the store instead, without the status lines).
         """
         skip = set(exclude_ts)
-        kept = []
+        kept: list[dict[str, Any]] = []
         gathered = GatheredContext()
         async for message in self._pages(
             self.client.conversations_replies, channel=channel_id, ts=thread_ts

@@ -168,9 +168,11 @@ def test_the_manifest_asks_for_what_the_app_uses():
     listed = set(re.findall(r"^\s+- ([a-z_.:]+)\s*(?:#.*)?$", text, re.M))
     scopes = {
         "commands", "app_mentions:read", "chat:write", "channels:history", "groups:history",
-        "files:read", "users:read", "channels:read", "groups:read",
+        "files:read", "users:read", "channels:read", "groups:read", "files:write",
     }  # fmt: skip
     events = {"app_mention", "file_shared", "message.channels", "message.groups"}
     assert listed == scopes | events
     assert re.search(r"^\s+- command: /rlm$", text, re.M)
     assert re.search(r"^\s+socket_mode_enabled: true$", text, re.M)
+    # The run's buttons need interactivity.
+    assert re.search(r"^  interactivity:\n(\s+#.*\n)*\s+is_enabled: true$", text, re.M)
