@@ -64,9 +64,7 @@ async def test_the_limits_that_left_history_out_are_said(make_bot, slack, llm_se
     assert "only the newest 2 messages read (`RLM_HISTORY_MESSAGES`)" in status
 
 
-async def test_history_older_than_the_age_limit_is_said_to_be_left_out(
-    make_bot, slack, llm_server
-):
+async def test_history_older_than_the_age_limit_is_said_to_be_left_out(make_bot, slack, llm_server):
     bot = await make_bot(rlm_history_days=30)
     slack.add_message("C1", "ancient", user="U2", ts=f"{time.time() - 40 * 86400:.6f}")
     slack.add_message("C1", "recent", user="U2")

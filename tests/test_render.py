@@ -112,3 +112,38 @@ def test_answer_and_status_blocks_pass_the_limits():
         check_blocks([{"type": "markdown", "text": "a" * 12_001}])
     with pytest.raises(Exception, match="invalid_blocks"):
         check_blocks([{"type": "divider"}] * 51)
+
+
+async def test_the_loopback_slack_refuses_what_slack_would(slack):
+    from slack_sdk.errors import SlackApiError
+    from slack_server import BOT_TOKEN
+
+    from bot.slack_api import make_web_client
+
+    client = make_web_client(BOT_TOKEN, slack.api_url)
+    refusals = []
+    for kwargs in (
+        {"text": "x", "blocks": [{"type": "divider"}] * 51},
+        {"text": "x", "blocks": [{"type": "markdown", "text": "a" * 12_001}]},
+        {"text": "x" * 40_001},
+    ):
+        try:
+            await client.chat_postMessage(channel="C1", **kwargs)
+        except SlackApiError as exc:
+            refusals.append(exc.response["error"])
+    try:
+        await client.chat_update(channel="C1", ts="", text="x")
+    except SlackApiError as exc:
+        refusals.append(exc.response["error"])
+    try:
+        await client.views_open(trigger_id="", view={"type": "modal"})
+    except SlackApiError as exc:
+        refusals.append(exc.response["error"])
+    assert refusals == [
+        "invalid_blocks",
+        "invalid_blocks",
+        "msg_too_long",
+        "invalid_arguments",
+        "invalid_arguments",
+    ]
+    assert slack.posts() == []
