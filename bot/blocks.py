@@ -9,7 +9,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from bot import messages
-from bot.render import MARKDOWN_BLOCK_LIMIT, SECTION_LIMIT, clip, plan_sentence
+from bot.render import MARKDOWN_BLOCK_LIMIT, SECTION_LIMIT, clip, escape_mrkdwn, plan_sentence
 from bot.storage import IterationRecord
 
 CANCEL = "rlm_cancel"
@@ -101,10 +101,10 @@ def steps_modal(run_id: int, steps: Sequence[IterationRecord]) -> Block:
         )
         blocks.append(section(head))
         if step.code.strip():
-            code = clip(step.code.replace("```", "'''"), CODE_EXCERPT)
+            code = escape_mrkdwn(clip(step.code.replace("```", "'''"), CODE_EXCERPT))
             blocks.append(section(f"```{code}```"))
         if step.output.strip():
-            out = clip(step.output.replace("```", "'''"), OUTPUT_EXCERPT)
+            out = escape_mrkdwn(clip(step.output.replace("```", "'''"), OUTPUT_EXCERPT))
             blocks.append(context(f"Output:\n```{out}```"))
         blocks.append({"type": "divider"})
     if len(steps) > MODAL_STEPS:

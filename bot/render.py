@@ -28,6 +28,18 @@ _BULLET = re.compile(r"^(\s*)[-*+]\s+")
 _SENTENCE_END = re.compile(r"(?<=[.!?])\s+")
 
 
+def escape_mrkdwn(text: str) -> str:
+    """Model- or user-written text made inert in mrkdwn: no `<!channel>` pings, no forged
+    `<url|label>` links, no mentions (Slack asks for exactly these three escapes)."""
+    return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+
+
+def defuse_markdown(markdown: str) -> str:
+    """Slack's angle-bracket syntax (`<!here>`, `<@U1>`, `<url|label>`) made literal in
+    Markdown prose; code is shown as written anyway."""
+    return _outside_code(markdown, lambda chunk: chunk.replace("<", "&lt;"))
+
+
 def plan_sentence(reply: str, limit: int = 120) -> str:
     """The model's own words for what a step does: the first sentence of the prose before the
     reply's first code block (empty when the reply opens with code)."""
@@ -37,7 +49,7 @@ def plan_sentence(reply: str, limit: int = 120) -> str:
     if not prose:
         return ""
     sentence = _SENTENCE_END.split(prose, maxsplit=1)[0].rstrip(":").strip()
-    return clip(sentence, limit)
+    return escape_mrkdwn(clip(sentence, limit))
 
 
 def clip(text: str, limit: int) -> str:
@@ -122,8 +134,9 @@ def to_mrkdwn(markdown: str, links: Mapping[str, str] | None = None) -> str:
     """Markdown as Slack's mrkdwn, for text fallbacks and section blocks: headings and
     **bold** become *bold*, [t](u) becomes <u|t>, bullets become •, tables code blocks,
     and citations found in `links` become links."""
+    markdown = escape_mrkdwn(markdown)
     if links:
-        markdown = link_citations(markdown, links)
+        markdown = link_citations(markdown, {k: escape_mrkdwn(v) for k, v in links.items()})
 
     def convert(chunk: str) -> str:
         lines = []
@@ -142,8 +155,9 @@ def to_mrkdwn(markdown: str, links: Mapping[str, str] | None = None) -> str:
 
 
 def for_markdown_block(markdown: str, links: Mapping[str, str]) -> str:
-    """An answer as the `markdown` block shows it: citations linked, tables readable."""
-    return link_citations(tables_as_code(markdown), links)
+    """An answer as the `markdown` block shows it: citations linked, tables readable,
+    Slack's own markup inert."""
+    return link_citations(defuse_markdown(tables_as_code(markdown)), links)
 
 
 def split_markdown(text: str, limit: int = ANSWER_PART_LIMIT) -> list[str]:

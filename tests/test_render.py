@@ -147,3 +147,19 @@ async def test_the_loopback_slack_refuses_what_slack_would(slack):
         "invalid_arguments",
     ]
     assert slack.posts() == []
+
+
+def test_slack_markup_written_by_the_model_or_in_the_context_stays_inert():
+    answer = "<!channel> see <https://evil.example|your bank> or [x](https://a.example/?b=1&c=2)"
+    assert render.to_mrkdwn(answer) == (
+        "&lt;!channel&gt; see &lt;https://evil.example|your bank&gt; or "
+        "<https://a.example/?b=1&amp;c=2|x>"
+    )
+    assert render.for_markdown_block(answer, {}).startswith("&lt;!channel> see &lt;https://")
+    assert render.for_markdown_block("```\n<!here>\n```", {}) == "```\n<!here>\n```"
+    assert render.plan_sentence("Ping <!here> & <@U1> now.\n```repl\nx\n```") == (
+        "Ping &lt;!here &amp; &lt;@U1 now."  # quote marks (>) go with the other markup
+    )
+    view = blocks.steps_modal(3, [_step(1, code="print('<!channel>')", output="<@U1>")])
+    shown = json.dumps(view["blocks"])
+    assert "<!channel>" not in shown and "<@U1>" not in shown
