@@ -198,6 +198,7 @@ class RunPresence:
     async def failed(self, sentence: str, *, detail: str = "", retry: bool = True) -> None:
         """The run ended without an answer: one sentence, what was read, Retry."""
         await self._end()
+        detail = detail or self._read
         await self._collapse(
             blocks.summary_blocks(self.run_id, sentence, retry=retry, detail=detail), sentence
         )

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
 from bot import messages
@@ -106,15 +107,16 @@ class RunEnds:
             error_kind=error_kind,
         )
 
-    async def interrupted(self, run_id: int, channel_id: str, thread_ts: str) -> None:
-        """On shutdown: mark the run and tell its thread, briefly (the next start would too)."""
+    async def interrupted(self, run_id: int, tell: Callable[[str], Awaitable[None]]) -> None:
+        """On shutdown: mark the run and `tell` its thread, briefly (the next start would
+        too, with a post of its own)."""
         try:
             async with asyncio.timeout(INTERRUPT_NOTICE_SECONDS):
                 run = await self.store.get_run(run_id)
                 if run is None or run.status not in ("queued", "running"):
                     return  # it ended just as the shutdown came
                 await self.store.set_run_status(run_id, "interrupted")
-                await self.poster.try_post(channel_id, messages.INTERRUPTED, thread_ts=thread_ts)
+                await tell(messages.INTERRUPTED)
         except Exception:
             logger.warning("could not mark run %d interrupted at shutdown", run_id)
 

@@ -182,7 +182,14 @@ class Runner:
             scope=scope,
             scope_ts=thread_ts if scope == "thread" else None,
         )
-        logger.info("run %d queued in %s/%s (%s)", run_id, q.team_id, q.channel_id, q.trigger)
+        logger.info(
+            "run %d queued in %s/%s (%s%s)",
+            run_id,
+            q.team_id,
+            q.channel_id,
+            q.trigger,
+            f", retry of run {q.retry_of}" if q.retry_of else "",
+        )
         presence = RunPresence(
             client=self.poster.client,
             pacer=self.pacer,
@@ -207,7 +214,7 @@ class Runner:
             if entry.cancelled_by is None or (me is not None and me.cancelling()):
                 work.cancel()
                 await presence.close()
-                await asyncio.shield(self.ends.interrupted(run_id, q.channel_id, thread_ts))
+                await asyncio.shield(self.ends.interrupted(run_id, presence.failed))
                 raise
             await self.ends.fail(
                 run_id,
