@@ -202,6 +202,7 @@ class Runner:
             edit_interval=self.edit_interval,
             streams=self.streams,
             wait_notice=self.wait_notice,
+            tick=max(0.1, min(5.0, self.wait_notice / 2)),
         )
         work = asyncio.create_task(
             self._queue_and_run(run_id, q, scope, earlier, presence), name=f"run-{run_id}"

@@ -162,3 +162,49 @@ async def test_clicks_about_unknown_or_foreign_runs_change_nothing(bot, slack, l
     assert await bot.store.feedback(run.id) == {}
     assert slack.views == [] and len(await bot.store.list_runs()) == 1
     assert slack.ephemerals("U1").count(messages.RUN_GONE) == 5
+
+
+async def test_a_queued_run_can_be_cancelled_before_it_starts(make_bot, slack, llm_server):
+    bot = await make_bot(rlm_max_runs_per_workspace=1)
+    slack.add_message("C1", "something to read", user="U2")
+    llm_server.root_latency = 1.0
+    await bot.events.command("ask first?")
+    await wait_until(lambda: llm_server.count("root") == 1)
+    await bot.events.command("ask second?", user_id="U2")
+    await wait_until(lambda: len(bot.services.runner.active) == 2)
+    second = max(bot.services.runner.active)
+    await wait_until(lambda: bot.services.runner.active[second].presence.status_ts is not None)
+
+    await bot.events.action(block_action(blocks.CANCEL, second, user="U2"))
+    await bot.settle()
+    runs = {r.id: r for r in await bot.store.list_runs()}
+    assert runs[second].status == "stopped" and runs[second].iterations == 0
+    assert [r.status for r in runs.values() if r.id != second] == ["finished"]
+    root = slack.message_with("C1", "*<@U2> asked:*")
+    [status] = slack.thread_view("C1", root["ts"])
+    assert status["text"].startswith(":no_entry_sign: Cancelled by <@U2>")
+
+
+async def test_a_silent_model_shows_a_ticking_wait_in_the_status(make_bot, slack, llm_server):
+    bot = await make_bot(rlm_status_wait_notice=0.3)
+    slack.add_message("C1", "something to read", user="U2")
+    llm_server.root_latency = 1.5
+    llm_server.script_root("FINAL(ok)")
+    await bot.events.command("ask anything?")
+    await bot.settle()
+    shown = "\n".join(str(c.params.get("blocks")) for c in slack.calls_to("chat.update"))
+    assert ":hourglass: still waiting for the model (" in shown
+
+
+async def test_an_answer_is_streamed_where_the_workspace_can(bot, slack, llm_server):
+    slack.streaming = True
+    slack.add_message("C1", "Standup moved to 10:00.", user="U2")
+    llm_server.script_root("FINAL(At **10:00** [m1].)")
+    await bot.events.command("ask when is standup?")
+    await bot.settle()
+    root = slack.message_with("C1", ASKED)
+    status, answer = slack.thread_view("C1", root["ts"])
+    assert len(slack.calls_to("chat.startStream")) == 1
+    assert answer["text"].startswith("At **10:00** [[m1]](https://test.slack.com/archives/C1/p")
+    assert ":thumbsup:" in answer["seen"] and "run 1_" in answer["seen"]
+    assert status["seen"].startswith(":white_check_mark: Answered in 1 step")
