@@ -172,9 +172,7 @@ class _Run:
 
     async def _progress(self, done: int, total: int, failed: int) -> None:
         refused, refused_by = self.subcalls.refused, self.subcalls.refused_by
-        await self.emit(
-            SubcallProgress(self.iteration, done, total, failed, refused, refused_by)
-        )
+        await self.emit(SubcallProgress(self.iteration, done, total, failed, refused, refused_by))
 
     # -- the loop ----------------------------------------------------------------------------
 
