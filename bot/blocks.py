@@ -59,7 +59,7 @@ def actions(run_id: int, *buttons: Block) -> Block:
 def status_blocks(run_id: int, text: str, *, cancellable: bool) -> list[Block]:
     blocks = [section(text)]
     if cancellable:
-        blocks.append(actions(run_id, button("Cancel", CANCEL, run_id, "danger")))
+        blocks.append(actions(run_id, button(messages.BUTTON_CANCEL, CANCEL, run_id, "danger")))
     return blocks
 
 
@@ -68,9 +68,9 @@ def summary_blocks(run_id: int, text: str, *, retry: bool, detail: str = "") -> 
     blocks = [section(text)]
     if detail:
         blocks.append(context(detail))
-    buttons = [button("Show steps", SHOW_STEPS, run_id)]
+    buttons = [button(messages.BUTTON_SHOW_STEPS, SHOW_STEPS, run_id)]
     if retry:
-        buttons.insert(0, button("Retry", RETRY, run_id, "primary"))
+        buttons.insert(0, button(messages.BUTTON_RETRY, RETRY, run_id, "primary"))
     blocks.append(actions(run_id, *buttons))
     return blocks
 
@@ -94,7 +94,7 @@ def steps_modal(run_id: int, steps: Sequence[IterationRecord]) -> Block:
     """Each step's plan, code and an output excerpt, sub-calls and time, within modal limits."""
     blocks: list[Block] = []
     for step in steps[:MODAL_STEPS]:
-        plan = plan_sentence(step.root_reply) or "(no plan stated)"
+        plan = plan_sentence(step.root_reply) or messages.NO_PLAN
         head = (
             f"*Step {step.iteration}* · {step.subcalls:,} sub-call"
             f"{'s' if step.subcalls != 1 else ''} · {step.seconds:.1f} s\n{plan}"
@@ -105,20 +105,18 @@ def steps_modal(run_id: int, steps: Sequence[IterationRecord]) -> Block:
             blocks.append(section(f"```{code}```"))
         if step.output.strip():
             out = escape_mrkdwn(clip(step.output.replace("```", "'''"), OUTPUT_EXCERPT))
-            blocks.append(context(f"Output:\n```{out}```"))
+            blocks.append(context(f"{messages.OUTPUT_LABEL}\n```{out}```"))
         blocks.append({"type": "divider"})
     if len(steps) > MODAL_STEPS:
-        blocks.append(context(f"{len(steps) - MODAL_STEPS} more steps are in the file."))
+        blocks.append(context(messages.more_steps(len(steps) - MODAL_STEPS)))
     if not steps:
-        blocks.append(section("This run has no recorded steps."))
+        blocks.append(section(messages.NO_STEPS))
     blocks = blocks[: MODAL_BLOCKS - 1]
-    blocks.append(
-        actions(run_id, button("Post the full trajectory (JSON Lines)", TRAJECTORY, run_id))
-    )
+    blocks.append(actions(run_id, button(messages.BUTTON_TRAJECTORY, TRAJECTORY, run_id)))
     return {
         "type": "modal",
         "title": {"type": "plain_text", "text": messages.steps_title(run_id)},
-        "close": {"type": "plain_text", "text": "Close"},
+        "close": {"type": "plain_text", "text": messages.BUTTON_CLOSE},
         "private_metadata": str(run_id),
         "blocks": blocks,
     }

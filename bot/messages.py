@@ -298,6 +298,21 @@ RETRY_NOT_ALLOWED = "Only a failed or cancelled run can be retried."
 FEEDBACK_THANKS = "Thanks for the feedback: it is stored with this run."
 
 
+# Buttons and the Show steps modal.
+BUTTON_CANCEL = "Cancel"
+BUTTON_RETRY = "Retry"
+BUTTON_SHOW_STEPS = "Show steps"
+BUTTON_TRAJECTORY = "Post the full trajectory (JSON Lines)"
+BUTTON_CLOSE = "Close"
+NO_PLAN = "(no plan stated)"
+NO_STEPS = "This run has no recorded steps."
+OUTPUT_LABEL = "Output:"
+
+
+def more_steps(count: int) -> str:
+    return f"{count} more steps are in the file."
+
+
 def steps_title(run_id: int) -> str:
     return f"Run {run_id}: steps"[:24]
 
