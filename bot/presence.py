@@ -15,7 +15,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 
 import aiohttp
@@ -98,6 +98,7 @@ class RunPresence:
         wait_notice: float = 10.0,
         tick: float = 5.0,
         clock: Callable[[], float] = time.monotonic,
+        on_status_posted: Callable[[str], Awaitable[None]] | None = None,
     ) -> None:
         self.client = client
         self.pacer = pacer
@@ -112,6 +113,7 @@ class RunPresence:
         self.wait_notice = wait_notice
         self.tick = tick
         self.clock = clock
+        self.on_status_posted = on_status_posted
         self.status_ts: str | None = None
         self.posts = 0  # messages this run posted in its thread
         self.edits = 0
@@ -275,6 +277,8 @@ class RunPresence:
                     )
                     self.status_ts = str(reply["ts"])
                     self.posts += 1
+                    if self.on_status_posted is not None:
+                        await self.on_status_posted(self.status_ts)
                 else:
                     await self.client.chat_update(
                         channel=self.channel, ts=self.status_ts, text=fallback, blocks=status

@@ -14,7 +14,11 @@ import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
+import aiohttp
+from slack_sdk.errors import SlackApiError
+
 from bot import messages
+from bot.blocks import summary_blocks
 from bot.slack_api import SlackPoster
 from bot.storage import Store
 from rlm import (
@@ -58,6 +62,34 @@ class RunEnds:
     def __init__(self, *, store: Store, poster: SlackPoster) -> None:
         self.store = store
         self.poster = poster
+
+    async def recover(self) -> int:
+        """Mark runs a crash left unfinished as interrupted and tell their threads."""
+        runs = await self.store.mark_interrupted_runs()
+        for run in runs:
+            logger.info("run %d was left unfinished by a previous process: interrupted", run.id)
+            if run.status_ts and await self._mark_status(run.id, run.channel_id, run.status_ts):
+                continue
+            if run.thread_ts:
+                await self.poster.try_post(
+                    run.channel_id, messages.INTERRUPTED, thread_ts=run.thread_ts
+                )
+        return len(runs)
+
+    async def _mark_status(self, run_id: int, channel_id: str, status_ts: str) -> bool:
+        """Turn a dead run's status message into "interrupted" with Retry; False if Slack
+        would not (the message is gone), so the thread is told with a post instead."""
+        try:
+            await self.poster.client.chat_update(
+                channel=channel_id,
+                ts=status_ts,
+                text=messages.INTERRUPTED,
+                blocks=summary_blocks(run_id, messages.INTERRUPTED, retry=True),
+            )
+        except (SlackApiError, aiohttp.ClientError, TimeoutError) as exc:
+            logger.info("status of run %d not updated: %s", run_id, exc)
+            return False
+        return True
 
     async def fail(
         self,

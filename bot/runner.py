@@ -120,14 +120,7 @@ class Runner:
 
     async def recover(self) -> int:
         """Mark runs a crash left unfinished as interrupted and tell their threads."""
-        runs = await self.store.mark_interrupted_runs()
-        for run in runs:
-            logger.info("run %d was left unfinished by a previous process: interrupted", run.id)
-            if run.thread_ts:
-                await self.poster.try_post(
-                    run.channel_id, messages.INTERRUPTED, thread_ts=run.thread_ts
-                )
-        return len(runs)
+        return await self.ends.recover()
 
     async def cancel(self, run_id: int, user_id: str) -> bool:
         """Stop a run in progress now (its sub-calls in flight are abandoned) and say so;
@@ -203,6 +196,7 @@ class Runner:
             streams=self.streams,
             wait_notice=self.wait_notice,
             tick=max(0.1, min(5.0, self.wait_notice / 2)),
+            on_status_posted=lambda ts: self.store.set_status_message(run_id, ts),
         )
         work = asyncio.create_task(
             self._queue_and_run(run_id, q, scope, earlier, presence), name=f"run-{run_id}"

@@ -124,7 +124,10 @@ async def test_a_crash_mid_run_loses_nothing_and_the_question_can_be_asked_again
     bot = await make_bot()  # the same database file
     [run] = await bot.store.list_runs()
     assert run.status == "interrupted" and run.finished_at is not None
-    assert slack.posts("C1", thread_ts=root["ts"])[-1] == messages.INTERRUPTED
+    # The dead run's status message now says so, with Retry: no new post in the thread.
+    [status] = slack.thread_view("C1", root["ts"])
+    assert status["text"] == messages.INTERRUPTED and "Retry" in status["seen"]
+    assert status["ts"] == run.status_ts
     # The iteration the thread reported was stored before the crash.
     [iteration] = await bot.store.list_iterations(run.id)
     assert iteration.iteration == 1 and iteration.code == "print(len(context))"

@@ -111,6 +111,7 @@ class Run(Base):
     scope_ts: Mapped[str | None] = mapped_column(String(32))
     # Who can fix a failure: "user:<what>" or "operator:<what>" (a key, a model, a scope).
     error_kind: Mapped[str | None] = mapped_column(String(64))
+    status_ts: Mapped[str | None] = mapped_column(String(32))  # the run's status message
 
 
 class Iteration(Base):

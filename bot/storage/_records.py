@@ -33,6 +33,7 @@ class RunRecord:
     scope: str | None = None
     scope_ts: str | None = None
     error_kind: str | None = None
+    status_ts: str | None = None
 
     @classmethod
     def from_row(cls, run: Run) -> RunRecord:
@@ -60,6 +61,7 @@ class RunRecord:
             scope=run.scope,
             scope_ts=run.scope_ts,
             error_kind=run.error_kind,
+            status_ts=run.status_ts,
         )
 
 

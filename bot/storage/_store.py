@@ -209,6 +209,13 @@ class Store:
                 run.finished_at = utc_now()
 
     @_uncancellable
+    async def set_status_message(self, run_id: int, ts: str) -> None:
+        """Remember the ts of the run's status message (its one live message in Slack)."""
+        async with self._writing() as session:
+            run = await self._get_run(session, run_id)
+            run.status_ts = ts
+
+    @_uncancellable
     async def add_context_source(
         self, run_id: int, *, kind: str, ref: str, items: int, chars: int
     ) -> None:

@@ -2,8 +2,9 @@
 
 A run records what it was asked over (`scope`: "channel" or "thread", and `scope_ts`, the
 thread's ts) so a follow-up in its thread reads the same, and an `error_kind` saying who can
-fix a failure ("operator:..." for a bad key, an unknown model or a missing scope). Feedback
-is one 👍 or 👎 per user per run.
+fix a failure ("operator:..." for a bad key, an unknown model or a missing scope), and the
+ts of its status message (so a restart can mark that message interrupted). Feedback is one
+👍 or 👎 per user per run.
 
 Revision ID: 0004
 Revises: 0001
@@ -26,6 +27,7 @@ def upgrade() -> None:
         batch.add_column(sa.Column("scope", sa.String(16), nullable=True))
         batch.add_column(sa.Column("scope_ts", sa.String(32), nullable=True))
         batch.add_column(sa.Column("error_kind", sa.String(64), nullable=True))
+        batch.add_column(sa.Column("status_ts", sa.String(32), nullable=True))
     op.create_index("ix_runs_channel_id_thread_ts", "runs", ["channel_id", "thread_ts"])
     op.create_table(
         "run_feedback",
@@ -46,6 +48,7 @@ def downgrade() -> None:
     op.drop_table("run_feedback")
     op.drop_index("ix_runs_channel_id_thread_ts", table_name="runs")
     with op.batch_alter_table("runs") as batch:
+        batch.drop_column("status_ts")
         batch.drop_column("error_kind")
         batch.drop_column("scope_ts")
         batch.drop_column("scope")
