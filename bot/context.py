@@ -54,6 +54,7 @@ class GatheredContext:
     first_ts: str | None = None
     last_ts: str | None = None
     left_out: list[str] = field(default_factory=list)  # limits that kept history out
+    cited: int = 0  # messages given a reference so far
 
     def summary(self) -> str:
         """ "397 messages, 1 Sep–30 Nov, 3 files; older history not read"."""
@@ -255,7 +256,8 @@ class ContextGatherer:
         bot: BotIdentity | None,
     ) -> str:
         """The message rendered with its reference, which is linked to its permalink."""
-        ref = f"m{len([k for k in gathered.links if k.startswith('m')]) + 1}"
+        gathered.cited += 1
+        ref = f"m{gathered.cited}"
         ts = str(message["ts"])
         gathered.links[ref] = message_link(
             bot.url if bot else None, channel_id, ts, message.get("thread_ts")
