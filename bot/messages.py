@@ -247,7 +247,7 @@ def status_reading(summary: str) -> str:
 
 
 def step_line(iteration: int, plan: str, detail: str) -> str:
-    plan = plan or "working"
+    plan = plan or "thinking…"
     return f"*Step {iteration}:* {plan}" + (f" — {detail}" if detail else "")
 
 
