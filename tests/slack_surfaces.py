@@ -102,6 +102,7 @@ class RunSurfaces(SlackWorkspace):
         self.views: list[dict[str, Any]] = []  # modals opened, in order
         self.uploads: dict[str, dict[str, Any]] = {}  # external uploads by file id
         self.admins: set[str] = set()
+        self.upload_url_base: str | None = None  # hand out upload URLs elsewhere (attacks)
 
     # -- what members see ------------------------------------------------------------------
 
@@ -231,7 +232,8 @@ class RunSurfaces(SlackWorkspace):
                 "length": int(params["length"]),
                 "content": None,
             }
-        return {"upload_url": f"{self.url}/upload/{file_id}", "file_id": file_id}
+        base = self.upload_url_base or f"{self.url}/upload"
+        return {"upload_url": f"{base}/{file_id}", "file_id": file_id}
 
     def receive_upload(self, file_id: str, content: bytes) -> bool:
         with self._lock:

@@ -208,3 +208,17 @@ async def test_an_answer_is_streamed_where_the_workspace_can(bot, slack, llm_ser
     assert answer["text"].startswith("At **10:00** [[m1]](https://test.slack.com/archives/C1/p")
     assert ":thumbsup:" in answer["seen"] and "run 1_" in answer["seen"]
     assert status["seen"].startswith(":white_check_mark: Answered in 1 step")
+
+
+async def test_the_trajectory_goes_only_to_an_upload_url_on_slack(bot, slack, llm_server):
+    slack.add_message("C1", "something to read", user="U2")
+    await bot.events.command("ask anything?")
+    await bot.settle()
+    [run] = await bot.store.list_runs()
+    # A loopback address on another port stands in for a host that is not Slack.
+    slack.upload_url_base = "http://127.0.0.1:9/upload"
+    await bot.events.action(block_action(blocks.TRAJECTORY, run.id, channel=None))
+    await bot.settle()
+    assert len(slack.calls_to("files.getUploadURLExternal")) == 1
+    assert slack.calls_to("files.completeUploadExternal") == []
+    assert [u["content"] for u in slack.uploads.values()] == [None]  # nothing was sent
