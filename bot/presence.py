@@ -189,9 +189,7 @@ class RunPresence:
         """Post the answer (streamed or whole, in parts), then collapse the status."""
         await self._end()
         parts = render.split_markdown(answer)
-        if len(parts) == 1 and await self._stream(parts[0], footer, links):
-            pass
-        else:
+        if len(parts) > 1 or not await self._stream(parts[0], footer, links):
             for i, part in enumerate(parts):
                 last = i == len(parts) - 1
                 await self._post_answer_part(part, footer if last else None, links)
