@@ -188,7 +188,7 @@ class RunPresence:
     ) -> None:
         """Post the answer (streamed or whole, in parts), then collapse the status."""
         await self._end()
-        parts = render.split_markdown(answer)
+        parts = render.split_markdown(answer) or [messages.EMPTY_ANSWER]
         if len(parts) > 1 or not await self._stream(parts[0], footer, links):
             for i, part in enumerate(parts):
                 last = i == len(parts) - 1
