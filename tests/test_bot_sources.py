@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import time
 
-from bot_harness import mention
+from bot_harness import file_shared, mention
 from slack_server import BOT_USER
 
 ASKED = "*<@U1> asked:*"
@@ -25,10 +25,12 @@ async def test_cited_references_become_permalinks_and_the_status_says_what_was_r
     first = slack.add_message("C1", "Standup is at 9:00.", user="U1")
     second = slack.add_message("C1", "Standup moved to 10:00.", user="U2")
     slack.add_file("F1", "notes.txt", b"standup notes", channel_id="C1", user="U2")
+    await bot.events.event(file_shared("C1", "F1", user="U2"))
+    await bot.settle()
     slack.add_message("C1", "no thread here", user="U2")
     llm_server.script_root(
-        "Reading the lines.\n```repl\nprint(context[0][:2000])\n```",
-        "FINAL(It is at 10:00 [m2], no longer 9:00 [m1]; see [m99].)",
+        "Reading the lines.\n```repl\nfor doc in context:\n    print(doc[:2000])\n```",
+        "FINAL(It is at 10:00 [m2], no longer 9:00 [m1]; see [m99] and [f1].)",
     )
     await bot.events.command("ask when is standup?")
     await bot.settle()
@@ -39,9 +41,11 @@ async def test_cited_references_become_permalinks_and_the_status_says_what_was_r
     assert f"[[m2]]({permalink('C1', second)})" in markdown
     assert f"[[m1]]({permalink('C1', first)})" in markdown
     assert "[m99]" in markdown  # a reference the context never had stays as written
+    assert "[[f1]](https://test.slack.com/files/U2/F1)" in markdown
     assert f"<{permalink('C1', second)}|[m2]>" in answer["text"]
     day = time.strftime("%-d %b", time.gmtime())
-    assert f"read 4 messages, {day}" in status["seen"]  # the file's share message counts
+    # The file's share message counts among the messages, and the file itself as a file.
+    assert f"read 4 messages, {day}, 1 file" in status["seen"]
 
     root_prompt = prompts_since(llm_server, 0, "root")
     assert "[m12] or [f2]" in root_prompt  # the model is told to cite
@@ -50,6 +54,7 @@ async def test_cited_references_become_permalinks_and_the_status_says_what_was_r
     )
     assert "[m1] [" in printed and "Alice: Standup is at 9:00." in printed
     assert "[m2] [" in printed and "bob: Standup moved to 10:00." in printed
+    assert "# File: notes.txt (shared by bob on " in printed and ") [f1]" in printed
 
 
 async def test_the_limits_that_left_history_out_are_said(make_bot, slack, llm_server):
