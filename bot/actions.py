@@ -174,8 +174,14 @@ class Controls:
         run = await self._run_for(click)
         if run is None:
             return
-        if run.status not in RETRYABLE or run.id in self._retried:
+        if run.status not in RETRYABLE:
             await self._tell(click, messages.RETRY_NOT_ALLOWED)
+            return
+        later = await self.store.thread_runs(run.team_id, run.channel_id, run.thread_ts or "")
+        if run.id in self._retried or any(
+            other.id > run.id and other.question == run.question for other in later
+        ):
+            await self._tell(click, messages.RETRY_DONE)
             return
         self._retried.add(run.id)
         await self.runner.ask(

@@ -295,6 +295,7 @@ CANCEL_NOT_ALLOWED = "Only the person who asked or a workspace admin can cancel 
 RUN_NOT_ACTIVE = "This run has already ended, so there is nothing to cancel."
 RUN_GONE = "I can't find that run any more: its record may have been deleted."
 RETRY_NOT_ALLOWED = "Only a failed or cancelled run can be retried."
+RETRY_DONE = "This run has already been retried: see the newer answer in this thread."
 FEEDBACK_THANKS = "Thanks for the feedback: it is stored with this run."
 
 

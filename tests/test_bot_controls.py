@@ -104,7 +104,8 @@ async def test_show_steps_opens_a_modal_and_posts_the_trajectory_file(bot, slack
     assert lines[0]["code"] == "print(len(context))"
 
 
-async def test_retry_runs_a_failed_question_again_in_its_thread_once(bot, slack, llm_server):
+async def test_retry_runs_a_failed_question_again_in_its_thread_once(make_bot, slack, llm_server):
+    bot = await make_bot()
     await bot.events.command("ask what is new?")  # an empty channel: the run fails
     await bot.settle()
     root = slack.message_with("C1", ASKED)
@@ -124,7 +125,15 @@ async def test_retry_runs_a_failed_question_again_in_its_thread_once(bot, slack,
     await bot.events.action(block_action(blocks.RETRY, failed.id, user="U1"))
     await bot.events.action(block_action(blocks.RETRY, second.id, user="U1"))
     await bot.settle()
-    assert slack.ephemerals("U1").count(messages.RETRY_NOT_ALLOWED) == 2
+    assert slack.ephemerals("U1") == [messages.RETRY_DONE, messages.RETRY_NOT_ALLOWED]
+    assert len(await bot.store.list_runs()) == 2
+
+    # After a restart (nothing remembered in memory) the run is still retried only once.
+    await bot.close()
+    bot = await make_bot()
+    await bot.events.action(block_action(blocks.RETRY, failed.id, user="U2"))
+    await bot.settle()
+    assert slack.ephemerals("U2") == [messages.RETRY_DONE]
     assert len(await bot.store.list_runs()) == 2
 
 

@@ -129,3 +129,21 @@ async def test_a_follow_up_in_a_thread_runs_thread_keeps_to_that_thread(bot, sla
     assert "# Earlier questions and answers in this thread: 1" in context
     assert "Unrelated chatter" not in context
     assert "Answered in" not in context and ":white_check_mark:" not in context
+
+
+def test_permalinks_are_built_as_slack_builds_them():
+    from datetime import UTC, datetime
+
+    from bot.context import file_link, message_link
+    from bot.storage import FileRecord
+
+    base = "https://acme.slack.com/"
+    assert message_link(base, "C1", "1700000000.123456", None) == (
+        "https://acme.slack.com/archives/C1/p1700000000123456"
+    )
+    assert message_link(base, "C1", "1700000001.000001", "1700000000.123456") == (
+        "https://acme.slack.com/archives/C1/p1700000001000001?thread_ts=1700000000.123456&cid=C1"
+    )
+    assert message_link(None, "C1", "1.000002", "1.000002").startswith("https://slack.com/")
+    record = FileRecord("F1", "C1", None, "a.txt", None, 1, "a", "U2", datetime.now(UTC))
+    assert file_link(base, record) == "https://acme.slack.com/files/U2/F1"
