@@ -3,8 +3,9 @@
 Runs the real app (HTTP on loopback, SQLite in a temporary directory) against the loopback
 Slack and LLM servers from tests/, sends questions as slash commands and mentions while
 earlier runs are still in flight, then prints the ack latency (p50, p99; Slack's deadline is
-3 s, the target p99 is under 100 ms) and each workspace's peak sub-calls in flight against
-its limit.
+3 s, the target p99 is under 100 ms), each workspace's peak sub-calls in flight against
+its limit, the Slack Web API calls per run by method, and the posts per channel per minute
+(with the production pacing of status edits and posts, unless --unpaced).
 
     .venv/bin/python benchmarks/bot_load.py [--questions 50] [--workspaces 5] [--limit 4]
 """
@@ -17,6 +18,7 @@ import statistics
 import sys
 import tempfile
 import time
+from collections import Counter
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
@@ -24,6 +26,17 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 from bot_harness import MAP_EVERY_LINE, BotHarness, harness_settings, mention
 from fake_llm import FakeLLMServer
 from slack_server import BOT_USER, SlackServer
+
+
+def peak_per_minute(times: list[float]) -> int:
+    """The most posts in any 60-second window."""
+    times = sorted(times)
+    best = start = 0
+    for end, at in enumerate(times):
+        while at - times[start] > 60:
+            start += 1
+        best = max(best, end - start + 1)
+    return best
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -48,6 +61,8 @@ async def run(args: argparse.Namespace) -> int:
                 database_url=f"sqlite+aiosqlite:///{Path(tmp) / 'bench.db'}",
                 rlm_max_parallel_calls=args.limit,
                 rlm_max_runs_per_workspace=args.runs_per_workspace,
+                rlm_progress_interval=0.0 if args.unpaced else 1.0,
+                rlm_status_edit_interval=0.0 if args.unpaced else 1.2,
             )
             bot = await BotHarness(settings, response_base=slack.url).start()
             assert bot.events is not None and bot.services is not None
@@ -79,6 +94,11 @@ async def run(args: argparse.Namespace) -> int:
                 peaks = {t: (limiters.get(t).peak, limiters.get(t).max_in_flight) for t in teams}
             finally:
                 await bot.close()
+        calls = Counter(c.method for c in slack.calls if c.status == 200 and c.error is None)
+        posts = [c for c in slack.calls_to("chat.postMessage") if c.error is None]
+        by_channel: dict[str, list[float]] = {}
+        for c in posts:
+            by_channel.setdefault(str(c.params.get("channel")), []).append(c.at)
 
     finished = sum(r.status == "finished" for r in runs)
     print(f"questions: {args.questions} across {args.workspaces} workspaces in {elapsed:.1f} s")
@@ -88,6 +108,16 @@ async def run(args: argparse.Namespace) -> int:
         f"p99 {percentile(acks, 0.99) * 1000:.1f} ms, max {max(acks) * 1000:.1f} ms "
         f"(target p99 < 100 ms; background tasks at ack: median "
         f"{statistics.median(in_flight_at_ack):.0f}, max {max(in_flight_at_ack)})"
+    )
+    per_run = ", ".join(
+        f"{method} {n / max(1, len(runs)):.1f}" for method, n in sorted(calls.items())
+    )
+    print(f"Slack API calls per run: {per_run}")
+    busiest = max((peak_per_minute(times) for times in by_channel.values()), default=0)
+    thread_posts = Counter(str(c.params["thread_ts"]) for c in posts if c.params.get("thread_ts"))
+    print(
+        f"posts per channel: peak {busiest} in any minute; "
+        f"most posts in one run's thread: {max(thread_posts.values(), default=0)}"
     )
     worst = 0
     for team, (peak, limit) in peaks.items():
@@ -107,6 +137,7 @@ def main() -> None:
     parser.add_argument("--runs-per-workspace", type=int, default=2)
     parser.add_argument("--sub-latency", type=float, default=0.05)
     parser.add_argument("--gap", type=float, default=0.02, help="seconds between questions")
+    parser.add_argument("--unpaced", action="store_true", help="no pacing of posts and edits")
     sys.exit(asyncio.run(run(parser.parse_args())))
 
 

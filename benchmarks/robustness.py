@@ -197,11 +197,11 @@ async def _outcomes(bot: BotHarness, slack: SlackServer, asked: int) -> dict[str
     if asked > len(runs):
         reasons.append(f"{asked - len(runs)} question(s) never became a run")
     for run in runs:
-        posts = slack.posts(run.channel_id, thread_ts=run.thread_ts)
+        posts = slack.thread_texts(run.channel_id, run.thread_ts) if run.thread_ts else []
         stored = [i.iteration for i in await bot.store.list_iterations(run.id)]
         problem = ""
-        if reported_steps(posts) != stored:
-            problem = f"reported steps {reported_steps(posts)} but stored {stored}"
+        if not set(reported_steps(slack, run)) <= set(stored):
+            problem = f"reported steps {reported_steps(slack, run)} but stored {stored}"
         elif run.status == "finished" and posts and posts[-1].endswith(f"run {run.id}_"):
             finished += 1
             continue

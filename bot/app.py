@@ -18,6 +18,7 @@ import aiohttp
 from slack_bolt.async_app import AsyncAck, AsyncApp, AsyncBoltContext
 
 from bot import messages
+from bot.actions import register_actions
 from bot.budgets import BudgetBook, Budgets
 from bot.config_command import config_reply
 from bot.config_modal import add_config_modal_listener
@@ -215,6 +216,8 @@ async def _build_services(
         pacer=ChannelPacer(settings.rlm_progress_interval),
         limiters=KeyedLimiter(settings.rlm_max_parallel_calls),
         slots=RunSlots(settings.rlm_max_runs_per_workspace),
+        edit_interval=settings.rlm_status_edit_interval,
+        wait_notice=settings.rlm_status_wait_notice,
     )
     uploads = Uploads(
         client=client,
@@ -427,6 +430,8 @@ def build_app(services: Services) -> AsyncApp:
     @app.event("message")
     async def on_message() -> None:
         """Other messages need only the ack: a mention also arrives as app_mention."""
+
+    register_actions(app, services)
 
     return app
 

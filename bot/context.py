@@ -1,8 +1,10 @@
 """Gathering what a question is asked over: a channel's history or a thread, plus their files.
 
 Messages are fetched with cursor pagination (bounded by a message count and an age), rendered
-oldest first as `[2026-11-26 14:03] Alice: text` with mentions and links made readable, and
-returned with each stored file's text as the engine's list-of-documents context.
+oldest first as `[m12] [2026-11-26 14:03] Alice: text` with mentions and links made readable,
+and returned with each stored file's text (headed `[f2]`) as the engine's list-of-documents
+context. The short references are what an answer cites; `GatheredContext.links` maps each to
+its permalink, and `left_out` says which limits kept history out.
 """
 
 from __future__ import annotations
@@ -18,11 +20,17 @@ from typing import Any
 from slack_sdk.errors import SlackApiError
 from slack_sdk.web.async_client import AsyncWebClient
 
+from bot import messages as texts
 from bot.scope_files import FileReading, ScopeFiles, file_refs
 from bot.slack_api import BotIdentity
-from bot.storage import FileRecord, Store
+from bot.storage import FileRecord, RunRecord, Store
 
 PAGE_SIZE = 200
+# Added to the question the root model sees, so an answer says what it rests on.
+CITE_INSTRUCTION = (
+    "\n\n(In your final answer, cite the messages and files you rely on by the references "
+    "they carry in the context, in square brackets, such as [m12] or [f2].)"
+)
 USER_CACHE_SECONDS = 3600.0
 SKIPPED_SUBTYPES = frozenset({"channel_join", "channel_leave", "group_join", "group_leave"})
 
@@ -48,8 +56,16 @@ class GatheredContext:
     files_over_cap: int = 0
     files_unreadable: list[str] = field(default_factory=list)
 
+    links: dict[str, str] = field(default_factory=dict)  # "m12" / "f2" → permalink
+    first_ts: str | None = None
+    last_ts: str | None = None
+    left_out: list[str] = field(default_factory=list)  # limits that kept history out
+    cited: int = 0  # messages given a reference so far
+    files_cited: int = 0  # files given a reference so far
+
     def extend(self, other: GatheredContext) -> None:
-        """Add `other`'s documents and counts after this one's."""
+        """Add `other`'s documents and counts after this one's; `other` was gathered with
+        `after=self`, so its references continue this one's."""
         self.documents += other.documents
         self.sources += other.sources
         self.messages += other.messages
@@ -57,6 +73,29 @@ class GatheredContext:
         self.files_not_text += other.files_not_text
         self.files_over_cap += other.files_over_cap
         self.files_unreadable += other.files_unreadable
+        self.links.update(other.links)
+        self.left_out += other.left_out
+        self.cited, self.files_cited = other.cited, other.files_cited
+        for ts in (other.first_ts, other.last_ts):
+            if ts is not None and (self.first_ts is None or float(ts) < float(self.first_ts)):
+                self.first_ts = ts
+            if ts is not None and (self.last_ts is None or float(ts) > float(self.last_ts)):
+                self.last_ts = ts
+
+    def summary(self) -> str:
+        """ "397 messages, 1 Sep–30 Nov, 3 files; older history not read"."""
+        files_left_out = texts.files_left_out(
+            not_text=self.files_not_text,
+            over_cap=self.files_over_cap,
+            unreadable=self.files_unreadable,
+        )
+        return texts.read_summary(
+            self.messages,
+            _day(self.first_ts) if self.first_ts else None,
+            _day(self.last_ts) if self.last_ts else None,
+            self.files,
+            self.left_out + ([files_left_out] if files_left_out else []),
+        )
 
     @property
     def chars(self) -> int:
@@ -98,6 +137,26 @@ def format_ts(ts: str) -> str:
     return datetime.fromtimestamp(float(ts), tz=UTC).strftime("%Y-%m-%d %H:%M")
 
 
+def _day(ts: str) -> str:
+    day = datetime.fromtimestamp(float(ts), tz=UTC)
+    return f"{day.day} {day.strftime('%b')}"
+
+
+def message_link(base: str | None, channel_id: str, ts: str, thread_ts: str | None) -> str:
+    """A message's permalink, built as Slack builds them (no API call per citation)."""
+    root = (base or "https://slack.com/").rstrip("/") + "/"
+    link = f"{root}archives/{channel_id}/p{ts.replace('.', '')}"
+    if thread_ts and thread_ts != ts:
+        link += f"?thread_ts={thread_ts}&cid={channel_id}"
+    return link
+
+
+def file_link(base: str | None, file: FileRecord) -> str:
+    root = (base or "https://slack.com/").rstrip("/") + "/"
+    owner = f"{file.user_id}/" if file.user_id else ""
+    return f"{root}files/{owner}{file.file_id}"
+
+
 class ContextGatherer:
     def __init__(
         self,
@@ -134,7 +193,9 @@ class ContextGatherer:
         skip = tuple(exclude_ts)
         gathered = await self._channel(team_id, channel_id, bot=bot, exclude_ts=skip)
         if pane is not None:
-            conversation = await self.thread(team_id, *pane, exclude_ts=skip)
+            conversation = await self.thread(
+                team_id, *pane, exclude_ts=skip, bot=bot, after=gathered
+            )
             if conversation.messages > 1:  # more than the pane's opening message
                 gathered.extend(conversation)
         return gathered
@@ -145,11 +206,13 @@ class ContextGatherer:
         skip = set(exclude_ts)
         oldest = time.time() - self.history_days * 86400 if self.history_days else 0
         budget = self.history_messages
+        capped = False
         roots: list[dict[str, Any]] = []
         async for message in self._pages(
             self.client.conversations_history, channel=channel_id, oldest=f"{oldest:.6f}"
         ):
             if budget <= 0:
+                capped = True
                 break
             if _keep(message, bot, skip):
                 roots.append(message)
@@ -157,7 +220,8 @@ class ContextGatherer:
         # Replies: newest threads first, while the message budget lasts.
         replies: dict[str, list[dict[str, Any]]] = {}
         for root in roots:
-            if budget <= 0:
+            if int(root.get("reply_count") or 0) and budget <= 0:
+                capped = True
                 break
             if int(root.get("reply_count") or 0) == 0:
                 continue
@@ -167,19 +231,24 @@ class ContextGatherer:
             ):
                 if reply["ts"] == root["ts"] or not _keep(reply, bot, skip):
                     continue
+                if budget <= 0:
+                    capped = True
+                    break
                 kept.append(reply)
                 budget -= 1
-                if budget <= 0:
-                    break
             replies[root["ts"]] = kept
         roots.reverse()
+        gathered = GatheredContext()
         lines = []
         for root in roots:
-            lines.append(await self.render(root))
+            lines.append(await self._cite(gathered, root, channel_id, bot))
             for reply in replies.get(root["ts"], []):
-                lines.append("    ↳ " + await self.render(reply))
+                lines.append("    ↳ " + await self._cite(gathered, reply, channel_id, bot))
         count = len(roots) + sum(len(r) for r in replies.values())
-        gathered = GatheredContext()
+        if capped:
+            gathered.left_out.append(texts.left_out_capped(self.history_messages))
+        elif self.history_days and await self._older_exists(channel_id, oldest):
+            gathered.left_out.append(texts.left_out_older(self.history_days))
         if count:
             name = await self._channel_name(channel_id)
             span = f"{format_ts(roots[0]['ts'])} to {format_ts(roots[-1]['ts'])}"
@@ -188,7 +257,7 @@ class ContextGatherer:
             gathered.messages = count
         read = roots + [reply for thread in replies.values() for reply in thread]
         kept_files = await self.store.channel_files(team_id, channel_id)
-        await self._add_scope_files(gathered, team_id, channel_id, read, kept_files)
+        await self._add_scope_files(gathered, team_id, channel_id, read, kept_files, bot)
         return gathered
 
     async def thread(
@@ -198,30 +267,78 @@ class ContextGatherer:
         thread_ts: str,
         *,
         exclude_ts: Iterable[str] = (),
+        bot: BotIdentity | None = None,
+        skip_bot: bool = False,
+        after: GatheredContext | None = None,
     ) -> GatheredContext:
         """A thread's messages, oldest first, and the files shared in it.
 
-        The bot's own replies stay in: in a run's thread, the earlier answer is what a
-        follow-up question is about.
+        The bot's own replies stay in unless `skip_bot` (a follow-up reads the earlier
+        answers from the store instead, without the status lines). With `after`, the
+        references continue its own, so the two can be joined (`GatheredContext.extend`).
         """
         skip = set(exclude_ts)
-        kept = []
+        kept: list[dict[str, Any]] = []
+        gathered = GatheredContext()
+        if after is not None:
+            gathered.cited, gathered.files_cited = after.cited, after.files_cited
         async for message in self._pages(
             self.client.conversations_replies, channel=channel_id, ts=thread_ts
         ):
-            if _keep(message, None, skip):
+            if len(kept) >= self.history_messages:
+                gathered.left_out.append(texts.left_out_capped(self.history_messages))
+                break
+            if _keep(message, bot if skip_bot else None, skip):
                 kept.append(message)
-                if len(kept) >= self.history_messages:
-                    break
-        gathered = GatheredContext()
         if kept:
-            lines = [await self.render(m) for m in kept]
+            lines = [await self._cite(gathered, m, channel_id, bot) for m in kept]
             header = f"# Slack thread: {len(kept)} messages (times UTC)\n\n"
             self._add(gathered, "thread", thread_ts, len(kept), header + "\n".join(lines))
             gathered.messages = len(kept)
         files = await self.store.thread_files(team_id, channel_id, thread_ts)
-        await self._add_scope_files(gathered, team_id, channel_id, kept, files)
+        await self._add_scope_files(gathered, team_id, channel_id, kept, files, bot)
         return gathered
+
+    def add_earlier_answers(self, gathered: GatheredContext, runs: list[RunRecord]) -> None:
+        """A follow-up's context: the thread's earlier questions and answers, as a document."""
+        done = [run for run in runs if run.answer]
+        if not done:
+            return
+        parts = [f"Q (asked {format_ts(f'{r.created_at.timestamp():.6f}')}): {r.question}\n"
+                 f"A: {r.answer}" for r in done]  # fmt: skip
+        header = f"# Earlier questions and answers in this thread: {len(done)}\n\n"
+        self._add(gathered, "earlier_answers", str(done[0].id), len(done),
+                  header + "\n\n".join(parts))  # fmt: skip
+
+    async def _cite(
+        self,
+        gathered: GatheredContext,
+        message: dict[str, Any],
+        channel_id: str,
+        bot: BotIdentity | None,
+    ) -> str:
+        """The message rendered with its reference, which is linked to its permalink."""
+        gathered.cited += 1
+        ref = f"m{gathered.cited}"
+        ts = str(message["ts"])
+        gathered.links[ref] = message_link(
+            bot.url if bot else None, channel_id, ts, message.get("thread_ts")
+        )
+        if gathered.first_ts is None or float(ts) < float(gathered.first_ts):
+            gathered.first_ts = ts
+        if gathered.last_ts is None or float(ts) > float(gathered.last_ts):
+            gathered.last_ts = ts
+        return f"[{ref}] " + await self.render(message)
+
+    async def _older_exists(self, channel_id: str, oldest: float) -> bool:
+        """Whether the channel has messages older than the age limit (one small request)."""
+        try:
+            reply = await self.client.conversations_history(
+                channel=channel_id, latest=f"{oldest:.6f}", limit=1
+            )
+        except SlackApiError:
+            return False
+        return bool(reply.get("messages"))
 
     async def render(self, message: dict[str, Any]) -> str:
         author = await self._author(message)
@@ -271,25 +388,31 @@ class ContextGatherer:
         channel_id: str,
         read: list[dict[str, Any]],
         kept: list[FileRecord],
+        bot: BotIdentity | None,
     ) -> None:
         """The files of the messages read (on demand) and those kept for the scope."""
         if self.scope_files is None:
-            await self._add_files(gathered, kept)
+            await self._add_files(gathered, kept, bot)
             return
         reading: FileReading = await self.scope_files.read(
             team_id, channel_id, file_refs(read), kept
         )
         # Oldest first, as the messages are.
-        await self._add_files(gathered, sorted(reading.records, key=lambda r: r.created_at))
+        await self._add_files(gathered, sorted(reading.records, key=lambda r: r.created_at), bot)
         gathered.files_not_text = reading.not_text
         gathered.files_over_cap = reading.over_cap
         gathered.files_unreadable = reading.unreadable
 
-    async def _add_files(self, gathered: GatheredContext, files: list[FileRecord]) -> None:
+    async def _add_files(
+        self, gathered: GatheredContext, files: list[FileRecord], bot: BotIdentity | None
+    ) -> None:
         for record in files:
             who = await self.users.name(record.user_id) if record.user_id else "someone"
             when = record.created_at.strftime("%Y-%m-%d") if record.created_at else "?"
-            header = f"# File: {record.name} (shared by {who} on {when})\n\n"
+            gathered.files_cited += 1
+            ref = f"f{gathered.files_cited}"
+            gathered.links[ref] = file_link(bot.url if bot else None, record)
+            header = f"# File: {record.name} (shared by {who} on {when}) [{ref}]\n\n"
             self._add(gathered, "file", record.file_id, 1, header + record.text)
             gathered.files += 1
 

@@ -44,13 +44,6 @@ def queued(ahead: int, limit: int) -> str:
     )
 
 
-def reading(messages: int, files: int, chars: int) -> str:
-    parts = [f"{messages:,} message{'s' if messages != 1 else ''}"] if messages else []
-    if files:
-        parts.append(f"{files:,} file{'s' if files != 1 else ''}")
-    return f":books: Reading {' and '.join(parts)} ({chars:,} characters)…"
-
-
 def files_left_out(*, not_text: int, over_cap: int, unreadable: list[str]) -> str:
     """What a question did not read of its scope's files ("" when it read them all)."""
     parts = []
@@ -71,28 +64,6 @@ EMPTY_THREAD = (
     "There is nothing in this thread for me to read yet: add messages or files, "
     "or mention me at the top level to use the whole channel."
 )
-
-
-def iteration_done(
-    iteration: int, code_blocks: int, first_line: str, subcalls: int, seconds: float
-) -> str:
-    if code_blocks:
-        blocks = f"ran {code_blocks} code block{'s' if code_blocks != 1 else ''}"
-        if first_line:
-            blocks += f" (`{first_line}`)"
-    else:
-        blocks = "thought it over (no code)"
-    calls = f", {subcalls} sub-call{'s' if subcalls != 1 else ''}" if subcalls else ""
-    return f"Step {iteration}: {blocks}{calls} — {seconds:.1f} s"
-
-
-def code_failed(iteration: int) -> str:
-    return f"Step {iteration}: the code raised an error; the model sees it and tries again."
-
-
-def map_progress(iteration: int, done: int, total: int, failed: int) -> str:
-    failures = f", {failed} failed" if failed else ""
-    return f"Step {iteration}: {done}/{total} sub-calls done{failures}…"
 
 
 def answer_footer(
@@ -192,20 +163,6 @@ def usage_report(
     )
 
 
-def provider_failed(detail: str) -> str:
-    return (
-        f":warning: The model provider failed, so this run stopped ({detail}). "
-        "Try again in a few minutes."
-    )
-
-
-def run_crashed(run_id: int) -> str:
-    return (
-        f":warning: Something went wrong on my side and run {run_id} stopped: try again, and "
-        "tell the app's admin if it keeps happening."
-    )
-
-
 INTERRUPTED = (
     ":warning: This run was interrupted because the app restarted: ask again to start over."
 )
@@ -264,3 +221,143 @@ def file_host_refused(name: str, host: str) -> str:
         f"I didn't download *{name}*: its address is on `{host}`, not Slack, and I only send "
         "the bot token to Slack."
     )
+
+
+# -- a run's live status, its summary and its controls -----------------------------------------
+
+WORKING = ":hourglass_flowing_sand: *Working on it*"
+STARTING = ":hourglass_flowing_sand: Starting…"
+NOTHING_READ = "nothing read yet"
+
+
+def left_out_capped(limit: int) -> str:
+    return f"only the newest {limit:,} messages read (`RLM_HISTORY_MESSAGES`)"
+
+
+def left_out_older(days: int) -> str:
+    return f"history older than {days:,} days not read (`RLM_HISTORY_DAYS`)"
+
+
+def read_summary(
+    messages: int, first: str | None, last: str | None, files: int, left_out: list[str]
+) -> str:
+    """ "397 messages, 1 Sep–30 Nov, 3 files; older history not read"."""
+    parts = []
+    if messages:
+        span = f", {first}–{last}" if first and last and first != last else ""
+        span = span or (f", {first}" if first else "")
+        parts.append(f"{messages:,} message{'s' if messages != 1 else ''}{span}")
+    if files:
+        parts.append(f"{files:,} file{'s' if files != 1 else ''}")
+    text = ", ".join(parts) or NOTHING_READ
+    return text + ("; " + "; ".join(left_out) if left_out else "")
+
+
+def status_reading(summary: str) -> str:
+    return f":books: Read {summary}"
+
+
+def step_line(iteration: int, plan: str, detail: str) -> str:
+    plan = plan or "thinking…"
+    return f"*Step {iteration}:* {plan}" + (f" — {detail}" if detail else "")
+
+
+def map_failures(failed: int) -> str:
+    return f"{failed:,} failed"
+
+
+_BUDGET_SETTINGS = {
+    "max_subcalls": "the run's sub-call budget (`RLM_MAX_SUBCALLS`)",
+    "max_tokens": "the run's token budget (`RLM_MAX_RUN_TOKENS`)",
+    "max_seconds": "the run's time budget (`RLM_MAX_RUN_SECONDS`)",
+}
+
+
+def budget_name(limit: str) -> str:
+    return _BUDGET_SETTINGS.get(limit, f"the run's {limit} budget")
+
+
+def map_refused(refused: int, limit: str) -> str:
+    return f"{refused:,} skipped: {budget_name(limit)} is used up"
+
+
+def code_error() -> str:
+    return "the code raised an error; the model sees it and tries again"
+
+
+def waiting_for_model(seconds: float) -> str:
+    return f":hourglass: still waiting for the model ({seconds:.0f} s)"
+
+
+def summary_finished(
+    *, iterations: int, subcalls: int, seconds: float, read: str, stopped_by: str | None
+) -> str:
+    steps = f"{iterations} step{'s' if iterations != 1 else ''}"
+    calls = f", {subcalls:,} sub-call{'s' if subcalls != 1 else ''}" if subcalls else ""
+    stop = f"; stopped by {budget_name(stopped_by)}" if stopped_by else ""
+    return f":white_check_mark: Answered in {steps}{calls}, {seconds:.1f} s · read {read}{stop}"
+
+
+def cancelled(user_id: str, seconds: float) -> str:
+    return f":no_entry_sign: Cancelled by <@{user_id}> after {seconds:.1f} s."
+
+
+CANCEL_NOT_ALLOWED = "Only the person who asked or a workspace admin can cancel this run."
+RUN_NOT_ACTIVE = "This run has already ended, so there is nothing to cancel."
+RUN_GONE = "I can't find that run any more: its record may have been deleted."
+RETRY_NOT_ALLOWED = "Only a failed or cancelled run can be retried."
+RETRY_DONE = "This run has already been retried: see the newer answer in this thread."
+FEEDBACK_THANKS = "Thanks for the feedback: it is stored with this run."
+
+
+# Buttons and the Show steps modal.
+BUTTON_CANCEL = "Cancel"
+BUTTON_RETRY = "Retry"
+BUTTON_SHOW_STEPS = "Show steps"
+BUTTON_TRAJECTORY = "Post the full trajectory (JSON Lines)"
+BUTTON_CLOSE = "Close"
+NO_PLAN = "(no plan stated)"
+NO_STEPS = "This run has no recorded steps."
+OUTPUT_LABEL = "Output:"
+
+
+def more_steps(count: int) -> str:
+    return f"{count} more steps are in the file."
+
+
+def steps_title(run_id: int) -> str:
+    return f"Run {run_id}: steps"[:24]
+
+
+def trajectory_comment(run_id: int) -> str:
+    return f"The full trajectory of run {run_id}, one JSON object per step."
+
+
+# Failures, told to users in one sentence; the operator's fix goes to the log (and App Home).
+
+PROVIDER_DOWN = (
+    ":warning: The model provider didn't answer, so this run stopped: press Retry to try again."
+)
+SETUP_PROBLEM = (
+    ":warning: I can't use my model right now because of a setup problem; "
+    "the app's admin has been told."
+)
+MISSING_SCOPE_FOR_USER = (
+    ":warning: The app is missing a Slack permission it needs; the app's admin has been told."
+)
+CRASHED = ":warning: Something went wrong on my side and this run stopped: press Retry."
+
+# For the log and App Home: what only an operator can fix, and how.
+OPERATOR_FIXES = {
+    "operator:provider_auth": (
+        "the model provider refused the API key: set a valid key (OPENAI_API_KEY, "
+        "ANTHROPIC_API_KEY or GEMINI_API_KEY) and restart the app"
+    ),
+    "operator:unknown_model": (
+        "the model provider does not know the model: check RLM_ROOT_MODEL and RLM_SUB_MODEL"
+    ),
+    "operator:missing_scope": (
+        "the Slack app lacks a permission: add the scope named in the log to manifest.yml's "
+        "bot scopes and reinstall the app"
+    ),
+}

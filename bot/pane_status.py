@@ -1,56 +1,60 @@
-"""A run's progress as the assistant pane's status line instead of thread replies.
+"""A run's presence in the assistant pane: the thread's status line instead of a message.
 
-`PaneStatus` is a `ProgressReporter` whose notes become `assistant.threads.setStatus` calls
-("rlm is thinking (step 2)…"), paced and coalesced like replies, so a run in the pane posts
-only its answer (and any notice of why it could not answer). The status is cleared once
-something is posted.
+`PanePresence` is a `RunPresence` whose live status becomes `assistant.threads.setStatus`
+calls ("rlm is thinking (step 2)…", "rlm is reading in parts (312/500)…"), paced like the
+status edits. The pane thread then gets only the answer; a run that ends without one posts
+its one-sentence summary (with Retry) instead, and the status line is cleared.
 """
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
 
 import aiohttp
 from slack_sdk.errors import SlackApiError
 
+from bot import blocks
 from bot import surface_messages as text
-from bot.progress import ProgressReporter
-from rlm import Event, IterationStarted, SubcallProgress
+from bot.presence import RunPresence
 
 logger = logging.getLogger("bot.pane_status")
 
-_STATUS_KEY = "status"
+_FAILURES = (SlackApiError, aiohttp.ClientError, TimeoutError)
 
 
-class PaneStatus(ProgressReporter):
-    """Progress shown as the pane thread's status; messages only for what must be said."""
+class PanePresence(RunPresence):
+    """Progress as the pane thread's status; messages only for the answer or why none."""
 
-    def note(self, key: str, line: str) -> None:
-        if key == "reading":
-            line = text.PANE_STATUS_THINKING
-        super().note(_STATUS_KEY, text.pane_status(line))
+    _answering = False
 
-    def on_event(self, event: Event) -> None:
-        if isinstance(event, IterationStarted):
-            self.note(_STATUS_KEY, text.pane_step(event.iteration))
-        elif isinstance(event, SubcallProgress) and event.total > 1:
-            self.note(_STATUS_KEY, text.pane_mapping(event.done, event.total))
+    def pane_line(self) -> str:
+        steps = sorted(self._steps.values(), key=lambda s: s.iteration)
+        if not steps:
+            return text.PANE_STATUS_THINKING
+        latest = steps[-1]
+        if latest.map_total > 1 and latest.map_done < latest.map_total:
+            return text.pane_mapping(latest.map_done, latest.map_total)
+        return text.pane_step(latest.iteration)
 
-    async def _flush(self) -> None:
-        while self._pending:
-            await self.pacer.turn(self.channel)
-            status = list(self._pending.values())[-1]
-            self._pending.clear()
-            await self.set_status(status)
+    async def answered(
+        self, *, answer: str, footer: str, links: Mapping[str, str], summary: str
+    ) -> None:
+        self._answering = True
+        await super().answered(answer=answer, footer=footer, links=links, summary=summary)
 
-    async def say(self, text_: str) -> None:
-        await super().say(text_)
+    async def _show(self) -> None:
+        await self.set_status(text.pane_status(self.pane_line()))
+
+    async def _collapse(self, summary: list[blocks.Block], text_: str) -> None:
+        if not self._answering:  # no answer: say why, in one message with Retry
+            await super()._put(summary, text_)
         await self.set_status("")  # Slack clears it on a reply; say so for other clients
 
     async def set_status(self, status: str) -> None:
         try:
-            await self.poster.client.assistant_threads_setStatus(
+            await self.client.assistant_threads_setStatus(
                 channel_id=self.channel, thread_ts=self.thread_ts, status=status
             )
-        except (SlackApiError, aiohttp.ClientError, TimeoutError) as exc:
+        except _FAILURES as exc:
             logger.info("could not set the pane status in %s: %s", self.channel, exc)

@@ -1,10 +1,11 @@
-"""Running one question: queue per workspace, gather context, run the engine, report, store.
+"""Running one question: queue per workspace, gather context, run the engine, record.
 
 Each workspace (`team_id`) has one sub-call limiter shared by all its runs, and a cap on runs
-at once; a run beyond the cap waits its turn and says so in its thread. A run is capped by the
-per-run budgets and what is left of its workspace's daily tokens; one a budget stops answers
-with the best it has and says which limit stopped it. Every iteration is stored as it
-finishes; every way a run can end is stored and told in its thread.
+at once; a run beyond the cap waits its turn. A run is capped by the per-run budgets and what
+is left of its workspace's daily tokens; one a budget stops answers with the best it has and
+says which limit stopped it. The runner gathers, thinks and records; everything the run shows
+in Slack goes through its `RunPresence` (bot/presence.py). A run in progress can be cancelled
+(`Runner.cancel`), and a question in a run's thread keeps that run's scope.
 """
 
 from __future__ import annotations
@@ -18,13 +19,15 @@ from slack_sdk.errors import SlackApiError
 
 from bot import messages
 from bot.budgets import BudgetBook, RunCaps
-from bot.context import ContextGatherer, GatheredContext
-from bot.pane_status import PaneStatus
+from bot.context import CITE_INSTRUCTION, ContextGatherer, GatheredContext
+from bot.pane_status import PanePresence
+from bot.presence import RunPresence, StreamSupport
 from bot.problems import record_operator_problem
-from bot.progress import ChannelPacer, ProgressReporter
-from bot.slack_api import SlackPoster, explain
+from bot.progress import ChannelPacer
+from bot.run_ends import RunEnds, Totals, clip, describe, provider_failure, tell_operator
+from bot.slack_api import SlackPoster, error_code, explain
 from bot.slots import RunSlots
-from bot.storage import Store
+from bot.storage import RunRecord, Store
 from rlm import (
     RLM,
     Event,
@@ -38,7 +41,6 @@ from rlm import (
 
 logger = logging.getLogger("bot.runner")
 
-INTERRUPT_NOTICE_SECONDS = 5.0
 # Past its time budget the engine still asks the root model for a best answer; a run not
 # ended one provider timeout plus this slack (at most the budget itself) later is stopped.
 DEADLINE_SLACK_SECONDS = 5.0
@@ -59,10 +61,11 @@ class Question:
     # Messages to leave out of the context (the mention itself).
     exclude_ts: tuple[str, ...] = ()
     response_url: str | None = None
+    retry_of: int | None = None  # the run a Retry button repeats
     # The channel to read when it is not the one answered in (the assistant pane's viewed
     # channel, checked by the caller); None: `channel_id`.
     context_channel_id: str | None = None
-    # How progress shows: thread replies, or the assistant pane's status line.
+    # How progress shows: one status message in the thread, or the pane's status line.
     progress: Literal["replies", "pane"] = "replies"
 
 
@@ -80,27 +83,13 @@ class EngineConfig:
 
 
 @dataclass
-class _Totals:
-    iterations: int = 0
-    subcalls: int = 0
-    input_tokens: int = 0
-    output_tokens: int = 0
-    seconds: float = 0.0
-    stopped_by: str | None = None
-    finished: RunFinished | None = field(default=None, repr=False)
+class _Active:
+    """A run in progress: its work, its presence, who may cancel it."""
 
-    def add(self, event: IterationFinished) -> None:
-        self.iterations = max(self.iterations, event.iteration)
-        self.subcalls += event.subcalls
-        self.input_tokens += event.input_tokens
-        self.output_tokens += event.output_tokens
-        self.seconds += event.seconds
-
-    def end(self, event: RunFinished) -> None:
-        self.finished = event
-        self.iterations, self.subcalls = event.iterations, event.subcalls
-        self.input_tokens, self.output_tokens = event.input_tokens, event.output_tokens
-        self.seconds, self.stopped_by = event.seconds, event.stopped_by
+    task: asyncio.Task[None]
+    presence: RunPresence
+    asker: str
+    cancelled_by: str | None = None
 
 
 class Runner:
@@ -115,7 +104,12 @@ class Runner:
         pacer: ChannelPacer,
         limiters: KeyedLimiter,
         slots: RunSlots,
+        edit_interval: float = 1.2,
+        wait_notice: float = 10.0,
     ) -> None:
+        """`edit_interval`: least seconds between edits of a status message, and of any
+        status message in one workspace; `wait_notice`: the model's silence, in seconds,
+        after which the status says it is waiting."""
         self.engine = engine
         self.budget = budget
         self.store = store
@@ -124,17 +118,28 @@ class Runner:
         self.pacer = pacer
         self.limiters = limiters
         self.slots = slots
+        self.edit_interval = edit_interval
+        self.wait_notice = wait_notice
+        self.edit_pacer = ChannelPacer(edit_interval)  # keyed by workspace
+        self.streams = StreamSupport()
+        self.active: dict[int, _Active] = {}
+        self.ends = RunEnds(store=store, poster=poster)
 
     async def recover(self) -> int:
         """Mark runs a crash left unfinished as interrupted and tell their threads."""
-        runs = await self.store.mark_interrupted_runs()
-        for run in runs:
-            logger.info("run %d was left unfinished by a previous process: interrupted", run.id)
-            if run.thread_ts:
-                await self.poster.try_post(
-                    run.channel_id, messages.INTERRUPTED, thread_ts=run.thread_ts
-                )
-        return len(runs)
+        return await self.ends.recover()
+
+    async def cancel(self, run_id: int, user_id: str) -> bool:
+        """Stop a run in progress now (its sub-calls in flight are abandoned) and say so;
+        False if it is not running in this process or has already ended."""
+        entry = self.active.get(run_id)
+        if entry is None or entry.cancelled_by is not None or entry.presence.ended:
+            return False
+        entry.cancelled_by = user_id
+        entry.task.cancel()
+        await entry.presence.cancelled(user_id)
+        logger.info("run %d cancelled by %s", run_id, user_id)
+        return True
 
     async def ask(self, question: Question) -> int | None:
         """Run `question` to the end; returns the run id (None if no run was started)."""
@@ -162,6 +167,9 @@ class Runner:
                     response_url=q.response_url,
                 )
                 return None
+        # A question in a run's thread keeps that run's scope and reads its earlier answers.
+        earlier = await self.store.thread_runs(q.team_id, q.channel_id, thread_ts)
+        scope = (earlier[0].scope if earlier else None) or q.scope
         run_id = await self.store.create_run(
             team_id=q.team_id,
             channel_id=q.channel_id,
@@ -171,78 +179,138 @@ class Runner:
             root_model=self.engine.root_model,
             sub_model=self.engine.sub_model,
             trigger=q.trigger,
+            scope=scope,
+            scope_ts=thread_ts if scope == "thread" else None,
         )
-        logger.info("run %d queued in %s/%s (%s)", run_id, q.team_id, q.channel_id, q.trigger)
-        reporter = (PaneStatus if q.progress == "pane" else ProgressReporter)(
-            poster=self.poster, pacer=self.pacer, channel=q.channel_id, thread_ts=thread_ts
+        logger.info(
+            "run %d queued in %s/%s (%s%s)",
+            run_id,
+            q.team_id,
+            q.channel_id,
+            q.trigger,
+            f", retry of run {q.retry_of}" if q.retry_of else "",
         )
-
-        async def say_queued(ahead: int) -> None:
-            await reporter.say(messages.queued(ahead, self.slots.limit))
-
+        kind = PanePresence if q.progress == "pane" else RunPresence
+        presence = kind(
+            client=self.poster.client,
+            pacer=self.pacer,
+            edit_pacer=self.edit_pacer,
+            channel=q.channel_id,
+            thread_ts=thread_ts,
+            run_id=run_id,
+            team_id=q.team_id,
+            asker=q.user_id,
+            edit_interval=self.edit_interval,
+            streams=self.streams,
+            wait_notice=self.wait_notice,
+            tick=max(0.1, min(5.0, self.wait_notice / 2)),
+            on_status_posted=lambda ts: self.store.set_status_message(run_id, ts),
+        )
+        work = asyncio.create_task(
+            self._queue_and_run(run_id, q, scope, earlier, presence), name=f"run-{run_id}"
+        )
+        entry = self.active[run_id] = _Active(work, presence, q.user_id)
         try:
-            async with self.slots.turn(q.team_id, say_queued):
-                await self.store.set_run_status(run_id, "running")
-                await self._run(run_id, q, reporter)
+            await work
         except asyncio.CancelledError:
-            reporter.cancel()
-            await asyncio.shield(self._interrupted(run_id, q.channel_id, thread_ts))
-            raise
+            me = asyncio.current_task()
+            if entry.cancelled_by is None or (me is not None and me.cancelling()):
+                work.cancel()
+                await presence.close()
+                await asyncio.shield(self.ends.interrupted(run_id, presence.failed))
+                raise
+            await self.ends.fail(
+                run_id,
+                f"cancelled by {entry.cancelled_by}",
+                status="stopped",
+                error_kind="user:cancelled",
+            )
         except Exception as exc:  # anything unforeseen still ends the run, told and stored
             logger.exception("run %d failed", run_id)
-            await reporter.say(messages.run_crashed(run_id))
+            await presence.failed(messages.CRASHED)
             try:
-                await self._fail(run_id, _describe(exc))
+                await self.ends.fail(run_id, describe(exc), error_kind="internal")
             except Exception:
                 logger.exception("could not mark run %d failed", run_id)
+        finally:
+            self.active.pop(run_id, None)
         return run_id
 
-    async def _run(self, run_id: int, q: Question, reporter: ProgressReporter) -> None:
+    async def _queue_and_run(
+        self,
+        run_id: int,
+        q: Question,
+        scope: str,
+        earlier: list[RunRecord],
+        presence: RunPresence,
+    ) -> None:
+        async def say_queued(ahead: int) -> None:
+            await presence.queued(ahead, self.slots.limit)
+
+        async with self.slots.turn(q.team_id, say_queued):
+            await self.store.set_run_status(run_id, "running")
+            await self._run(run_id, q, scope, earlier, presence)
+
+    async def _run(
+        self,
+        run_id: int,
+        q: Question,
+        scope: str,
+        earlier: list[RunRecord],
+        presence: RunPresence,
+    ) -> None:
         try:
-            gathered = await self._gather(q, reporter.thread_ts)
+            gathered = await self._gather(q, scope, presence.thread_ts, follow_up=bool(earlier))
         except SlackApiError as exc:
             await record_operator_problem(self.store, q.team_id, exc)
-            why = explain("conversations.history", exc)
-            await reporter.say(messages.cannot_read_context(why))
-            await self.poster.tell_user(q.channel_id, q.user_id, why, response_url=q.response_url)
-            await self._fail(run_id, f"slack: {exc.response.get('error')}")
+            code = error_code(exc)
+            if code == "missing_scope":
+                needed = str(exc.response.get("needed") or "unknown")
+                tell_operator(run_id, "operator:missing_scope", f"needs {needed}")
+                await presence.failed(messages.MISSING_SCOPE_FOR_USER)
+                await self.ends.fail(
+                    run_id, f"slack: {code} {needed}", error_kind="operator:missing_scope"
+                )
+            else:
+                why = explain("conversations.history", exc)
+                await presence.failed(messages.cannot_read_context(why))
+                await self.ends.fail(run_id, f"slack: {code}", error_kind="user:slack")
             return
         if gathered.empty:
-            await reporter.say(
-                messages.EMPTY_THREAD if q.scope == "thread" else messages.EMPTY_CHANNEL
+            await presence.failed(
+                messages.EMPTY_THREAD if scope == "thread" else messages.EMPTY_CHANNEL
             )
-            await self._fail(run_id, "nothing to read")
+            await self.ends.fail(run_id, "nothing to read", error_kind="user:empty")
             return
+        self.gatherer.add_earlier_answers(gathered, [r for r in earlier if r.id != run_id])
         for source in gathered.sources:
             await self.store.add_context_source(
                 run_id, kind=source.kind, ref=source.ref, items=source.items, chars=source.chars
             )
-        reading = messages.reading(gathered.messages, gathered.files, gathered.chars)
-        left_out = messages.files_left_out(
-            not_text=gathered.files_not_text,
-            over_cap=gathered.files_over_cap,
-            unreadable=gathered.files_unreadable,
-        )
-        reporter.note("reading", f"{reading} {left_out}" if left_out else reading)
+        await presence.reading(gathered.summary())
         caps = await self.budget.caps(q.team_id)
         if caps is None:  # the day's tokens ran out while this run waited its turn
-            await reporter.say(messages.daily_budget_used(*await self._daily_use(q.team_id)))
-            await self._fail(run_id, "daily token budget used up")
+            await presence.failed(
+                messages.daily_budget_used(*await self._daily_use(q.team_id)), retry=False
+            )
+            await self.ends.fail(
+                run_id, "daily token budget used up", error_kind="user:daily_budget"
+            )
             return
-        await self._think(run_id, q, reporter, gathered, caps)
+        await self._think(run_id, q, presence, gathered, caps)
 
     async def _think(
         self,
         run_id: int,
         q: Question,
-        reporter: ProgressReporter,
+        presence: RunPresence,
         gathered: GatheredContext,
         caps: RunCaps,
     ) -> None:
-        totals = _Totals()
+        totals = Totals()
 
         async def on_event(event: Event) -> None:
-            reporter.on_event(event)
+            presence.on_event(event)
             if isinstance(event, IterationFinished):
                 totals.add(event)
                 await self.store.record_iteration(
@@ -281,22 +349,31 @@ class Runner:
         timer = asyncio.timeout(deadline)
         try:
             async with timer:
-                answer, _ = await engine.query_async(q.text, gathered.documents)
+                answer, _ = await engine.query_async(q.text + CITE_INSTRUCTION, gathered.documents)
         except ProviderError as exc:
-            logger.warning("run %d: provider failed: %s", run_id, exc)
             await record_operator_problem(self.store, q.team_id, exc)
-            await reporter.say(messages.provider_failed(_clip(str(exc), 200)))
-            await self._fail(run_id, f"provider: {_clip(str(exc), 500)}", totals)
+            kind = provider_failure(exc)
+            if kind.startswith("operator:"):
+                tell_operator(run_id, kind, str(exc))
+                await presence.failed(messages.SETUP_PROBLEM)
+            else:
+                logger.warning("run %d: provider failed: %s", run_id, exc)
+                await presence.failed(messages.PROVIDER_DOWN)
+            await self.ends.fail(
+                run_id, f"provider: {clip(str(exc), 500)}", totals, error_kind=kind
+            )
             return
         except Exception as exc:
             if isinstance(exc, TimeoutError) and timer.expired():
                 logger.warning("run %d: no answer within its time budget; stopped", run_id)
-                await reporter.say(messages.out_of_time(caps.max_seconds or 0.0))
-                await self._fail(run_id, "time budget", totals, stopped_by="max_seconds")
+                await presence.failed(messages.out_of_time(caps.max_seconds or 0.0))
+                await self.ends.fail(
+                    run_id, "time budget", totals, stopped_by="max_seconds", error_kind="user:time"
+                )
             else:
                 logger.exception("run %d failed", run_id)
-                await reporter.say(messages.run_crashed(run_id))
-                await self._fail(run_id, _describe(exc), totals)
+                await presence.failed(messages.CRASHED)
+                await self.ends.fail(run_id, describe(exc), totals, error_kind="internal")
             return
         text = answer.strip() or messages.EMPTY_ANSWER
         if totals.stopped_by:
@@ -308,10 +385,15 @@ class Runner:
             seconds=totals.seconds,
             run_id=run_id,
         )
-        await reporter.answer(text, footer)
-        await self._record_end(
-            run_id, "finished", totals, answer=answer, stopped_by=totals.stopped_by
+        summary = messages.summary_finished(
+            iterations=totals.iterations,
+            subcalls=totals.subcalls,
+            seconds=totals.seconds,
+            read=gathered.summary(),
+            stopped_by=totals.stopped_by,
         )
+        await presence.answered(answer=text, footer=footer, links=gathered.links, summary=summary)
+        await self.ends.end(run_id, "finished", totals, answer=answer, stopped_by=totals.stopped_by)
         logger.info(
             "run %d finished: %d iterations, %d sub-calls, %.1f s%s",
             run_id,
@@ -324,76 +406,24 @@ class Runner:
     async def _daily_use(self, team_id: str) -> tuple[int, int]:
         return await self.budget.tokens_today(team_id), self.budget.budgets.daily_tokens
 
-    async def _gather(self, q: Question, thread_ts: str) -> GatheredContext:
-        if q.scope == "thread":
-            return await self.gatherer.thread(
-                q.team_id, q.channel_id, thread_ts, exclude_ts=q.exclude_ts
-            )
+    async def _gather(
+        self, q: Question, scope: str, thread_ts: str, *, follow_up: bool
+    ) -> GatheredContext:
         bot = await self.poster.identity()
+        if scope == "thread":
+            return await self.gatherer.thread(
+                q.team_id,
+                q.channel_id,
+                thread_ts,
+                exclude_ts=q.exclude_ts,
+                bot=bot,
+                skip_bot=follow_up,
+            )
         pane = (q.channel_id, thread_ts) if q.context_channel_id else None
         return await self.gatherer.channel(
-            q.team_id, q.context_channel_id or q.channel_id, bot=bot, exclude_ts=q.exclude_ts,
+            q.team_id,
+            q.context_channel_id or q.channel_id,
+            bot=bot,
+            exclude_ts=q.exclude_ts,
             pane=pane,
-        )  # fmt: skip
-
-    async def _fail(
-        self,
-        run_id: int,
-        error: str,
-        totals: _Totals | None = None,
-        *,
-        stopped_by: str | None = None,
-    ) -> None:
-        """Mark the run failed, with `totals`, or else the totals its stored iterations give."""
-        if totals is None:
-            run = await self.store.get_run(run_id)
-            totals = _Totals()
-            if run is not None:
-                totals.iterations, totals.subcalls = run.iterations, run.subcalls
-                totals.input_tokens, totals.output_tokens = run.input_tokens, run.output_tokens
-                totals.seconds = run.seconds
-        await self._record_end(run_id, "failed", totals, error=error, stopped_by=stopped_by)
-
-    async def _record_end(
-        self,
-        run_id: int,
-        status: str,
-        totals: _Totals,
-        *,
-        answer: str | None = None,
-        error: str | None = None,
-        stopped_by: str | None = None,
-    ) -> None:
-        await self.store.finish_run(
-            run_id,
-            status=status,
-            answer=answer,
-            error=error,
-            iterations=totals.iterations,
-            subcalls=totals.subcalls,
-            input_tokens=totals.input_tokens,
-            output_tokens=totals.output_tokens,
-            seconds=totals.seconds,
-            stopped_by=stopped_by,
         )
-
-    async def _interrupted(self, run_id: int, channel_id: str, thread_ts: str) -> None:
-        """On shutdown: mark the run and tell its thread, briefly (the next start would too)."""
-        try:
-            async with asyncio.timeout(INTERRUPT_NOTICE_SECONDS):
-                run = await self.store.get_run(run_id)
-                if run is None or run.status not in ("queued", "running"):
-                    return  # it ended just as the shutdown came
-                await self.store.set_run_status(run_id, "interrupted")
-                await self.poster.try_post(channel_id, messages.INTERRUPTED, thread_ts=thread_ts)
-        except Exception:
-            logger.warning("could not mark run %d interrupted at shutdown", run_id)
-
-
-def _describe(exc: BaseException) -> str:
-    return f"{type(exc).__name__}: {_clip(str(exc), 500)}"
-
-
-def _clip(text: str, n: int) -> str:
-    text = " ".join(text.split())
-    return text if len(text) <= n else text[: n - 1] + "…"

@@ -69,6 +69,10 @@ class Settings(BaseSettings):
     rlm_max_iterations: int = Field(default=20, ge=1, le=200)
     rlm_prompt_mode: Literal["standard", "conservative", "no_subcalls"] = "standard"
     rlm_progress_interval: float = Field(default=1.0, ge=0.0, le=60.0)
+    # A run's status message: least seconds between its edits, per workspace (chat.update is
+    # Tier 3, about 50 a minute), and the silence after which it says it waits for the model.
+    rlm_status_edit_interval: float = Field(default=1.2, ge=0.0, le=60.0)
+    rlm_status_wait_notice: float = Field(default=10.0, ge=0.0, le=600.0)
     rlm_http_host: str = "0.0.0.0"  # the interface HTTP mode listens on
     rlm_log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
 

@@ -80,6 +80,7 @@ def explain(method: str, exc: SlackApiError) -> str:
 class BotIdentity:
     user_id: str
     bot_id: str | None
+    url: str | None = None  # the workspace's URL (auth.test), for building permalinks
 
 
 class SlackPoster:
@@ -92,7 +93,9 @@ class SlackPoster:
     async def identity(self) -> BotIdentity:
         if self._identity is None:
             reply = await self.client.auth_test()
-            self._identity = BotIdentity(user_id=reply["user_id"], bot_id=reply.get("bot_id"))
+            self._identity = BotIdentity(
+                user_id=reply["user_id"], bot_id=reply.get("bot_id"), url=reply.get("url")
+            )
         return self._identity
 
     async def post(self, channel: str, text: str, *, thread_ts: str | None = None) -> str:

@@ -127,6 +127,15 @@ class Tenants:
             pacer=base.pacer,
             limiters=self._gate(self._limiters, team_id, current.max_parallel_calls, base.limiters),
             slots=self._gate(self._slots, team_id, current.max_runs, base.slots),
+            edit_interval=base.edit_interval,
+            wait_notice=base.wait_notice,
+        )
+        # One table of runs in progress and one chat.update pace for the process, so a
+        # Cancel click finds its run whichever request started it.
+        runner.active, runner.edit_pacer, runner.streams = (
+            base.active,
+            base.edit_pacer,
+            base.streams,
         )
         return Workspace(team_id, current, slack.poster, gatherer, slack.uploads, runner)
 

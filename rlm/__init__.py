@@ -12,6 +12,7 @@ from rlm._events import (
     EventCallback,
     IterationFinished,
     IterationStarted,
+    RootReplied,
     RunFinished,
     SubcallProgress,
 )
@@ -69,6 +70,7 @@ __all__ = [
     "RLM",
     "RLMError",
     "RateLimitError",
+    "RootReplied",
     "RunFinished",
     "SandboxLimits",
     "SubcallProgress",

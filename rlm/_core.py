@@ -19,6 +19,7 @@ from rlm._events import (
     EventCallback,
     IterationFinished,
     IterationStarted,
+    RootReplied,
     RunFinished,
     SubcallProgress,
 )
@@ -141,7 +142,7 @@ class _Run:
             max_subcalls=rlm.max_subcalls, max_tokens=rlm.max_tokens, max_seconds=rlm.max_seconds
         )
         self.iteration = 0
-        subcalls = SubcallServer(
+        self.subcalls = subcalls = SubcallServer(
             sub_llm=rlm.sub_llm,
             limiter=rlm.limiter,
             budget=self.budget,
@@ -170,7 +171,8 @@ class _Run:
                 logger.exception("event callback failed on %s", type(event).__name__)
 
     async def _progress(self, done: int, total: int, failed: int) -> None:
-        await self.emit(SubcallProgress(self.iteration, done, total, failed))
+        refused, refused_by = self.subcalls.refused, self.subcalls.refused_by
+        await self.emit(SubcallProgress(self.iteration, done, total, failed, refused, refused_by))
 
     # -- the loop ----------------------------------------------------------------------------
 
@@ -248,6 +250,7 @@ class _Run:
         completion = await self.rlm.root_llm.chat_async(messages)
         self.budget.spend(completion.input_tokens, completion.output_tokens)
         reply = completion.text
+        await self.emit(RootReplied(iteration, reply))
         blocks = find_code_blocks(reply)
         outputs: list[str] = []
         in_code_final: dict[str, Any] | None = None

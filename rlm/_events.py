@@ -12,6 +12,14 @@ class IterationStarted:
 
 
 @dataclass(frozen=True)
+class RootReplied:
+    """The root model's reply for an iteration arrived; its code runs next."""
+
+    iteration: int
+    reply: str
+
+
+@dataclass(frozen=True)
 class CodeExecuted:
     iteration: int
     code: str
@@ -28,6 +36,9 @@ class SubcallProgress:
     done: int
     total: int
     failed: int
+    # Of `failed`, how many the run's budget refused, and which budget ("max_subcalls", ...).
+    refused: int = 0
+    refused_by: str | None = None
 
 
 @dataclass(frozen=True)
@@ -55,5 +66,12 @@ class RunFinished:
     stopped_by: str | None  # None: the root model answered; else the limit that stopped it
 
 
-Event = IterationStarted | CodeExecuted | SubcallProgress | IterationFinished | RunFinished
+Event = (
+    IterationStarted
+    | RootReplied
+    | CodeExecuted
+    | SubcallProgress
+    | IterationFinished
+    | RunFinished
+)
 EventCallback = Callable[[Event], Awaitable[None] | None]

@@ -43,9 +43,14 @@ class SubcallServer:
         self.max_map_chunks = max_map_chunks
         self.max_prompt_bytes = max_prompt_bytes
         self.progress = progress
+        # Of the current request's failed calls, how many the run's budget refused, and the
+        # budget that did (a progress display names it rather than counting failures).
+        self.refused = 0
+        self.refused_by: str | None = None
 
     async def llm_query(self, prompt: str) -> str:
         size = prompt_size(prompt, max_bytes=self.max_prompt_bytes)
+        self.refused, self.refused_by = 0, None
         text, ok = await self._call(size, lambda: prompt)
         if self.progress is not None:
             await self.progress(1, 1, 0 if ok else 1)
@@ -57,6 +62,7 @@ class SubcallServer:
             shape, chunks, max_chunks=self.max_map_chunks, max_bytes=self.max_prompt_bytes
         )
         total, done, failed = len(chunks), 0, 0
+        self.refused, self.refused_by = 0, None
         results = [""] * total
         pending = iter(range(total))
 
@@ -84,11 +90,11 @@ class SubcallServer:
         budget = self.budget
         refusal = budget.refusal(prompt_bytes)  # refused already: don't queue for a slot
         if refusal is not None:
-            return refusal, False
+            return self._refused(refusal), False
         async with self.limiter.slot():
             reservation = budget.reserve(prompt_bytes)
             if isinstance(reservation, str):
-                return reservation, False
+                return self._refused(reservation), False
             try:
                 completion = await self.sub_llm.chat_async([{"role": "user", "content": build()}])
             except ProviderError as exc:
@@ -99,3 +105,8 @@ class SubcallServer:
                 raise
             budget.settle(reservation, completion.input_tokens, completion.output_tokens)
         return completion.text, True
+
+    def _refused(self, why: str) -> str:
+        self.refused += 1
+        self.refused_by = self.budget.limit_hit() or "max_tokens"
+        return why

@@ -130,6 +130,47 @@ class SlackEvents:
             extra |= {"X-Slack-Retry-Num": str(retry_num), "X-Slack-Retry-Reason": "timeout"}
         return await self.send(json.dumps(payload), "application/json", extra)
 
+    async def action(self, payload: dict[str, Any]) -> Reply:
+        """Post an interaction (block_actions) as Slack does: a form with `payload=<json>`."""
+        body = urllib.parse.urlencode({"payload": json.dumps(payload)})
+        return await self.send(body, "application/x-www-form-urlencoded")
+
+
+def block_action(
+    action_id: str,
+    run_id: int | str,
+    *,
+    user: str = "U1",
+    channel: str | None = "C1",
+    team_id: str = "T1",
+    message_ts: str = "",
+) -> dict[str, Any]:
+    """A block_actions payload: `user` clicked the button `action_id` of run `run_id`."""
+    payload: dict[str, Any] = {
+        "type": "block_actions",
+        "team": {"id": team_id, "domain": "test"},
+        "user": {"id": user, "team_id": team_id},
+        "api_app_id": "A1",
+        "token": "legacy",
+        "trigger_id": f"trigger-{action_id}-{run_id}",
+        "actions": [
+            {
+                "type": "button",
+                "action_id": action_id,
+                "block_id": f"rlm_run_{run_id}",
+                "value": str(run_id),
+                "action_ts": f"{time.time():.6f}",
+            }
+        ],
+    }
+    if channel is not None:
+        payload["channel"] = {"id": channel, "name": "general"}
+        payload["container"] = {"type": "message", "message_ts": message_ts, "channel_id": channel}
+    else:
+        payload["container"] = {"type": "view", "view_id": "V1"}
+        payload["view"] = {"id": "V1", "private_metadata": str(run_id)}
+    return payload
+
 
 def mention(channel: str, text: str, ts: str, *, user: str = "U1", **extra: Any) -> dict[str, Any]:
     return {
@@ -169,6 +210,7 @@ def harness_settings(
         "openai_api_key": "test-key",
         "openai_base_url": openai_base_url,
         "rlm_progress_interval": 0.0,
+        "rlm_status_edit_interval": 0.0,
         "rlm_history_days": 0,
     }
     values.update(overrides)

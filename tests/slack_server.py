@@ -22,9 +22,10 @@ from typing import Any
 
 from aiohttp import web
 from slack_oauth import OAuthGrants
+from slack_runs import RunSurfaces
 from slack_surfaces import SurfacesMixin
 from slack_views import Views
-from slack_workspace import BOT_ID, BOT_USER, SlackError, SlackWorkspace
+from slack_workspace import BOT_ID, BOT_USER, SlackError
 
 __all__ = ["APP_TOKEN", "BOT_ID", "BOT_TOKEN", "BOT_USER", "SIGNING_SECRET", "SlackServer"]
 
@@ -50,7 +51,7 @@ class Call:
         return auth.removeprefix("Bearer ").strip() or None
 
 
-class SlackServer(SurfacesMixin, SlackWorkspace, OAuthGrants, Views):
+class SlackServer(SurfacesMixin, RunSurfaces, OAuthGrants, Views):
     def __init__(self, *, token: str = BOT_TOKEN, team_id: str = "T1") -> None:
         super().__init__(token=token, team_id=team_id)
         self._init_oauth()
@@ -111,6 +112,7 @@ class SlackServer(SurfacesMixin, SlackWorkspace, OAuthGrants, Views):
         app.router.add_route("*", "/api/{method}", self._api)
         app.router.add_get("/files-pri/{file_id}/{name}", self._download)
         app.router.add_post("/response/{id}", self._response_url)
+        app.router.add_post("/upload/{file_id}", self._upload)
         app.router.add_get("/socket", self._socket)
         self._socket_outbox = asyncio.Queue()
         self._runner = web.AppRunner(app, access_log=None, shutdown_timeout=0.5)
@@ -295,6 +297,21 @@ class SlackServer(SurfacesMixin, SlackWorkspace, OAuthGrants, Views):
             sender.cancel()
             self.socket_connections -= 1
         return ws
+
+    async def _upload(self, request: web.Request) -> web.Response:
+        """The upload URL files.getUploadURLExternal hands out: the file's bytes, POSTed."""
+        call = self._record(
+            Call(
+                "files.upload_url",
+                {},
+                {k.lower(): v for k, v in request.headers.items()},
+                request.path,
+            )
+        )
+        if not self.receive_upload(request.match_info["file_id"], await request.read()):
+            call.status = 404
+            return web.Response(status=404)
+        return web.Response(text="OK - uploaded")
 
     async def _response_url(self, request: web.Request) -> web.Response:
         self._record(

@@ -121,7 +121,7 @@ async def test_a_run_waiting_its_turn_finds_the_day_used_up(make_bot, slack, llm
     assert (second.status, second.error) == ("failed", "daily token budget used up")
     root = slack.message_with("C1", "*<@U2> asked:*")
     used = first.input_tokens + first.output_tokens
-    assert slack.posts("C1", thread_ts=root["ts"])[-1] == messages.daily_budget_used(used, 200)
+    assert slack.thread_texts("C1", root["ts"])[-1] == messages.daily_budget_used(used, 200)
     assert llm_server.count("root") == 2  # the first run's two calls; none for the second
 
 
@@ -172,7 +172,7 @@ async def test_a_provider_that_hangs_past_the_time_budget_is_cut_off(make_bot, s
     assert time.monotonic() - started < 0.5 + 0.3 + 0.5 + 1.0
 
     root = slack.message_with("C1", ASKED)
-    assert slack.posts("C1", thread_ts=root["ts"])[-1] == messages.out_of_time(0.5)
+    assert slack.thread_texts("C1", root["ts"]) == [messages.out_of_time(0.5)]
     [run] = await bot.store.list_runs()
     assert (run.status, run.stopped_by, run.error) == ("failed", "max_seconds", "time budget")
     assert llm_server.count("root") >= 2  # the client timed out and tried again meanwhile

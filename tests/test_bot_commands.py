@@ -48,13 +48,17 @@ async def test_ask_posts_the_question_then_progress_and_answer_in_its_thread(
 
     root = slack.message_with("C1", ANSWER_PREFIX)
     assert root["text"] == messages.question_root("U1", "when is the launch?")
-    thread = slack.posts("C1", thread_ts=root["ts"])
-    assert thread[0].startswith(":books: Reading 2 messages (")
-    assert any(t.startswith("Step 1: ran 1 code block") for t in thread)
-    assert thread[-1].startswith("The launch is on Friday.")
-    assert thread[-1].endswith("run 1_") and "1 iteration · 1 sub-call ·" in thread[-1]
-    # Every post but the question itself went into the thread.
-    assert len(slack.posts("C1")) == len(thread) + 1
+    # Two messages in the thread: the status, collapsed to a summary, and the answer.
+    status, answer = slack.thread_view("C1", root["ts"])
+    assert status["seen"].startswith(":white_check_mark: Answered in 1 step, 1 sub-call, ")
+    assert "read 2 messages" in status["seen"] and "Show steps" in status["seen"]
+    assert answer["text"].startswith("The launch is on Friday.")
+    assert answer["text"].endswith("run 1_") and "1 iteration · 1 sub-call ·" in answer["text"]
+    # While it ran, the status was edited in place and showed the step.
+    updates = [str(c.params.get("blocks")) for c in slack.calls_to("chat.update")]
+    assert any("*Step 1:*" in u for u in updates)
+    # Every post but the question itself went into the thread, and only two of them.
+    assert len(slack.posts("C1")) == 3 and len(slack.posts("C1", thread_ts=root["ts"])) == 2
 
     context = sub_prompts(llm_server)
     assert "Alice: The launch is on Friday & the demo on Thursday." in context
@@ -144,18 +148,24 @@ async def test_not_in_channel_is_explained_to_the_asker_only(bot, slack: SlackSe
     assert await bot.store.list_runs() == []
 
 
-async def test_missing_history_scope_is_explained_and_the_run_failed(bot, slack, llm_server):
+async def test_missing_history_scope_is_told_to_users_briefly_and_to_the_operator_with_the_fix(
+    bot, slack, llm_server, caplog
+):
     slack.add_channel("G1", "private", private=True)
     slack.add_message("G1", "hidden", user="U1")
     slack.missing_scopes = {"groups:history"}
     await bot.events.command("ask what is hidden?", channel_id="G1")
     await bot.settle()
-    why = messages.missing_scope("groups:history")
     root = slack.message_with("G1", ANSWER_PREFIX)
-    assert slack.posts("G1", thread_ts=root["ts"]) == [messages.cannot_read_context(why)]
-    assert slack.ephemerals("U1") == [why]
+    [status] = slack.thread_view("G1", root["ts"])
+    assert status["text"] == messages.MISSING_SCOPE_FOR_USER and "Retry" in status["seen"]
+    assert slack.ephemerals("U1") == []
     [run] = await bot.store.list_runs()
-    assert run.status == "failed" and run.error == "slack: missing_scope"
+    assert run.status == "failed" and run.error == "slack: missing_scope groups:history"
+    assert run.error_kind == "operator:missing_scope"
+    assert [r.id for r in await bot.store.operator_problems("T1")] == [run.id]
+    assert messages.OPERATOR_FIXES["operator:missing_scope"] in caplog.text
+    assert "groups:history" in caplog.text
     assert llm_server.count("any") == 0
 
 
@@ -171,7 +181,9 @@ async def test_rate_limited_calls_are_retried_after_retry_after(bot, slack):
     assert run.status == "finished"
 
 
-async def test_provider_failure_ends_the_run_with_a_short_explanation(bot, slack, llm_server):
+async def test_a_refused_key_ends_the_run_with_one_sentence_and_the_fix_in_the_log(
+    bot, slack, llm_server, caplog
+):
     slack.add_message("C1", "something to read", user="U1")
 
     def first_iteration(conversation):
@@ -182,11 +194,13 @@ async def test_provider_failure_ends_the_run_with_a_short_explanation(bot, slack
     await bot.events.command("ask anything?")
     await bot.settle()
     root = slack.message_with("C1", ANSWER_PREFIX)
-    last = slack.posts("C1", thread_ts=root["ts"])[-1]
-    assert last.startswith(":warning: The model provider failed, so this run stopped (")
-    assert len(last) < 400
+    [status] = slack.thread_view("C1", root["ts"])
+    assert status["text"] == messages.SETUP_PROBLEM and "OPENAI_API_KEY" not in status["seen"]
+    assert "Retry" in status["seen"]
     [run] = await bot.store.list_runs()
     assert run.status == "failed" and run.error.startswith("provider: ")
+    assert run.error_kind == "operator:provider_auth"
+    assert messages.OPERATOR_FIXES["operator:provider_auth"] in caplog.text
     # The iteration that finished before the failure was stored as it finished.
     [iteration] = await bot.store.list_iterations(run.id)
     assert iteration.code == "print(len(context))" and run.iterations == 1
@@ -205,14 +219,19 @@ async def test_an_empty_channel_gets_a_message_and_no_model_calls(bot, slack, ll
 async def test_a_long_answer_is_split_with_the_footer_on_the_last_part(bot, slack, llm_server):
     slack.add_message("C1", "something to read", user="U1")
     llm_server.script_root(
-        "```repl\nfinal_answer = ' '.join(f'w{i}' for i in range(2500))\n```\n"
+        "```repl\nfinal_answer = ' '.join(f'w{i}' for i in range(5000))\n```\n"
         "FINAL_VAR(final_answer)"
     )
     await bot.events.command("ask anything?")
     await bot.settle()
     root = slack.message_with("C1", ANSWER_PREFIX)
-    parts = [p for p in slack.posts("C1", thread_ts=root["ts"]) if p.startswith("w") or " w" in p]
-    assert len(parts) >= 4 and all(len(p) <= 3500 for p in parts)
+    view = slack.thread_view("C1", root["ts"])
+    parts = [m["text"] for m in view[1:]]
+    # The status, then continuation parts each under the markdown block's limit.
+    assert len(view) == 1 + len(parts) and len(parts) == 3
+    for message in view[1:]:
+        assert message["blocks"][0]["type"] == "markdown"
+        assert len(message["blocks"][0]["text"]) <= 11_000
     words = " ".join(parts).split()
-    assert words[:2] == ["w0", "w1"] and "w2499" in words
+    assert words[:2] == ["w0", "w1"] and "w4999" in words
     assert parts[-1].endswith("run 1_") and not any(p.endswith("run 1_") for p in parts[:-1])

@@ -63,12 +63,15 @@ async def test_runs_beyond_the_workspace_cap_wait_their_turn_and_say_so(
     assert slack.posts("C1", thread_ts=second)[-1].endswith("run 2_")
 
 
-async def test_progress_posts_are_paced_to_one_per_second_per_channel(make_bot, slack, llm_server):
-    bot = await make_bot(rlm_progress_interval=1.0)
+async def test_status_edits_are_paced_and_coalesced_and_the_run_posts_twice(
+    make_bot, slack, llm_server
+):
+    bot = await make_bot(rlm_status_edit_interval=1.0)
     slack.add_message("C1", "something to read", user="U2")
+    llm_server.root_latency = 1.2  # each step outlasts an edit interval
     llm_server.script_root(
-        "```repl\nx = 1\nprint(x)\n```",
-        "```repl\ny = llm_query('hello')\n```",
+        "Printing one.\n```repl\nx = 1\nprint(x)\n```",
+        "Asking once.\n```repl\ny = llm_query('hello')\n```",
         "FINAL(done)",
     )
     await bot.events.command("ask paced?")
@@ -77,13 +80,17 @@ async def test_progress_posts_are_paced_to_one_per_second_per_channel(make_bot, 
     thread_posts = [
         c for c in slack.calls_to("chat.postMessage") if c.params.get("thread_ts") == root["ts"]
     ]
-    gaps = [b.at - a.at for a, b in itertools.pairwise(thread_posts)]
-    assert gaps and min(gaps) >= 0.95
-    text = "\n".join(str(c.params["text"]) for c in thread_posts)
-    for line in ("Reading 1 message", "Step 1:", "Step 2:", "Step 3:", "run 1_"):
-        assert line in text
-    # Notes that arrived within the second were coalesced rather than queued one by one.
-    assert len(thread_posts) < 5
+    assert len(thread_posts) == 2  # the status and the answer
+    status_ts = slack.thread_view("C1", root["ts"])[0]["ts"]
+    edits = [c for c in slack.calls_to("chat.update") if c.params.get("ts") == status_ts]
+    live = edits[:-1]  # the last edit collapses the status when the run ends
+    gaps = [b.at - a.at for a, b in itertools.pairwise(live)]
+    assert all(gap >= 0.95 for gap in gaps)
+    shown = "\n".join(str(c.params["blocks"]) for c in edits)
+    for line in ("Read 1 message", "*Step 1:* Printing one.", "*Step 2:* Asking once."):
+        assert line in shown
+    # Events that arrived within the second were coalesced into one edit.
+    assert len(live) < 6
 
 
 async def _root_of(slack, prefix: str) -> str:

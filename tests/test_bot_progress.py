@@ -1,97 +1,153 @@
-"""Progress replies: coalescing, pacing and answer splitting, posted to the loopback Slack."""
+"""A run's presence against the loopback Slack: one status edited in place (paced and
+coalesced), the model's plan per step, a bar for a long map, failures by kind, a ticker for a
+silent model, and the answer streamed where Slack can, posted whole where it cannot."""
 
 from __future__ import annotations
 
+import asyncio
+
+from bot_harness import wait_until
 from slack_server import BOT_TOKEN
 
 from bot import messages
-from bot.progress import ChannelPacer, ProgressReporter, split_message
-from bot.slack_api import SlackPoster, is_slack_host, make_web_client
-from rlm import CodeExecuted, IterationFinished, SubcallProgress
+from bot.presence import RunPresence, StreamSupport
+from bot.progress import ChannelPacer
+from bot.slack_api import is_slack_host, make_web_client
+from rlm import (
+    CodeExecuted,
+    IterationFinished,
+    IterationStarted,
+    RootReplied,
+    SubcallProgress,
+)
+
+THREAD = "1.000001"
 
 
-def reporter_for(slack, interval: float) -> ProgressReporter:
-    poster = SlackPoster(make_web_client(BOT_TOKEN, slack.api_url))
-    return ProgressReporter(
-        poster=poster, pacer=ChannelPacer(interval), channel="C1", thread_ts="1.000001"
+def presence_for(slack, *, interval: float = 0.0, streams=None, **kw) -> RunPresence:
+    if not slack.channels["C1"]["messages"]:
+        slack.add_message("C1", "the question", ts=THREAD)
+    return RunPresence(
+        client=make_web_client(BOT_TOKEN, slack.api_url),
+        pacer=ChannelPacer(0.0),
+        edit_pacer=ChannelPacer(interval),
+        channel="C1",
+        thread_ts=THREAD,
+        run_id=7,
+        team_id="T1",
+        asker="U1",
+        edit_interval=interval,
+        streams=streams or StreamSupport(),
+        **kw,
     )
 
 
-async def test_notes_within_one_interval_become_one_post_and_maps_show_their_latest_count(slack):
-    reporter = reporter_for(slack, interval=0.3)
-    reporter.note("reading", "Reading…")
-    for done in range(1, 21):
-        reporter.on_event(SubcallProgress(iteration=1, done=done, total=40, failed=0))
-    reporter.on_event(CodeExecuted(iteration=1, code="1/0", output="", seconds=0.1, error=True))
-    await reporter.drain()
-    for done in range(21, 31):
-        reporter.on_event(SubcallProgress(iteration=1, done=done, total=40, failed=2))
-    await reporter.drain()
-
-    calls = slack.calls_to("chat.postMessage")
-    assert [c.params["text"] for c in calls] == [
-        "\n".join(["Reading…", messages.map_progress(1, 20, 40, 0), messages.code_failed(1)]),
-        messages.map_progress(1, 30, 40, 2),
-    ]
-    assert all(c.params["thread_ts"] == "1.000001" for c in calls)
-    assert calls[1].at - calls[0].at >= 0.28
+def finished(iteration: int, reply: str, subcalls: int = 0) -> IterationFinished:
+    return IterationFinished(iteration, reply, ("x = 1",), ("",), subcalls, 10, 5, 1.25)
 
 
-async def test_short_maps_are_not_reported_and_iterations_say_what_ran(slack):
-    reporter = reporter_for(slack, interval=0.0)
-    reporter.on_event(SubcallProgress(iteration=1, done=1, total=3, failed=0))
-    reporter.on_event(
-        IterationFinished(
-            iteration=2,
-            root_reply="...",
-            code_blocks=("chunks = context[0].split('\\n')\nprint(len(chunks))", "x = 1"),
-            outputs=("12", ""),
-            subcalls=12,
-            input_tokens=100,
-            output_tokens=20,
-            seconds=3.14,
-        )
+async def settle_edits(presence: RunPresence) -> None:
+    """Let the writer make the edit the last events asked for."""
+    await wait_until(lambda: not presence._dirty.is_set())
+    await asyncio.sleep(0.1)
+
+
+async def test_events_within_an_interval_become_one_edit_showing_plans_and_the_map_bar(slack):
+    presence = presence_for(slack, interval=0.4, tick=0)
+    await presence.reading("2 messages, 1 Sep–3 Sep")
+    presence.on_event(IterationStarted(1))
+    presence.on_event(RootReplied(1, "I will count the lines first.\n```repl\nx\n```"))
+    for done in range(1, 313):
+        presence.on_event(SubcallProgress(1, done, 500, 0))
+    await asyncio.sleep(0.9)
+    await presence.close()
+
+    [status] = slack.thread_view("C1", THREAD)
+    updates = slack.calls_to("chat.update")
+    assert len(slack.posts("C1", thread_ts=THREAD)) == 1  # one status, never a second post
+    assert 1 <= len(updates) <= 3  # 312 events, a handful of edits
+    assert "*Step 1:* I will count the lines first. — ▓▓▓▓▓▓░░░░ 312/500" in status["seen"]
+    assert ":books: Read 2 messages, 1 Sep–3 Sep" in status["seen"]
+    assert "Cancel" in status["seen"]
+
+
+async def test_a_budget_refusal_names_the_budget_rather_than_counting_failures(slack):
+    presence = presence_for(slack, tick=0)
+    await presence.reading("1 message")
+    presence.on_event(IterationStarted(1))
+    presence.on_event(SubcallProgress(1, 30, 30, 23, refused=21, refused_by="max_subcalls"))
+    presence.on_event(CodeExecuted(1, "x", "", 0.1, error=True))
+    await settle_edits(presence)
+    await presence.close()
+    [status] = slack.thread_view("C1", THREAD)
+    assert messages.map_refused(21, "max_subcalls") in status["seen"]
+    assert "`RLM_MAX_SUBCALLS`" in status["seen"]
+    assert "2 failed" in status["seen"] and "21 failed" not in status["seen"]
+    assert messages.code_error() in status["seen"]
+
+
+async def test_a_silent_model_is_shown_with_a_ticking_wait(slack):
+    presence = presence_for(slack, tick=0.1, wait_notice=0.3)
+    await presence.reading("1 message")
+    presence.on_event(IterationStarted(1))
+    await asyncio.sleep(0.8)
+    await presence.close()
+    [status] = slack.thread_view("C1", THREAD)
+    assert ":hourglass: still waiting for the model (" in status["seen"]
+
+
+async def test_the_end_collapses_the_status_and_posts_the_answer_with_feedback(slack):
+    presence = presence_for(slack, tick=0)
+    await presence.reading("1 message")
+    presence.on_event(finished(1, "Looking.\n```repl\nx = 1\n```"))
+    await presence.answered(
+        answer="## Result\nIt is **Friday** [m1].",
+        footer="_1 iteration · run 7_",
+        links={"m1": "https://test.slack.com/archives/C1/p1"},
+        summary="done in 1 step",
     )
-    await reporter.drain()
-    [call] = slack.calls_to("chat.postMessage")
-    assert call.params["text"] == (
-        "Step 2: ran 2 code blocks (`chunks = context[0].split('\\n')`), 12 sub-calls — 3.1 s"
-    )
+    status, answer = slack.thread_view("C1", THREAD)
+    assert status["seen"] == "done in 1 step\nShow steps"
+    assert answer["blocks"][0] == {
+        "type": "markdown",
+        "text": "## Result\nIt is **Friday** [[m1]](https://test.slack.com/archives/C1/p1).",
+    }
+    assert answer["text"].startswith("*Result*\nIt is *Friday* <https://test.slack.com/")
+    assert ":thumbsup:" in answer["seen"] and answer["text"].endswith("run 7_")
+    assert presence.posts == 2
 
 
-async def test_the_answer_comes_last_split_with_the_footer_once(slack):
-    reporter = reporter_for(slack, interval=0.0)
-    reporter.note("reading", "Reading…")
-    footer = messages.answer_footer(iterations=2, subcalls=5, tokens=1234, seconds=2.5, run_id=7)
-    await reporter.answer("para one. " * 500, footer)
-    texts = [c.params["text"] for c in slack.calls_to("chat.postMessage")]
-    assert texts[0] == "Reading…"
-    assert len(texts) == 3 and all(len(t) <= 3500 for t in texts)
-    assert texts[-1].endswith("_2 iterations · 5 sub-calls · 1,234 tokens · 2.5 s · run 7_")
-    words = " ".join(texts[1:]).split()
-    assert words[:1000] == ["para", "one."] * 500
+async def test_streaming_is_used_where_slack_has_it_and_learned_absent_once(slack):
+    streams = StreamSupport()
+    first = presence_for(slack, tick=0, streams=streams)
+    await first.reading("1 message")
+    await first.answered(answer="Whole.", footer="_run 7_", links={}, summary="done")
+    assert streams.available is False
+    assert [c.error for c in slack.calls if c.method == "chat.startStream"] == ["unknown_method"]
+    assert slack.thread_texts("C1", THREAD)[-1].startswith("Whole.")
+
+    slack.streaming = True
+    streams.available = None
+    second = presence_for(slack, tick=0, streams=streams)
+    await second.reading("1 message")
+    await second.answered(answer="A" * 4000, footer="_run 8_", links={}, summary="done")
+    assert streams.available is True
+    assert len(slack.calls_to("chat.appendStream")) == 2  # 4,000 characters in 1,500 pieces
+    streamed = slack.thread_view("C1", THREAD)[-1]
+    assert streamed["text"] == "A" * 4000 and "_run 8_" in streamed["seen"]
+    assert streamed["blocks"][0]["type"] == "markdown"
 
 
-def test_split_message_keeps_every_word_and_cuts_at_paragraphs():
-    text = "\n\n".join(f"Paragraph {i}. " + "word " * 150 for i in range(20))
-    parts = split_message(text, limit=1000)
-    assert all(len(p) <= 1000 for p in parts)
-    assert " ".join(" ".join(parts).split()) == " ".join(text.split())
-    assert all(p.startswith("Paragraph") for p in parts)
-
-
-def test_split_message_closes_and_reopens_a_cut_code_block():
-    text = "Here:\n```\n" + "\n".join(f"line {i}" for i in range(300)) + "\n```\nDone."
-    parts = split_message(text, limit=500)
-    assert len(parts) > 2
-    for part in parts:
-        assert part.count("```") % 2 == 0, part
-    assert parts[-1].endswith("Done.")
-
-
-def test_split_message_cuts_an_unbroken_run_of_text():
-    parts = split_message("x" * 2500, limit=1000)
-    assert "".join(parts) == "x" * 2500 and all(len(p) <= 1000 for p in parts)
+async def test_pacer_spaces_turns_per_key():
+    pacer = ChannelPacer(0.2)
+    loop = asyncio.get_running_loop()
+    times = []
+    for _ in range(3):
+        await pacer.turn("C1")
+        times.append(loop.time())
+    await pacer.turn("C2")  # another key does not wait
+    assert loop.time() - times[-1] < 0.15
+    assert times[2] - times[0] >= 0.38
 
 
 def test_the_token_goes_only_to_slack_or_the_configured_api_origin():

@@ -112,7 +112,7 @@ async def test_a_crash_mid_run_loses_nothing_and_the_question_can_be_asked_again
         await events.close()
     await wait_until(lambda: llm_server.count("root") == 2, seconds=20)
     root = slack.message_with("C1", "*<@U1> asked:*")
-    await wait_until(lambda: _steps(slack.posts("C1", thread_ts=root["ts"])) == [1])
+    await wait_until(lambda: _steps(slack, root["ts"]) == [1])
 
     process.proc.kill()
     assert await process.wait() == -signal.SIGKILL
@@ -124,7 +124,10 @@ async def test_a_crash_mid_run_loses_nothing_and_the_question_can_be_asked_again
     bot = await make_bot()  # the same database file
     [run] = await bot.store.list_runs()
     assert run.status == "interrupted" and run.finished_at is not None
-    assert slack.posts("C1", thread_ts=root["ts"])[-1] == messages.INTERRUPTED
+    # The dead run's status message now says so, with Retry: no new post in the thread.
+    [status] = slack.thread_view("C1", root["ts"])
+    assert status["text"] == messages.INTERRUPTED and "Retry" in status["seen"]
+    assert status["ts"] == run.status_ts
     # The iteration the thread reported was stored before the crash.
     [iteration] = await bot.store.list_iterations(run.id)
     assert iteration.iteration == 1 and iteration.code == "print(len(context))"
@@ -139,10 +142,10 @@ async def test_a_crash_mid_run_loses_nothing_and_the_question_can_be_asked_again
     assert slack.posts("C1", thread_ts=second_root)[-1].endswith("run 2_")
 
 
-def _steps(posts: list[str]) -> list[int]:
-    """The iterations a thread reported as done."""
-    found = re.findall(r"^Step (\d+): (?:ran|thought)", "\n".join(posts), re.M)
-    return sorted({int(n) for n in found})
+def _steps(slack, thread_ts: str) -> list[int]:
+    """The steps a thread's live status shows as done (with their time)."""
+    seen = "\n".join(m["seen"] for m in slack.thread_view("C1", thread_ts))
+    return [int(n) for n in re.findall(r"^\*Step (\d+):\*.* \d+\.\d s$", seen, re.M)]
 
 
 async def test_shutdown_mid_run_marks_it_interrupted_and_tells_the_thread(
@@ -157,13 +160,15 @@ async def test_shutdown_mid_run_marks_it_interrupted_and_tells_the_thread(
     await bot.close()
 
     root = slack.message_with("C1", "*<@U1> asked:*")
-    assert slack.posts("C1", thread_ts=root["ts"])[-1] == messages.INTERRUPTED
+    # The status itself says so (with Retry): still one message in the thread.
+    [status] = slack.thread_view("C1", root["ts"])
+    assert status["text"] == messages.INTERRUPTED and "Retry" in status["seen"]
     llm_server.root_latency = 0.0
     bot = await make_bot()
     [run] = await bot.store.list_runs()
     assert run.status == "interrupted"
     # Told once: the restart finds nothing left unfinished.
-    assert slack.posts("C1", thread_ts=root["ts"]).count(messages.INTERRUPTED) == 1
+    assert slack.thread_texts("C1", root["ts"]) == [messages.INTERRUPTED]
 
 
 async def test_without_a_bot_token_the_process_says_what_to_set(

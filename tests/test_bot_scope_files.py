@@ -13,8 +13,9 @@ def sub_prompts(llm_server) -> str:
 
 
 def thread_of(slack, channel: str = "C1") -> list[str]:
+    """The run's messages as a member sees them now (the status, collapsed, says what was read)."""
     root = slack.message_with(channel, "*<@U1> asked:*")
-    return slack.posts(channel, thread_ts=root["ts"])
+    return [m["seen"] for m in slack.thread_view(channel, root["ts"])]
 
 
 async def test_a_file_shared_before_the_app_saw_it_is_read_once_and_then_kept(
@@ -32,7 +33,7 @@ async def test_a_file_shared_before_the_app_saw_it_is_read_once_and_then_kept(
     assert "# File: plan.md (shared by bob on " in sub_prompts(llm_server)
     assert [c.params["file"] for c in slack.calls_to("files.info")] == ["F1"]
     assert len(slack.calls_to("files.download")) == 1
-    assert thread_of(slack)[0].startswith(":books: Reading 2 messages and 1 file (")
+    assert "2 messages" in thread_of(slack)[0] and "1 file" in thread_of(slack)[0]
     [kept] = await bot.store.channel_files("T1", "C1")
     assert (kept.file_id, kept.user_id, kept.changed) == ("F1", "U2", "")
     assert slack.reactions == []  # a question's reading is not an upload to acknowledge
@@ -75,7 +76,7 @@ async def test_images_in_the_scope_are_skipped_without_a_call_and_counted(bot, s
     await bot.settle()
     assert slack.calls_to("files.info") == [] and slack.calls_to("files.download") == []
     reading = thread_of(slack)[0]
-    assert reading.startswith(":books: Reading 2 messages (")  # the share is one
+    assert "2 messages" in reading and "1 file" not in reading  # the share is one
     assert "Files not read: 1 image or other non-text." in reading
 
 

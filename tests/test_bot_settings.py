@@ -168,7 +168,7 @@ def test_the_manifest_asks_for_what_the_app_uses():
     listed = set(re.findall(r"^\s+- ([a-z_.:]+)\s*(?:#.*)?$", text, re.M))
     scopes = {
         "commands", "app_mentions:read", "chat:write", "channels:history", "groups:history",
-        "files:read", "users:read", "channels:read", "groups:read",
+        "files:read", "users:read", "channels:read", "groups:read", "files:write",
     }  # fmt: skip
     events = {"app_mention", "file_shared", "message.channels", "message.groups"}
     events |= {"app_uninstalled", "tokens_revoked"}  # uninstalls (bot/installs.py)
@@ -182,3 +182,5 @@ def test_the_manifest_asks_for_what_the_app_uses():
     assert re.search(r"^\s+- command: /rlm$", text, re.M)
     assert re.search(r"^\s+socket_mode_enabled: true$", text, re.M)
     assert re.search(r"^\s+- https://example.com/slack/oauth_redirect$", text, re.M)
+    # The run's buttons need interactivity.
+    assert re.search(r"^  interactivity:\n(\s+#.*\n)*\s+is_enabled: true$", text, re.M)

@@ -122,6 +122,8 @@ def test_at_most_max_subcalls_reach_the_model() -> None:
     assert trajectory[0]["subcalls"] == 5
     progress = [e for e in events if isinstance(e, SubcallProgress)]
     assert [p.done for p in progress] == list(range(1, 51)) and progress[-1].failed == 45
+    # The failures are the budget's refusals, and say which budget: a status can name it.
+    assert (progress[-1].refused, progress[-1].refused_by) == (45, "max_subcalls")
     finished = next(e for e in events if isinstance(e, RunFinished))
     assert (finished.stopped_by, answer) == ("max_subcalls", "done")
 

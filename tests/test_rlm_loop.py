@@ -16,6 +16,7 @@ from rlm import (
     Event,
     IterationFinished,
     IterationStarted,
+    RootReplied,
     RunFinished,
     SubcallProgress,
     write_trajectory_jsonl,
@@ -101,6 +102,11 @@ def test_events_arrive_in_order() -> None:
     progress = [e for e in events if isinstance(e, SubcallProgress)]
     assert [p.done for p in progress] == [1, 2, 3] and {p.total for p in progress} == {3}
     assert kinds.index(SubcallProgress) < kinds.index(CodeExecuted) < kinds.index(IterationFinished)
+    # The root reply is reported before its code runs, so a status can show the model's plan.
+    replied = next(e for e in events if isinstance(e, RootReplied))
+    assert replied.iteration == 1 and "parallel_query" in replied.reply
+    assert kinds.index(RootReplied) < kinds.index(SubcallProgress)
+    assert all(p.refused == 0 and p.refused_by is None for p in progress)
 
 
 async def test_async_event_callbacks_are_awaited() -> None:
@@ -112,7 +118,13 @@ async def test_async_event_callbacks_are_awaited() -> None:
 
     root = ScriptedLLM(repl("x = 1", "FINAL(ok)"))
     await RLM(root).query_async("q", "c", on_event=callback)
-    assert seen == ["IterationStarted", "CodeExecuted", "IterationFinished", "RunFinished"]
+    assert seen == [
+        "IterationStarted",
+        "RootReplied",
+        "CodeExecuted",
+        "IterationFinished",
+        "RunFinished",
+    ]
 
 
 def test_a_failing_callback_does_not_end_the_run() -> None:

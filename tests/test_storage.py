@@ -23,7 +23,15 @@ from bot.storage._migrate import downgrade, head_revision, upgrade
 from bot.storage._models import Base
 
 ROOT = Path(__file__).resolve().parents[1]
-TABLES = {"workspaces", "runs", "iterations", "context_sources", "files", "handled_events"}
+TABLES = {
+    "workspaces",
+    "runs",
+    "iterations",
+    "context_sources",
+    "files",
+    "handled_events",
+    "run_feedback",
+}
 # Migration 0006: many workspaces.
 TABLES |= {
     "slack_installations",

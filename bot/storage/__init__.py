@@ -8,8 +8,10 @@ from bot.storage._engine import DEFAULT_DATABASE_URL
 from bot.storage._records import FileRecord, IterationRecord, RunRecord
 from bot.storage._store import (
     CONTEXT_KINDS,
+    FEEDBACK_VALUES,
     FINAL_STATUSES,
     RUN_STATUSES,
+    SCOPES,
     TRIGGERS,
 )
 from bot.storage._surfaces import PaneContext, ProblemRecord, Store
@@ -17,8 +19,10 @@ from bot.storage._surfaces import PaneContext, ProblemRecord, Store
 __all__ = [
     "CONTEXT_KINDS",
     "DEFAULT_DATABASE_URL",
+    "FEEDBACK_VALUES",
     "FINAL_STATUSES",
     "RUN_STATUSES",
+    "SCOPES",
     "TRIGGERS",
     "FileRecord",
     "IterationRecord",

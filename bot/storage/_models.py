@@ -84,6 +84,7 @@ class Run(Base):
         Index("ix_runs_status", "status"),
         Index("ix_runs_team_id_created_at", "team_id", "created_at"),
         Index("ix_runs_channel_id", "channel_id"),
+        Index("ix_runs_channel_id_thread_ts", "channel_id", "thread_ts"),
     )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
@@ -106,6 +107,12 @@ class Run(Base):
     stopped_by: Mapped[str | None] = mapped_column(String(32))
     created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utc_now)
     finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    # What the run read: "channel" or "thread" (scope_ts: the thread), for its follow-ups.
+    scope: Mapped[str | None] = mapped_column(String(16))
+    scope_ts: Mapped[str | None] = mapped_column(String(32))
+    # Who can fix a failure: "user:<what>" or "operator:<what>" (a key, a model, a scope).
+    error_kind: Mapped[str | None] = mapped_column(String(64))
+    status_ts: Mapped[str | None] = mapped_column(String(32))  # the run's status message
 
 
 class Iteration(Base):
@@ -122,6 +129,17 @@ class Iteration(Base):
     input_tokens: Mapped[int] = mapped_column(Integer)
     output_tokens: Mapped[int] = mapped_column(Integer)
     seconds: Mapped[float] = mapped_column(Float)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utc_now)
+
+
+class RunFeedback(Base):
+    __tablename__ = "run_feedback"
+    __table_args__ = (UniqueConstraint("run_id", "user_id"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    run_id: Mapped[int] = mapped_column(Integer, ForeignKey("runs.id", ondelete="CASCADE"))
+    user_id: Mapped[str] = mapped_column(String(32))
+    value: Mapped[str] = mapped_column(String(8))  # "up" | "down"
     created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utc_now)
 
 

@@ -30,6 +30,10 @@ class RunRecord:
     stopped_by: str | None
     created_at: datetime
     finished_at: datetime | None
+    scope: str | None = None
+    scope_ts: str | None = None
+    error_kind: str | None = None
+    status_ts: str | None = None
 
     @classmethod
     def from_row(cls, run: Run) -> RunRecord:
@@ -54,6 +58,10 @@ class RunRecord:
             stopped_by=run.stopped_by,
             created_at=run.created_at,
             finished_at=run.finished_at,
+            scope=run.scope,
+            scope_ts=run.scope_ts,
+            error_kind=run.error_kind,
+            status_ts=run.status_ts,
         )
 
 

@@ -27,6 +27,7 @@ from bot.storage._models import (
     HandledEvent,
     Iteration,
     Run,
+    RunFeedback,
     Workspace,
     utc_now,
 )
@@ -36,7 +37,9 @@ RUN_STATUSES = ("queued", "running", "finished", "failed", "interrupted", "stopp
 ACTIVE_STATUSES = ("queued", "running")
 FINAL_STATUSES = ("finished", "failed", "interrupted", "stopped")
 TRIGGERS = ("command", "mention", "assistant", "dm")
-CONTEXT_KINDS = ("channel_history", "thread", "file")
+CONTEXT_KINDS = ("channel_history", "thread", "file", "earlier_answers")
+SCOPES = ("channel", "thread")
+FEEDBACK_VALUES = ("up", "down")
 
 _UNKNOWN_VALUE = "{what} must be one of {allowed}; got {value!r}."
 _CANNOT_OPEN = "The database at {url} could not be opened ({detail}); check DATABASE_URL."
@@ -164,9 +167,13 @@ class Store:
         sub_model: str,
         trigger: str,
         status: str = "queued",
+        scope: str | None = None,
+        scope_ts: str | None = None,
     ) -> int:
         _check_choice("trigger", trigger, TRIGGERS)
         _check_choice("status", status, RUN_STATUSES)
+        if scope is not None:
+            _check_choice("scope", scope, SCOPES)
         async with self._writing() as session:
             await self._ensure_workspace(session, team_id, None)
             run = Run(
@@ -179,6 +186,8 @@ class Store:
                 root_model=root_model,
                 sub_model=sub_model,
                 trigger=trigger,
+                scope=scope,
+                scope_ts=scope_ts,
                 finished_at=utc_now() if status in FINAL_STATUSES else None,
             )
             session.add(run)
@@ -198,6 +207,13 @@ class Store:
                 run.thread_ts = thread_ts
             if status in FINAL_STATUSES and run.finished_at is None:
                 run.finished_at = utc_now()
+
+    @_uncancellable
+    async def set_status_message(self, run_id: int, ts: str) -> None:
+        """Remember the ts of the run's status message (its one live message in Slack)."""
+        async with self._writing() as session:
+            run = await self._get_run(session, run_id)
+            run.status_ts = ts
 
     @_uncancellable
     async def add_context_source(
@@ -274,6 +290,7 @@ class Store:
         output_tokens: int,
         seconds: float,
         stopped_by: str | None = None,
+        error_kind: str | None = None,
     ) -> None:
         _check_choice("a finished run's status", status, FINAL_STATUSES)
         async with self._writing() as session:
@@ -287,6 +304,7 @@ class Store:
             run.output_tokens = output_tokens
             run.seconds = seconds
             run.stopped_by = stopped_by
+            run.error_kind = error_kind
             run.finished_at = utc_now()
 
     async def get_run(self, run_id: int) -> RunRecord | None:
@@ -306,6 +324,50 @@ class Store:
             query = query.where(Run.status == status)
         async with self._read() as session:
             return [RunRecord.from_row(run) for run in await session.scalars(query)]
+
+    async def thread_runs(self, team_id: str, channel_id: str, thread_ts: str) -> list[RunRecord]:
+        """The runs answered in one thread, oldest first (a follow-up reads their Q&A)."""
+        query = (
+            select(Run)
+            .where(
+                Run.team_id == team_id,
+                Run.channel_id == channel_id,
+                Run.thread_ts == thread_ts,
+            )
+            .order_by(Run.id)
+        )
+        async with self._read() as session:
+            return [RunRecord.from_row(run) for run in await session.scalars(query)]
+
+    async def operator_problems(self, team_id: str, *, limit: int = 20) -> list[RunRecord]:
+        """Recent failed runs only an operator can fix (error_kind "operator:..."), newest first."""
+        query = (
+            select(Run)
+            .where(Run.team_id == team_id, Run.error_kind.like("operator:%"))
+            .order_by(Run.id.desc())
+            .limit(limit)
+        )
+        async with self._read() as session:
+            return [RunRecord.from_row(run) for run in await session.scalars(query)]
+
+    @_uncancellable
+    async def set_feedback(self, run_id: int, user_id: str, value: str) -> None:
+        """One user's 👍 ("up") or 👎 ("down") on a run; a later click replaces it."""
+        _check_choice("feedback", value, FEEDBACK_VALUES)
+        async with self._writing() as session:
+            await self._get_run(session, run_id)
+            await _upsert(
+                session,
+                RunFeedback,
+                {"run_id": run_id, "user_id": user_id},
+                {"value": value, "created_at": utc_now()},
+            )
+
+    async def feedback(self, run_id: int) -> dict[str, str]:
+        """Each user's feedback on the run: {user_id: "up" | "down"}."""
+        query = select(RunFeedback).where(RunFeedback.run_id == run_id)
+        async with self._read() as session:
+            return {row.user_id: row.value for row in await session.scalars(query)}
 
     async def list_iterations(self, run_id: int) -> list[IterationRecord]:
         query = select(Iteration).where(Iteration.run_id == run_id).order_by(Iteration.iteration)

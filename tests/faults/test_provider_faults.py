@@ -60,7 +60,7 @@ async def test_runs_under_a_thirty_percent_fault_rate_end_cleanly(make_bot, slac
             assert run.stopped_by == "max_seconds"
             assert messages.stopped_by("max_seconds", 8) in last
         elif run.stopped_by is None:  # a fault no retry mends within the run's retries
-            assert last.startswith(":warning: The model provider failed")
+            assert last == messages.PROVIDER_DOWN
         else:
             assert last == messages.out_of_time(8)
     assert any(run.status == "finished" for run in runs)

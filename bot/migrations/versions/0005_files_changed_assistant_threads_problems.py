@@ -6,7 +6,7 @@ is viewing (across restarts and replicas). `problems` holds what only an operato
 for admins on App Home.
 
 Revision ID: 0005
-Revises: 0001
+Revises: 0004
 Create Date: 2026-11-30
 """
 
@@ -16,7 +16,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision: str = "0005"
-down_revision: str | None = "0001"
+down_revision: str | None = "0004"
 branch_labels: str | None = None
 depends_on: str | None = None
 
