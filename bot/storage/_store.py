@@ -7,12 +7,11 @@ visible to the others at once, and nothing is lost if the process dies a moment 
 from __future__ import annotations
 
 import asyncio
-import functools
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping
+from collections.abc import AsyncIterator, Iterable, Mapping
 from contextlib import AbstractAsyncContextManager, asynccontextmanager, nullcontext
 from datetime import datetime
 from types import TracebackType
-from typing import Any, ParamSpec, TypeVar
+from typing import Any, TypeVar
 
 from sqlalchemy import func, select
 from sqlalchemy.exc import DBAPIError, IntegrityError
@@ -20,6 +19,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from bot.storage import _migrate
 from bot.storage._engine import create_engine, for_writes
+from bot.storage._lifecycle import DataLifecycle
 from bot.storage._models import (
     Base,
     ContextSource,
@@ -31,6 +31,8 @@ from bot.storage._models import (
     utc_now,
 )
 from bot.storage._records import FileRecord, IterationRecord, RunRecord
+from bot.storage._writes import check_choice as _check_choice
+from bot.storage._writes import uncancellable as _uncancellable
 
 RUN_STATUSES = ("queued", "running", "finished", "failed", "interrupted", "stopped")
 ACTIVE_STATUSES = ("queued", "running")
@@ -38,46 +40,15 @@ FINAL_STATUSES = ("finished", "failed", "interrupted", "stopped")
 TRIGGERS = ("command", "mention")
 CONTEXT_KINDS = ("channel_history", "thread", "file")
 
-_UNKNOWN_VALUE = "{what} must be one of {allowed}; got {value!r}."
 _CANNOT_OPEN = "The database at {url} could not be opened ({detail}); check DATABASE_URL."
 _NO_SUCH_RUN = "Run {run_id} does not exist."
 _EMPTY_EVENT_ID = "An event id must not be empty."
 _NAIVE_SINCE = "`since` must be a timezone-aware datetime, such as datetime.now(UTC)."
 
 ModelT = TypeVar("ModelT", bound=Base)
-P = ParamSpec("P")
-T = TypeVar("T")
 
 
-def _uncancellable(
-    write: Callable[P, Awaitable[T]],
-) -> Callable[P, Awaitable[T]]:
-    """Run a write to the end even if its caller is cancelled.
-
-    A write cut off mid-transaction can leave SQLite's write lock held, so the next write
-    waits out the whole busy timeout and fails. Cancelling the caller stops its wait; the
-    write itself finishes, and `Store.close()` waits for it.
-    """
-
-    @functools.wraps(write)
-    async def wrapper(*args: P.args, **kwargs: P.kwargs) -> T:
-        store = args[0]
-        assert isinstance(store, Store)
-        task = asyncio.ensure_future(write(*args, **kwargs))
-        store._pending.add(task)
-        task.add_done_callback(store._pending.discard)
-        return await asyncio.shield(task)
-
-    return wrapper
-
-
-def _check_choice(what: str, value: str, allowed: Iterable[str]) -> None:
-    allowed = tuple(allowed)
-    if value not in allowed:
-        raise ValueError(_UNKNOWN_VALUE.format(what=what, allowed=", ".join(allowed), value=value))
-
-
-class Store:
+class Store(DataLifecycle):
     """The bot's database. Make one with `await Store.open(url)` and `await store.close()` it."""
 
     def __init__(self, engine: AsyncEngine) -> None:
@@ -95,12 +66,16 @@ class Store:
     async def open(cls, database_url: str) -> Store:
         """Migrate the database at `database_url` to the newest schema, then open it."""
         engine = create_engine(database_url)
+        shown = engine.url.render_as_string(hide_password=True)
         try:
             await _migrate.upgrade(engine)
-        except DBAPIError as exc:  # the server refused us, the file cannot be opened, ...
+        except (DBAPIError, OSError) as exc:  # the server refused us, the file cannot be opened
             await engine.dispose()
-            shown = engine.url.render_as_string(hide_password=True)
-            raise ValueError(_CANNOT_OPEN.format(url=shown, detail=exc.orig)) from exc
+            detail = _connection_problem(exc)
+            raise ValueError(_CANNOT_OPEN.format(url=shown, detail=detail)) from None
+        except _migrate.MigrationError as exc:
+            await engine.dispose()
+            raise ValueError(f"The database at {shown}: {exc}.") from None
         except BaseException:
             await engine.dispose()
             raise
@@ -192,7 +167,7 @@ class Store:
         """Change a run's status (and thread, when given); a final status stamps finished_at."""
         _check_choice("status", status, RUN_STATUSES)
         async with self._writing() as session:
-            run = await self._get_run(session, run_id)
+            run = await self._get_run(session, run_id, lock=True)
             run.status = status
             if thread_ts is not None:
                 run.thread_ts = thread_ts
@@ -237,7 +212,9 @@ class Store:
             "seconds": seconds,
         }
         async with self._writing() as session:
-            run = await self._get_run(session, run_id)
+            # The run's row stays locked until commit: a concurrent iteration or finish_run
+            # waits, then sees this one's work (no lost update of the totals).
+            run = await self._get_run(session, run_id, lock=True)
             await _upsert(session, Iteration, {"run_id": run_id, "iteration": iteration}, values)
             if run.finished_at is None:
                 await session.flush()
@@ -277,7 +254,7 @@ class Store:
     ) -> None:
         _check_choice("a finished run's status", status, FINAL_STATUSES)
         async with self._writing() as session:
-            run = await self._get_run(session, run_id)
+            run = await self._get_run(session, run_id, lock=True)
             run.status = status
             run.answer = answer
             run.error = error
@@ -407,8 +384,11 @@ class Store:
             return [FileRecord.from_row(row) for row in rows]
 
     @staticmethod
-    async def _get_run(session: AsyncSession, run_id: int) -> Run:
-        run = await session.get(Run, run_id)
+    async def _get_run(session: AsyncSession, run_id: int, *, lock: bool = False) -> Run:
+        """The run's row; with `lock`, locked for this transaction (PostgreSQL: FOR NO KEY
+        UPDATE, which still lets iterations referencing it be inserted; SQLite's write
+        transaction already excludes other writers)."""
+        run = await session.get(Run, run_id, with_for_update={"key_share": True} if lock else None)
         if run is None:
             raise LookupError(_NO_SUCH_RUN.format(run_id=run_id))
         return run
@@ -417,6 +397,19 @@ class Store:
     async def _ensure_workspace(session: AsyncSession, team_id: str, name: str | None) -> None:
         values = {"name": name} if name is not None else {}
         await _upsert(session, Workspace, {"team_id": team_id}, values)
+
+
+def _connection_problem(exc: BaseException) -> str:
+    """What went wrong reaching the database, in a few words and without any statement."""
+    orig = getattr(exc, "orig", None) or exc
+    if isinstance(orig, ConnectionRefusedError):
+        return "connection refused: is the database server running and reachable there?"
+    if isinstance(orig, TimeoutError):
+        return "no answer in time: is the database server reachable there?"
+    if isinstance(orig, OSError) and orig.strerror:
+        return orig.strerror
+    text = " ".join(str(orig).split())
+    return text.split(">: ", 1)[-1] if text.startswith("<class ") else text
 
 
 async def _upsert(
