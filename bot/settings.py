@@ -73,6 +73,9 @@ class Settings(BaseSettings):
     rlm_sandbox: Literal["auto", "bwrap", "unshare", "none"] = "auto"
     rlm_require_sandbox: bool = False
 
+    # Data lifecycle: runs, their outputs and file text older than this are purged.
+    rlm_retention_days: int = Field(default=90, ge=1, le=36_500)
+
     @field_validator(
         "slack_signing_secret",
         "slack_app_token",
@@ -131,9 +134,7 @@ class Settings(BaseSettings):
     @field_validator("database_url")
     @classmethod
     def _database_url(cls, value: str) -> str:
-        if "://" not in value:
-            raise ValueError("must be a SQLAlchemy async URL such as sqlite+aiosqlite:///rlm.db")
-        return value.strip()
+        return _check_database_url(value)
 
     @model_validator(mode="after")
     def _sandbox_choice(self) -> Settings:
@@ -190,6 +191,34 @@ class Settings(BaseSettings):
                 "(Basic Information > Signing Secret), or set SLACK_APP_TOKEN for Socket Mode."
             )
         return settings
+
+
+def _check_database_url(value: str) -> str:
+    if "://" not in value:
+        raise ValueError("must be a SQLAlchemy async URL such as sqlite+aiosqlite:///rlm.db")
+    return value.strip()
+
+
+class DatabaseSettings(BaseSettings):
+    """Only DATABASE_URL, for `rlm-bot migrate`: migrating needs no Slack or model settings."""
+
+    model_config = SettingsConfigDict(
+        env_file=".env", env_file_encoding="utf-8", extra="ignore", case_sensitive=False
+    )
+
+    database_url: str = "sqlite+aiosqlite:///rlm.db"
+
+    @field_validator("database_url")
+    @classmethod
+    def _database_url(cls, value: str) -> str:
+        return _check_database_url(value)
+
+    @classmethod
+    def from_env(cls, env_file: str | Path | None = ".env") -> DatabaseSettings:
+        try:
+            return cls(_env_file=env_file)  # type: ignore[call-arg]
+        except ValidationError as exc:
+            raise SettingsError(_describe(exc)) from None
 
 
 def _describe(exc: ValidationError) -> str:

@@ -13,6 +13,7 @@ at once without waiting.
 
 from __future__ import annotations
 
+import logging
 import sqlite3
 import time
 from pathlib import Path
@@ -31,6 +32,9 @@ CONNECT_TIMEOUT_SECONDS = 10  # PostgreSQL: an unreachable server fails the star
 
 # Execution option read by the "begin" hook; set on the engine used for writes.
 BEGIN_MODE_OPTION = "rlm_sqlite_begin"
+
+# aiosqlite logs every statement with its parameters (Slack content, model output) at DEBUG.
+logging.getLogger("aiosqlite").setLevel(logging.INFO)
 
 _BAD_URL = (
     "DATABASE_URL {url} cannot be used ({detail}); give a SQLAlchemy async URL such as "
@@ -57,7 +61,7 @@ def create_engine(database_url: str) -> AsyncEngine:
 
     options: dict[str, Any] = {"pool_pre_ping": True, "hide_parameters": True}
     is_sqlite = url.get_backend_name() == "sqlite"
-    if url.get_driver_name() == "asyncpg":
+    if url.drivername.partition("+")[2] == "asyncpg":
         options["connect_args"] = {"timeout": CONNECT_TIMEOUT_SECONDS}
     if is_sqlite:
         options["connect_args"] = {"timeout": BUSY_TIMEOUT_SECONDS}
@@ -74,7 +78,7 @@ def create_engine(database_url: str) -> AsyncEngine:
     try:
         engine = create_async_engine(url, **options)
     except ImportError as exc:
-        driver = exc.name or url.get_driver_name()
+        driver = exc.name or url.drivername
         detail = _NO_DRIVER.format(driver=driver)
         raise ValueError(_BAD_URL.format(url=shown, detail=detail)) from None
     except (ArgumentError, InvalidRequestError) as exc:

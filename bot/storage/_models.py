@@ -6,6 +6,7 @@ differences), so a change here needs a new migration in the same change.
 
 from __future__ import annotations
 
+import re
 from datetime import UTC, datetime
 
 from sqlalchemy import (
@@ -66,6 +67,9 @@ def utc_now() -> datetime:
     return datetime.now(UTC)
 
 
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
 def storable(text: str) -> str:
     """`text` as every database accepts it: NUL characters (PostgreSQL refuses them in text)
     and lone surrogates (not encodable as UTF-8) become U+FFFD."""
@@ -74,7 +78,7 @@ def storable(text: str) -> str:
     try:
         text.encode("utf-8")
     except UnicodeEncodeError:
-        text = text.encode("utf-8", "surrogatepass").decode("utf-8", "replace")
+        text = _SURROGATE.sub("\ufffd", text)
     return text
 
 

@@ -14,11 +14,10 @@ from types import TracebackType
 from typing import Any, TypeVar
 
 from sqlalchemy import func, select
-from sqlalchemy.exc import DBAPIError, IntegrityError
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
-from bot.storage import _migrate
-from bot.storage._engine import create_engine, for_writes
+from bot.storage._engine import for_writes
 from bot.storage._lifecycle import DataLifecycle
 from bot.storage._models import (
     Base,
@@ -30,6 +29,7 @@ from bot.storage._models import (
     Workspace,
     utc_now,
 )
+from bot.storage._operator import open_migrated
 from bot.storage._records import FileRecord, IterationRecord, RunRecord
 from bot.storage._writes import check_choice as _check_choice
 from bot.storage._writes import uncancellable as _uncancellable
@@ -40,7 +40,6 @@ FINAL_STATUSES = ("finished", "failed", "interrupted", "stopped")
 TRIGGERS = ("command", "mention")
 CONTEXT_KINDS = ("channel_history", "thread", "file")
 
-_CANNOT_OPEN = "The database at {url} could not be opened ({detail}); check DATABASE_URL."
 _NO_SUCH_RUN = "Run {run_id} does not exist."
 _EMPTY_EVENT_ID = "An event id must not be empty."
 _NAIVE_SINCE = "`since` must be a timezone-aware datetime, such as datetime.now(UTC)."
@@ -65,20 +64,7 @@ class Store(DataLifecycle):
     @classmethod
     async def open(cls, database_url: str) -> Store:
         """Migrate the database at `database_url` to the newest schema, then open it."""
-        engine = create_engine(database_url)
-        shown = engine.url.render_as_string(hide_password=True)
-        try:
-            await _migrate.upgrade(engine)
-        except (DBAPIError, OSError) as exc:  # the server refused us, the file cannot be opened
-            await engine.dispose()
-            detail = _connection_problem(exc)
-            raise ValueError(_CANNOT_OPEN.format(url=shown, detail=detail)) from None
-        except _migrate.MigrationError as exc:
-            await engine.dispose()
-            raise ValueError(f"The database at {shown}: {exc}.") from None
-        except BaseException:
-            await engine.dispose()
-            raise
+        engine, _ = await open_migrated(database_url)
         return cls(engine)
 
     async def close(self) -> None:
@@ -397,19 +383,6 @@ class Store(DataLifecycle):
     async def _ensure_workspace(session: AsyncSession, team_id: str, name: str | None) -> None:
         values = {"name": name} if name is not None else {}
         await _upsert(session, Workspace, {"team_id": team_id}, values)
-
-
-def _connection_problem(exc: BaseException) -> str:
-    """What went wrong reaching the database, in a few words and without any statement."""
-    orig = getattr(exc, "orig", None) or exc
-    if isinstance(orig, ConnectionRefusedError):
-        return "connection refused: is the database server running and reachable there?"
-    if isinstance(orig, TimeoutError):
-        return "no answer in time: is the database server reachable there?"
-    if isinstance(orig, OSError) and orig.strerror:
-        return orig.strerror
-    text = " ".join(str(orig).split())
-    return text.split(">: ", 1)[-1] if text.startswith("<class ") else text
 
 
 async def _upsert(
