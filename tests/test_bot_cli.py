@@ -91,7 +91,8 @@ async def test_check_reports_a_database_that_is_not_there(slack, llm_server, cap
 def test_check_with_bad_settings_says_which(tmp_path):
     done = rlm_bot("check", cwd=tmp_path, SLACK_BOT_TOKEN="not-a-token")
     assert done.returncode == EXIT_CHECK_FAILED
-    assert done.stdout == "FAIL settings: SLACK_BOT_TOKEN must be a bot token starting with xoxb-.\n"
+    expected = "FAIL settings: SLACK_BOT_TOKEN must be a bot token starting with xoxb-.\n"
+    assert done.stdout == expected
 
 
 def test_migrate_creates_then_finds_nothing_to_do(tmp_path, database_url):
