@@ -22,6 +22,7 @@ from bot.budgets import BudgetBook, Budgets
 from bot.context import ContextGatherer, UserDirectory
 from bot.http_server import EVENTS_PATH, HttpServer, serve_http
 from bot.isolation import check_sandbox, sandbox_limits
+from bot.lifecycle import Housekeeping, forget_channel, register_file_events
 from bot.logs import configure_logging
 from bot.progress import ChannelPacer
 from bot.runner import EngineConfig, Question, Runner
@@ -61,6 +62,7 @@ class Services:
     llms: tuple[LLMInterface, ...]
     isolation: str = "none"  # the REPL sandbox method runs use
     tasks: set[asyncio.Task[Any]] = field(default_factory=set)
+    housekeeping: Housekeeping | None = None  # the retention purge, started with the services
 
     @property
     def limiters(self) -> KeyedLimiter:
@@ -84,6 +86,8 @@ class Services:
             await asyncio.gather(*list(self.tasks), return_exceptions=True)
 
     async def close(self) -> None:
+        if self.housekeeping is not None:
+            await self.housekeeping.stop()
         for task in list(self.tasks):
             task.cancel()
         await self.drain()
@@ -203,6 +207,7 @@ async def _build_services(
     recovered = await runner.recover()
     if recovered:
         logger.info("marked %d unfinished run(s) from a previous process interrupted", recovered)
+    services.housekeeping = Housekeeping(store, retention_days=settings.rlm_retention_days).start()
     return services
 
 
@@ -233,6 +238,10 @@ def build_app(services: Services) -> AsyncApp:
         if verb == "usage":
             report = await runner.budget.usage_report(command["team_id"])
             await ack(text=report, response_type="ephemeral")
+            return
+        if verb == "forget":
+            await ack()
+            services.spawn(forget_channel(services, command), name="forget")
             return
         if verb != "ask":
             await ack(text=messages.unknown_subcommand(words[0]), response_type="ephemeral")
@@ -318,6 +327,8 @@ def build_app(services: Services) -> AsyncApp:
     @app.event({"type": "message", "subtype": "file_share"})
     async def on_file_message(body: dict[str, Any], event: dict[str, Any]) -> None:
         services.spawn(keep_files(body, event), name="file_share")
+
+    register_file_events(app, services, claimed, _team)
 
     @app.event("message")
     async def on_message() -> None:

@@ -14,6 +14,7 @@ USAGE = (
     "• Upload a file (text, Markdown, CSV, JSON, PDF, Word) to a channel I'm in and I keep "
     "its text for later questions.\n"
     "• `/rlm usage` — this workspace's tokens and runs today, and the limits on each run.\n"
+    "• `/rlm forget` — workspace admins: delete what I stored for this channel.\n"
     "• `/rlm help` — this message."
 )
 
@@ -253,3 +254,29 @@ def file_host_refused(name: str, host: str) -> str:
         f"I didn't download *{name}*: its address is on `{host}`, not Slack, and I only send "
         "the bot token to Slack."
     )
+
+
+# -- stored data -------------------------------------------------------------------------------
+
+FORGET_ADMINS_ONLY = (
+    "Only a workspace admin or owner can use `/rlm forget`: ask one to run it in this channel."
+)
+
+
+def forget_done(runs: int, files: int, running: int) -> str:
+    runs_text = f"{runs:,} run{'s' if runs != 1 else ''}"
+    files_text = f"{files:,} file{'s' if files != 1 else ''}"
+    text = (
+        f":wastebasket: Deleted what I had stored for this channel: {runs_text} (questions, "
+        f"steps and answers) and the text of {files_text}. Messages in Slack are untouched."
+    )
+    if running:
+        text += (
+            f" Still going, so kept: {running:,} run{'s' if running != 1 else ''}; "
+            "run `/rlm forget` again once it is done."
+        )
+    return text
+
+
+def forget_failed(reason: str) -> str:
+    return f"I couldn't check that you are a workspace admin ({reason}): nothing was deleted."

@@ -171,6 +171,7 @@ def test_the_manifest_asks_for_what_the_app_uses():
         "files:read", "users:read", "channels:read", "groups:read",
     }  # fmt: skip
     events = {"app_mention", "file_shared", "message.channels", "message.groups"}
+    events |= {"file_change", "file_deleted"}  # keeping stored file text true to Slack
     assert listed == scopes | events
     assert re.search(r"^\s+- command: /rlm$", text, re.M)
     assert re.search(r"^\s+socket_mode_enabled: true$", text, re.M)
