@@ -141,7 +141,19 @@ async def bot(make_bot: Callable[..., Awaitable[BotHarness]]) -> BotHarness:
 # pointed at PostgreSQL (TEST_DATABASE_URL / DATABASE_URL, see tests/databases.py), a fresh
 # database made for this test and dropped after it. `databases.new()` makes more of them.
 
-from databases import Databases  # noqa: E402
+import os  # noqa: E402
+
+from databases import ON_POSTGRES, Databases  # noqa: E402
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """With RLM_TEST_DATABASE_ONLY=1 on PostgreSQL (`make test-postgres`), run only the tests
+    that store anything: the rest ran on SQLite already and would test nothing new."""
+    if not (ON_POSTGRES and os.environ.get("RLM_TEST_DATABASE_ONLY") == "1"):
+        return
+    keep = [item for item in items if "databases" in getattr(item, "fixturenames", ())]
+    config.hook.pytest_deselected(items=[item for item in items if item not in keep])
+    items[:] = keep
 
 
 @pytest.fixture

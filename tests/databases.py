@@ -77,7 +77,14 @@ async def _admin(url: URL, sql: str) -> None:
 def create_database(server: URL) -> str:
     """A new, empty database on `server`; returns its async URL (password included)."""
     name = f"{PREFIX}{uuid.uuid4().hex[:16]}"
-    run_in_thread(lambda: _admin(server, f'CREATE DATABASE "{name}"'))
+    try:
+        run_in_thread(lambda: _admin(server, f'CREATE DATABASE "{name}"'))
+    except OSError as exc:
+        shown = server.render_as_string(hide_password=True)
+        raise RuntimeError(
+            f"TEST_DATABASE_URL points at {shown}, which cannot be reached ({exc}): start "
+            "PostgreSQL there, or unset TEST_DATABASE_URL to test on SQLite"
+        ) from None
     return server.set(database=name).render_as_string(hide_password=False)
 
 
