@@ -12,9 +12,12 @@ import contextlib
 import logging
 import signal
 import sys
-from typing import Any
+from typing import TYPE_CHECKING
 
 from bot.settings import Settings, SettingsError
+
+if TYPE_CHECKING:
+    from bot.slack_api import SlackPoster
 
 logger = logging.getLogger("bot")
 
@@ -89,7 +92,7 @@ async def serve(settings: Settings, stop: asyncio.Event | None = None) -> None:
         await services.close()
 
 
-async def _check_slack_token(poster: Any, api_url: str) -> None:
+async def _check_slack_token(poster: SlackPoster, api_url: str) -> None:
     """Ask Slack who we are (auth.test) before serving: a refused token stops the start."""
     import aiohttp
     from slack_sdk.errors import SlackApiError

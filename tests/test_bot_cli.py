@@ -28,8 +28,8 @@ def _closed_port() -> int:
 
 
 def _settings(slack, llm_server, database_url, **overrides):
-    values = {"openai_base_url": llm_server.openai_base_url} | overrides
-    return harness_settings(slack_api_url=slack.api_url, database_url=database_url, **values)
+    values = {"openai_base_url": llm_server.openai_base_url, "slack_api_url": slack.api_url}
+    return harness_settings(database_url=database_url, **(values | overrides))
 
 
 def rlm_bot(*args: str, cwd: Path, **env: str) -> subprocess.CompletedProcess[str]:
@@ -141,6 +141,17 @@ async def test_a_bot_token_slack_refuses_stops_the_start_with_one_line(
         "(OAuth & Permissions), reinstalling the app if it was revoked."
     )
     assert [c.method for c in slack.calls] == ["auth.test"]
+
+
+async def test_a_slack_that_cannot_be_reached_stops_the_start_with_one_line(
+    slack, llm_server, database_url
+):
+    api_url = f"http://127.0.0.1:{_closed_port()}/api/"
+    settings = _settings(slack, llm_server, database_url, slack_api_url=api_url)
+    with pytest.raises(StartupError) as caught:
+        await serve(settings)
+    assert str(caught.value).startswith(f"Slack could not be reached at {api_url} (")
+    assert str(caught.value).endswith("check SLACK_API_URL and the network.")
 
 
 def test_rlm_bot_against_a_database_server_that_is_not_there_is_one_line(tmp_path, slack):
