@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import ColumnElement, delete, select
+from sqlalchemy import ColumnElement, delete, func, select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from bot.storage._models import ContextSource, File, HandledEvent, Iteration, Run
@@ -78,11 +78,11 @@ class DataLifecycle:
 
     async def count_active_runs(self, team_id: str, channel_id: str) -> int:
         """Runs of the channel still queued or running (a forget leaves them)."""
-        query = select(Run.id).where(
+        query = select(func.count(Run.id)).where(
             Run.team_id == team_id, Run.channel_id == channel_id, Run.status.not_in(FINAL)
         )
         async with self._read() as session:
-            return len(list(await session.scalars(query)))
+            return int(await session.scalar(query) or 0)
 
     async def file_copies(self, team_id: str, file_id: str) -> list[FileRecord]:
         """Every channel's copy of one Slack file in the workspace."""
@@ -102,6 +102,9 @@ class DataLifecycle:
         deleted = 0
         async for ids in self._run_batches(*where):
             async with self._writing() as session:
+                # Runs first, as every other writer locks them: a late iteration of one of
+                # these waits for us rather than deadlocking against the children we delete.
+                await session.execute(select(Run.id).where(Run.id.in_(ids)).with_for_update())
                 for child in (Iteration, ContextSource):
                     await session.execute(delete(child).where(child.run_id.in_(ids)))
                 deleted += await _count(session, delete(Run).where(Run.id.in_(ids)))
