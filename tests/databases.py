@@ -37,6 +37,10 @@ def server_url() -> URL | None:
 
 ON_POSTGRES = server_url() is not None
 SQLITE_ONLY = pytest.mark.skipif(ON_POSTGRES, reason="SQLite-only check (suite runs on PostgreSQL)")
+POSTGRES_ONLY = pytest.mark.skipif(
+    not ON_POSTGRES,
+    reason="needs PostgreSQL: set TEST_DATABASE_URL=postgresql+asyncpg://... (make test-postgres)",
+)
 
 
 def run_in_thread(make: Callable[[], Coroutine[Any, Any, T]]) -> T:
@@ -70,6 +74,31 @@ async def _admin(url: URL, sql: str) -> None:
     )
     try:
         await connection.execute(sql)
+    finally:
+        await connection.close()
+
+
+async def terminate_connections(url: str) -> int:
+    """What a server restart does to a pool: every connection to `url`'s database cut.
+    Returns how many there were."""
+    import asyncpg
+
+    server = server_url()
+    assert server is not None
+    connection = await asyncpg.connect(
+        host=server.host or "127.0.0.1",
+        port=server.port or 5432,
+        user=server.username or "postgres",
+        password=server.password,
+        database=server.database or "postgres",
+    )
+    try:
+        rows = await connection.fetch(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+            "WHERE datname = $1 AND pid <> pg_backend_pid()",
+            make_url(url).database,
+        )
+        return len(rows)
     finally:
         await connection.close()
 

@@ -13,7 +13,7 @@ import textwrap
 from pathlib import Path
 
 import pytest
-from databases import ON_POSTGRES, run_in_thread, server_url
+from databases import POSTGRES_ONLY, run_in_thread, terminate_connections
 from sqlalchemy import text
 from sqlalchemy.exc import IntegrityError
 
@@ -22,10 +22,6 @@ from bot.storage._engine import create_engine
 from bot.storage._migrate import head_revision
 
 ROOT = Path(__file__).resolve().parents[1]
-POSTGRES_ONLY = pytest.mark.skipif(
-    not ON_POSTGRES,
-    reason="needs PostgreSQL: set TEST_DATABASE_URL=postgresql+asyncpg://... (make test-postgres)",
-)
 
 
 @pytest.fixture
@@ -262,33 +258,11 @@ async def test_four_opens_in_one_process_at_once(databases):
         await store.close()
 
 
-async def _terminate_connections(url: str) -> int:
-    """What a server restart does to our pool: every connection to the database cut."""
-    import asyncpg
-
-    server = server_url()
-    assert server is not None
-    connection = await asyncpg.connect(
-        host=server.host, port=server.port or 5432, user=server.username, database=server.database
-    )
-    try:
-        database = url.rsplit("/", 1)[-1]
-        return len(
-            await connection.fetch(
-                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
-                "WHERE datname = $1 AND pid <> pg_backend_pid()",
-                database,
-            )
-        )
-    finally:
-        await connection.close()
-
-
 @POSTGRES_ONLY
 async def test_connections_cut_mid_run_the_next_write_succeeds(store, database_url):
     run_id = await new_run(store)
     await asyncio.gather(*(record(store, run_id, i) for i in range(1, 6)))  # fill the pool
-    assert run_in_thread(lambda: _terminate_connections(database_url)) >= 1
+    assert run_in_thread(lambda: terminate_connections(database_url)) >= 1
     await record(store, run_id, 6)
     await store.finish_run(
         run_id,
