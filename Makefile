@@ -2,6 +2,8 @@
 VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
+# The PostgreSQL server `make test-postgres` makes its per-test databases on.
+TEST_POSTGRES_URL ?= postgresql+asyncpg://postgres@127.0.0.1:5432/test
 
 $(STAMP): pyproject.toml
 	python3 -m venv $(VENV)
@@ -9,11 +11,19 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install --quiet -e '.[test]'
 	touch $(STAMP)
 
-.PHONY: install test run lint bench
+.PHONY: install test test-sqlite test-postgres run lint bench
 install: $(STAMP)
 
-test: $(STAMP)
-	$(PY) -m pytest -q
+# The suite on SQLite, then again on PostgreSQL.
+test: test-sqlite test-postgres
+
+test-sqlite: $(STAMP)
+	env -u TEST_DATABASE_URL -u DATABASE_URL $(PY) -m pytest -q
+
+# Every test that stores anything, each on a fresh database of its own on that server
+# (tests/databases.py); tests that never touch a database ran already in test-sqlite.
+test-postgres: $(STAMP)
+	TEST_DATABASE_URL=$(TEST_POSTGRES_URL) RLM_TEST_DATABASE_ONLY=1 $(PY) -m pytest -q
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check rlm bot tests benchmarks

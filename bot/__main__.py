@@ -1,6 +1,8 @@
 """`rlm-bot`: read settings, migrate the database, then serve Slack in Socket Mode or HTTP.
+`rlm-bot migrate` and `rlm-bot check` are the operator's commands (bot/cli.py).
 
-Bad settings stop it before anything starts, with one line naming the variable.
+Bad settings stop it before anything starts, with one line naming the variable; so does a
+database it cannot reach or migrate, and a bot token Slack refuses.
 """
 
 from __future__ import annotations
@@ -10,8 +12,12 @@ import contextlib
 import logging
 import signal
 import sys
+from typing import TYPE_CHECKING
 
 from bot.settings import Settings, SettingsError
+
+if TYPE_CHECKING:
+    from bot.slack_api import SlackPoster
 
 logger = logging.getLogger("bot")
 
@@ -48,8 +54,13 @@ async def serve(settings: Settings, stop: asyncio.Event | None = None) -> None:
         services = await start_services(settings, isolation=isolation)
     except ConfigurationError as exc:
         raise StartupError(str(exc)) from None
-    except ValueError as exc:  # an unusable DATABASE_URL
+    except ValueError as exc:  # an unusable DATABASE_URL, unreachable, or not migratable
         raise StartupError(str(exc)) from None
+    try:
+        await _check_slack_token(services.poster, settings.slack_api_url)
+    except BaseException:
+        await services.close()
+        raise
     app = build_app(services)
     if stop is None:
         stop = asyncio.Event()
@@ -93,7 +104,32 @@ async def serve(settings: Settings, stop: asyncio.Event | None = None) -> None:
         await services.close()
 
 
-def main() -> None:
+async def _check_slack_token(poster: SlackPoster, api_url: str) -> None:
+    """Ask Slack who we are (auth.test) before serving: a refused token stops the start."""
+    import aiohttp
+    from slack_sdk.errors import SlackApiError
+
+    try:
+        await poster.identity()
+    except SlackApiError as exc:
+        error = exc.response.get("error") if exc.response is not None else None
+        raise StartupError(
+            f"Slack refused SLACK_BOT_TOKEN ({error}): set it to the Bot User OAuth Token "
+            "(OAuth & Permissions), reinstalling the app if it was revoked."
+        ) from None
+    except (aiohttp.ClientError, OSError) as exc:
+        raise StartupError(
+            f"Slack could not be reached at {api_url} ({type(exc).__name__}): check "
+            "SLACK_API_URL and the network."
+        ) from None
+
+
+def main(argv: list[str] | None = None) -> None:
+    from bot.cli import build_parser, run_command
+
+    args = build_parser().parse_args(sys.argv[1:] if argv is None else argv)
+    if args.command is not None:
+        sys.exit(run_command(args))
     try:
         settings = Settings.from_env()
     except SettingsError as exc:

@@ -26,6 +26,7 @@ from bot.context import ContextGatherer, UserDirectory
 from bot.http_server import EVENTS_PATH, HttpServer, serve_http
 from bot.installs import OAuth, Uninstaller, add_uninstall_listeners
 from bot.isolation import check_sandbox, sandbox_limits
+from bot.lifecycle import Housekeeping, forget_channel, register_file_events
 from bot.logs import configure_logging
 from bot.progress import ChannelPacer
 from bot.runner import EngineConfig, Question, Runner
@@ -94,6 +95,8 @@ class Services:
             self.tenants.track(team_id, task, enterprise)
         return task
 
+    housekeeping: Housekeeping | None = None  # the retention purge, started with the services
+
     @property
     def limiters(self) -> KeyedLimiter:
         return self.runner.limiters
@@ -116,6 +119,8 @@ class Services:
             await asyncio.gather(*list(self.tasks), return_exceptions=True)
 
     async def close(self) -> None:
+        if self.housekeeping is not None:
+            await self.housekeeping.stop()
         for task in list(self.tasks):
             task.cancel()
         await self.drain()
@@ -252,6 +257,7 @@ async def _build_services(
         recovered = await runner.recover()
     if recovered:
         logger.info("marked %d unfinished run(s) from a previous process interrupted", recovered)
+    services.housekeeping = Housekeeping(store, retention_days=settings.rlm_retention_days).start()
     return services
 
 
@@ -296,6 +302,10 @@ def build_app(services: Services) -> AsyncApp:
         if verb == "usage":
             report = await runner.budget.usage_report(command["team_id"])
             await ack(text=report, response_type="ephemeral")
+            return
+        if verb == "forget":
+            await ack()
+            services.spawn(forget_channel(services, command), name="forget")
             return
         if verb != "ask":
             await ack(text=messages.unknown_subcommand(words[0]), response_type="ephemeral")
@@ -426,6 +436,8 @@ def build_app(services: Services) -> AsyncApp:
         add_uninstall_listeners(app, services.uninstaller, services.spawn)
     if services.tenants is not None:
         add_config_modal_listener(app, services.tenants.book)
+
+    register_file_events(app, services, claimed, _team)
 
     @app.event("message")
     async def on_message() -> None:

@@ -361,3 +361,29 @@ OPERATOR_FIXES = {
         "bot scopes and reinstall the app"
     ),
 }
+
+
+# -- stored data -------------------------------------------------------------------------------
+
+FORGET_ADMINS_ONLY = (
+    "Only a workspace admin or owner can use `/rlm forget`: ask one to run it in this channel."
+)
+
+
+def forget_done(runs: int, files: int, running: int) -> str:
+    runs_text = f"{runs:,} run{'s' if runs != 1 else ''}"
+    files_text = f"{files:,} file{'s' if files != 1 else ''}"
+    text = (
+        f":wastebasket: Deleted what I had stored for this channel: {runs_text} (questions, "
+        f"steps and answers) and the text of {files_text}. Messages in Slack are untouched."
+    )
+    if running:
+        text += (
+            f" Still going, so kept: {running:,} run{'s' if running != 1 else ''}; "
+            "run `/rlm forget` again once it is done."
+        )
+    return text
+
+
+def forget_failed(reason: str) -> str:
+    return f"I couldn't check that you are a workspace admin ({reason}): nothing was deleted."

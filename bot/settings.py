@@ -17,9 +17,10 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 SLACK_DEFAULT_API_URL = "https://slack.com/api/"
 SLACK_DEFAULT_AUTHORIZE_URL = "https://slack.com/oauth/v2/authorize"
 # The bot scopes manifest.yml asks for; an OAuth install asks for the same.
+# The bot scopes an OAuth install asks for: manifest.yml's (a test holds them equal).
 DEFAULT_BOT_SCOPES = (
-    "app_mentions:read,channels:history,channels:read,chat:write,commands,files:read,"
-    "groups:history,groups:read,users:read"
+    "app_mentions:read,assistant:write,channels:history,channels:read,chat:write,commands,"
+    "files:read,files:write,groups:history,groups:read,im:history,reactions:write,users:read"
 )
 OAUTH_VARIABLES = ("SLACK_CLIENT_ID", "SLACK_CLIENT_SECRET", "SLACK_STATE_SECRET")
 PROVIDERS = ("openai", "anthropic", "gemini")
@@ -104,7 +105,9 @@ class Settings(BaseSettings):
     slack_token_rotation_minutes: int = Field(default=120, ge=1, le=720)
     rlm_install_port: int | None = Field(default=None, ge=0, le=65535)  # Socket Mode pages
     rlm_encryption_key: str | None = None
-    rlm_retention_days: int = Field(default=90, ge=0, le=36500)
+    # Data lifecycle: runs, their outputs and file text older than this are purged; also how
+    # long an uninstalled workspace's data is kept (unless RLM_PURGE_ON_UNINSTALL).
+    rlm_retention_days: int = Field(default=90, ge=1, le=36_500)
     rlm_purge_on_uninstall: bool = False
     rlm_allowed_models: str = ""  # comma-separated; empty: the root and sub model only
     rlm_max_parallel_calls_ceiling: int = Field(default=100, ge=1, le=1000)
@@ -178,9 +181,7 @@ class Settings(BaseSettings):
     @field_validator("database_url")
     @classmethod
     def _database_url(cls, value: str) -> str:
-        if "://" not in value:
-            raise ValueError("must be a SQLAlchemy async URL such as sqlite+aiosqlite:///rlm.db")
-        return value.strip()
+        return _check_database_url(value)
 
     @field_validator("slack_authorize_url")
     @classmethod
@@ -271,6 +272,34 @@ class Settings(BaseSettings):
                 "(Basic Information > Signing Secret), or set SLACK_APP_TOKEN for Socket Mode."
             )
         return settings
+
+
+def _check_database_url(value: str) -> str:
+    if "://" not in value:
+        raise ValueError("must be a SQLAlchemy async URL such as sqlite+aiosqlite:///rlm.db")
+    return value.strip()
+
+
+class DatabaseSettings(BaseSettings):
+    """Only DATABASE_URL, for `rlm-bot migrate`: migrating needs no Slack or model settings."""
+
+    model_config = SettingsConfigDict(
+        env_file=".env", env_file_encoding="utf-8", extra="ignore", case_sensitive=False
+    )
+
+    database_url: str = "sqlite+aiosqlite:///rlm.db"
+
+    @field_validator("database_url")
+    @classmethod
+    def _database_url(cls, value: str) -> str:
+        return _check_database_url(value)
+
+    @classmethod
+    def from_env(cls, env_file: str | Path | None = ".env") -> DatabaseSettings:
+        try:
+            return cls(_env_file=env_file)  # type: ignore[call-arg]
+        except ValidationError as exc:
+            raise SettingsError(_describe(exc)) from None
 
 
 def _describe(exc: ValidationError) -> str:

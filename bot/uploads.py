@@ -21,7 +21,7 @@ from slack_sdk.web.async_client import AsyncWebClient
 
 from bot import messages
 from bot.files import FileRejected, extract_text, human_size, is_not_text
-from bot.slack_api import SlackPoster, explain, is_slack_host
+from bot.slack_api import SlackPoster, error_code, explain, is_slack_host
 from bot.storage import Store
 
 logger = logging.getLogger("bot.uploads")
@@ -33,6 +33,7 @@ DOWNLOAD_TIMEOUT = aiohttp.ClientTimeout(total=120, sock_connect=15)
 _REDIRECTS = frozenset({301, 302, 303, 307, 308})
 # The quiet acknowledgement of a file kept.
 ACK_REACTION = "white_check_mark"
+GONE_ERRORS = frozenset({"file_not_found", "file_deleted"})
 
 
 class Unreadable(Exception):
@@ -157,6 +158,44 @@ class Uploads:
         except (SlackApiError, aiohttp.ClientError, TimeoutError) as exc:
             # already_reacted, or no reactions:write: the file is kept all the same.
             logger.info("could not react to the file share in %s: %s", channel_id, exc)
+
+    async def refresh(self, *, team_id: str, file_id: str) -> str:
+        """Read again a kept file that Slack says changed, replacing its text in every channel
+        of the workspace that has it; what was done: "updated", "deleted" (Slack no longer has
+        it, or it can no longer be read: stale text is not kept), "kept" (Slack failed to
+        answer) or "not kept" (no copy here)."""
+        copies = await self.store.file_copies(team_id, file_id)
+        if not copies:
+            return "not kept"
+        try:
+            file: dict[str, Any] = (await self.client.files_info(file=file_id))["file"]
+            name = str(file.get("name") or file.get("title") or file_id)
+            size = int(file.get("size") or 0)
+            text = await self.text_of(file, name, size)
+        except SlackApiError as exc:
+            if error_code(exc) not in GONE_ERRORS:  # Slack's trouble, not the file's: keep
+                logger.warning("changed file %s not read again: %s", file_id, error_code(exc))
+                return "kept"
+            await self.store.delete_file(team_id, file_id)
+            return "deleted"
+        except Unreadable:
+            logger.info("changed file %s can no longer be read; its kept text is deleted", file_id)
+            await self.store.delete_file(team_id, file_id)
+            return "deleted"
+        for copy in copies:
+            await self.store.save_file(
+                team_id=team_id,
+                channel_id=copy.channel_id,
+                file_id=file_id,
+                name=name,
+                mimetype=file.get("mimetype"),
+                size=size,
+                text=text,
+                thread_ts=copy.thread_ts,
+                user_id=copy.user_id,
+            )
+        logger.info("changed file %s read again: %d chars", file_id, len(text))
+        return "updated"
 
     async def text_of(self, file: dict[str, Any], name: str, size: int) -> str:
         """The text of `file` (a files.info object): size, host and HTML checks, then

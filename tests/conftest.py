@@ -82,8 +82,8 @@ def gemini_llm(make_llm: MakeLLM) -> Callable[..., GeminiInterface]:
 # --- slack app ---------------------------------------------------------------------------------
 # `slack` is a SlackServer on loopback (tests/slack_server.py) holding users U1 (Alice) and
 # U2 (Bob) and channel C1 (#general). `make_bot(**settings)` starts the real app over HTTP
-# against it and `llm_server`, on a SQLite file in tmp_path (tests/bot_harness.py); `bot` is
-# one with default settings. Everything started is closed at teardown.
+# against it and `llm_server`, on the test's database (tests/bot_harness.py); `bot` is one with
+# default settings. Everything started is closed at teardown.
 
 from collections.abc import Awaitable  # noqa: E402
 from typing import TYPE_CHECKING  # noqa: E402
@@ -105,7 +105,7 @@ def slack() -> Iterator[SlackServer]:
 
 @pytest.fixture
 async def make_bot(
-    slack: SlackServer, llm_server: FakeLLMServer, tmp_path: Any
+    slack: SlackServer, llm_server: FakeLLMServer, database_url: str
 ) -> AsyncIterator[Callable[..., Awaitable[BotHarness]]]:
     # Imported here so that tests which never start the app do not import it.
     from bot_harness import BotHarness, harness_settings
@@ -116,7 +116,7 @@ async def make_bot(
         settings = harness_settings(
             slack_api_url=slack.api_url,
             openai_base_url=llm_server.openai_base_url,
-            database_url=f"sqlite+aiosqlite:///{tmp_path / 'rlm.db'}",
+            database_url=database_url,
             **overrides,
         )
         harness = await BotHarness(settings, response_base=slack.url).start()
@@ -134,3 +134,38 @@ async def bot(make_bot: Callable[..., Awaitable[BotHarness]]) -> BotHarness:
 
 
 # --- end slack app -----------------------------------------------------------------------------
+
+
+# --- databases ---------------------------------------------------------------------------------
+# `database_url` is the test's database: a SQLite file in tmp_path, or, when the suite is
+# pointed at PostgreSQL (TEST_DATABASE_URL / DATABASE_URL, see tests/databases.py), a fresh
+# database made for this test and dropped after it. `databases.new()` makes more of them.
+
+import os  # noqa: E402
+
+from databases import ON_POSTGRES, Databases  # noqa: E402
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """With RLM_TEST_DATABASE_ONLY=1 on PostgreSQL (`make test-postgres`), run only the tests
+    that store anything: the rest ran on SQLite already and would test nothing new."""
+    if not (ON_POSTGRES and os.environ.get("RLM_TEST_DATABASE_ONLY") == "1"):
+        return
+    keep = [item for item in items if "databases" in getattr(item, "fixturenames", ())]
+    config.hook.pytest_deselected(items=[item for item in items if item not in keep])
+    items[:] = keep
+
+
+@pytest.fixture
+def databases(tmp_path: Any) -> Iterator[Databases]:
+    made = Databases(tmp_path)
+    yield made
+    made.close()
+
+
+@pytest.fixture
+def database_url(databases: Databases) -> str:
+    return databases.new()
+
+
+# --- end databases -----------------------------------------------------------------------------

@@ -40,12 +40,23 @@ class SlackWorkspace:
         self._lock = threading.Lock()
         self._last_ts = 0.0
 
-    def add_user(self, user_id: str, name: str, *, display_name: str = "") -> None:
+    def add_user(
+        self,
+        user_id: str,
+        name: str,
+        *,
+        display_name: str = "",
+        admin: bool = False,
+        owner: bool = False,
+    ) -> None:
         self.users[user_id] = {
             "id": user_id,
             "name": name.lower(),
             "real_name": name,
             "profile": {"real_name": name, "display_name": display_name},
+            "is_admin": admin or owner,  # as Slack reports them: owners are admins too
+            "is_owner": owner,
+            "is_primary_owner": False,
         }
 
     def add_channel(

@@ -19,7 +19,7 @@ RLM_BOT = str(Path(sys.executable).parent / "rlm-bot")
 PROCESS_KEY = "sk-proc-key-for-rlm-bot-0451"
 
 
-def bot_env(slack, llm_server, database: Path, **extra: str) -> dict[str, str]:
+def bot_env(slack, llm_server, database: Path | str, **extra: str) -> dict[str, str]:
     """Only what the process needs: nothing from the developer's environment leaks in."""
     env = {
         "PATH": "/usr/bin:/bin",
@@ -28,7 +28,10 @@ def bot_env(slack, llm_server, database: Path, **extra: str) -> dict[str, str]:
         "SLACK_API_URL": slack.api_url,
         "PORT": "0",
         "RLM_HTTP_HOST": "127.0.0.1",
-        "DATABASE_URL": f"sqlite+aiosqlite:///{database}",
+        # A path is a SQLite file; a string, the URL of the test's database.
+        "DATABASE_URL": database
+        if isinstance(database, str)
+        else f"sqlite+aiosqlite:///{database}",
         "RLM_ROOT_MODEL": "openai:root-model",
         "RLM_SUB_MODEL": "openai:sub-model",
         "OPENAI_API_KEY": "test-key",
@@ -91,7 +94,7 @@ async def processes():
 
 
 async def test_a_crash_mid_run_loses_nothing_and_the_question_can_be_asked_again(
-    slack, llm_server, tmp_path, make_bot, processes
+    slack, llm_server, tmp_path, make_bot, processes, database_url
 ):
     slack.add_message("C1", "something to read", user="U2")
 
@@ -101,7 +104,7 @@ async def test_a_crash_mid_run_loses_nothing_and_the_question_can_be_asked_again
 
     llm_server.script_root(first_step)
     env = bot_env(
-        slack, llm_server, tmp_path / "rlm.db", RLM_LOG_LEVEL="DEBUG", OPENAI_API_KEY=PROCESS_KEY
+        slack, llm_server, database_url, RLM_LOG_LEVEL="DEBUG", OPENAI_API_KEY=PROCESS_KEY
     )
     process = await BotProcess.start(env, tmp_path)
     processes.append(process)
@@ -209,14 +212,14 @@ async def test_a_setup_the_engine_or_database_rejects_stops_the_start(
 
 
 async def test_socket_mode_receives_commands_and_events_over_the_websocket(
-    slack, llm_server, tmp_path
+    slack, llm_server, database_url
 ):
     slack.add_message("C1", "The launch is on Friday.", user="U2")
     llm_server.sub_responder = lambda prompt: "Friday."
     settings = harness_settings(
         slack_api_url=slack.api_url,
         openai_base_url=llm_server.openai_base_url,
-        database_url=f"sqlite+aiosqlite:///{tmp_path / 'rlm.db'}",
+        database_url=database_url,
         slack_app_token=APP_TOKEN,
         slack_signing_secret=None,
     )

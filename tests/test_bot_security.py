@@ -107,12 +107,12 @@ async def test_a_body_over_the_limit_is_refused_before_bolt_reads_it(bot, slack,
     assert "x" * 100 not in caplog.text
 
 
-async def test_rlm_max_request_bytes_sets_the_limit(slack, llm_server, tmp_path, caplog):
+async def test_rlm_max_request_bytes_sets_the_limit(slack, llm_server, database_url, caplog):
     caplog.set_level(logging.INFO, logger="bot")
     settings = harness_settings(
         slack_api_url=slack.api_url,
         openai_base_url=llm_server.openai_base_url,
-        database_url=f"sqlite+aiosqlite:///{tmp_path / 'rlm.db'}",
+        database_url=database_url,
         port=0,
         rlm_http_host="127.0.0.1",
         rlm_max_request_bytes=2048,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from pathlib import Path
 
 import pytest
 
@@ -176,6 +177,7 @@ def test_the_manifest_asks_for_what_the_app_uses():
     scopes |= {"assistant:write", "im:history", "reactions:write"}
     events |= {"app_home_opened", "assistant_thread_started", "assistant_thread_context_changed"}
     events |= {"message.im"}
+    events |= {"file_change", "file_deleted"}  # keeping stored file text true to Slack
     assert listed == scopes | events
     assert re.search(r"^  assistant_view:$", text, re.M)
     assert re.search(r"^    home_tab_enabled: true", text, re.M)
@@ -184,3 +186,12 @@ def test_the_manifest_asks_for_what_the_app_uses():
     assert re.search(r"^\s+- https://example.com/slack/oauth_redirect$", text, re.M)
     # The run's buttons need interactivity.
     assert re.search(r"^  interactivity:\n(\s+#.*\n)*\s+is_enabled: true$", text, re.M)
+
+
+def test_oauth_installs_ask_for_the_manifests_scopes():
+    from bot.settings import DEFAULT_BOT_SCOPES
+
+    text = (Path(__file__).resolve().parents[1] / "manifest.yml").read_text()
+    bot_scopes = text.split("    bot:\n", 1)[1].split("settings:", 1)[0]
+    listed = set(re.findall(r"^\s+- ([a-z_.:]+)", bot_scopes, re.M))
+    assert set(DEFAULT_BOT_SCOPES.split(",")) == listed

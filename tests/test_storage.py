@@ -1,9 +1,9 @@
-"""The Store on a real SQLite file: migrations, concurrency, crash recovery and every query."""
+"""The Store on a real database (a SQLite file, or PostgreSQL: tests/databases.py): migrations,
+concurrency, crash recovery and every query."""
 
 from __future__ import annotations
 
 import asyncio
-import sqlite3
 import subprocess
 import sys
 import textwrap
@@ -14,7 +14,8 @@ from pathlib import Path
 import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
-from sqlalchemy import text
+from databases import SQLITE_ONLY, run_in_thread
+from sqlalchemy import inspect, text
 
 import bot.storage
 from bot.storage import FileRecord, IterationRecord, RunRecord, Store
@@ -45,13 +46,8 @@ TABLES |= {"assistant_threads", "problems"}  # migration 0005
 
 
 @pytest.fixture
-def db_path(tmp_path: Path) -> Path:
-    return tmp_path / "data" / "bot.db"  # a directory that does not exist yet
-
-
-@pytest.fixture
-def db_url(db_path: Path) -> str:
-    return f"sqlite+aiosqlite:///{db_path}"
+def db_url(databases) -> str:
+    return databases.new("data/bot.db")  # SQLite: in a directory that does not exist yet
 
 
 @pytest.fixture
@@ -61,10 +57,23 @@ async def store(db_url: str):
     await store.close()
 
 
-def query(db_path: Path, sql: str, *params: object) -> list[tuple]:
-    """Look at the file with the standard library, outside SQLAlchemy and the Store."""
-    with sqlite3.connect(db_path) as connection:
-        return connection.execute(sql, params).fetchall()
+async def query(db_url: str, sql: str, **params: object) -> list[tuple]:
+    """Look at the database through an engine of its own, outside the Store."""
+    engine = create_engine(db_url)
+    try:
+        async with engine.connect() as connection:
+            return [tuple(row) for row in await connection.execute(text(sql), params)]
+    finally:
+        await engine.dispose()
+
+
+async def tables(db_url: str) -> set[str]:
+    engine = create_engine(db_url)
+    try:
+        async with engine.connect() as connection:
+            return set(await connection.run_sync(lambda sync: inspect(sync).get_table_names()))
+    finally:
+        await engine.dispose()
 
 
 async def new_run(store: Store, *, team_id: str = "T1", status: str = "queued", **fields) -> int:
@@ -121,14 +130,13 @@ def test_public_names_are_exported():
 # Migrations
 
 
-async def test_open_migrates_a_new_database_to_head(store, db_path):
-    tables = {row[0] for row in query(db_path, "SELECT name FROM sqlite_master WHERE type='table'")}
-    assert tables == TABLES | {"alembic_version"}
-    assert query(db_path, "SELECT version_num FROM alembic_version") == [(head_revision(),)]
-    assert head_revision() == "0006"
+async def test_open_migrates_a_new_database_to_head(store, db_url):
+    assert await tables(db_url) == TABLES | {"alembic_version"}
+    assert await query(db_url, "SELECT version_num FROM alembic_version") == [(head_revision(),)]
+    assert head_revision() is not None
 
 
-async def test_open_is_idempotent_and_keeps_data(db_url, db_path):
+async def test_open_is_idempotent_and_keeps_data(db_url):
     first = await Store.open(db_url)
     run_id = await new_run(first)
     await first.close()
@@ -136,12 +144,12 @@ async def test_open_is_idempotent_and_keeps_data(db_url, db_path):
         again = await Store.open(db_url)
         assert (await again.get_run(run_id)).question == "What changed?"
         await again.close()
-    assert query(db_path, "SELECT version_num FROM alembic_version") == [(head_revision(),)]
+    assert await query(db_url, "SELECT version_num FROM alembic_version") == [(head_revision(),)]
 
 
-async def test_two_processes_worth_of_opens_at_once_migrate_once(db_url, db_path):
+async def test_two_processes_worth_of_opens_at_once_migrate_once(db_url):
     stores = await asyncio.gather(*(Store.open(db_url) for _ in range(4)))
-    assert query(db_path, "SELECT count(*) FROM alembic_version") == [(1,)]
+    assert await query(db_url, "SELECT count(*) FROM alembic_version") == [(1,)]
     for store in stores:
         await store.close()
 
@@ -158,19 +166,17 @@ async def test_migrated_schema_matches_the_models(store, db_url):
     await engine.dispose()
 
 
-async def test_migrations_downgrade_to_nothing_and_back(store, db_url, db_path):
+async def test_migrations_downgrade_to_nothing_and_back(store, db_url):
     engine = create_engine(db_url)
     await downgrade(engine, "base")
-    tables = {row[0] for row in query(db_path, "SELECT name FROM sqlite_master WHERE type='table'")}
-    assert tables == {"alembic_version"}
+    assert await tables(db_url) == {"alembic_version"}
     await upgrade(engine)
-    tables = {row[0] for row in query(db_path, "SELECT name FROM sqlite_master WHERE type='table'")}
-    assert tables == TABLES | {"alembic_version"}
+    assert await tables(db_url) == TABLES | {"alembic_version"}
     await engine.dispose()
 
 
-def test_alembic_command_line_migrates_and_finds_nothing_to_autogenerate(tmp_path):
-    url = f"sqlite+aiosqlite:///{tmp_path / 'cli.db'}"
+def test_alembic_command_line_migrates_and_finds_nothing_to_autogenerate(databases):
+    url = databases.new("cli.db")
     for args in (["upgrade", "head"], ["check"]):
         done = subprocess.run(
             [sys.executable, "-m", "alembic", "-x", f"url={url}", *args],
@@ -180,13 +186,13 @@ def test_alembic_command_line_migrates_and_finds_nothing_to_autogenerate(tmp_pat
             timeout=60,
         )
         assert done.returncode == 0, done.stderr
-    assert query(tmp_path / "cli.db", "SELECT version_num FROM alembic_version") == [
-        (head_revision(),)
-    ]
+    versions = run_in_thread(lambda: query(url, "SELECT version_num FROM alembic_version"))
+    assert versions == [(head_revision(),)]
 
 
-async def test_sqlite_connections_wait_for_locks_and_enforce_foreign_keys(store, db_path):
-    assert query(db_path, "PRAGMA journal_mode") == [("wal",)]
+@SQLITE_ONLY
+async def test_sqlite_connections_wait_for_locks_and_enforce_foreign_keys(store, db_url):
+    assert await query(db_url, "PRAGMA journal_mode") == [("wal",)]
     async with store._engine.connect() as connection:
         assert (await connection.scalar(text("PRAGMA busy_timeout"))) >= 5000
         assert (await connection.scalar(text("PRAGMA foreign_keys"))) == 1
@@ -252,12 +258,12 @@ async def test_an_empty_event_id_is_refused(store):
 # Workspaces and runs
 
 
-async def test_workspaces_are_created_and_renamed(store, db_path):
+async def test_workspaces_are_created_and_renamed(store, db_url):
     await store.ensure_workspace("T9")
     await store.ensure_workspace("T9", "Acme")
     await store.ensure_workspace("T9")  # no name: the known one stays
     await new_run(store, team_id="T8")  # a run makes its workspace exist
-    rows = query(db_path, "SELECT team_id, name FROM workspaces ORDER BY team_id")
+    rows = await query(db_url, "SELECT team_id, name FROM workspaces ORDER BY team_id")
     assert rows == [("T8", None), ("T9", "Acme")]
 
 
@@ -316,11 +322,13 @@ async def test_status_changes_refuse_unknown_runs_and_statuses(store):
         await store.set_run_status(run_id + 1, "running")
 
 
-async def test_context_sources_are_kept_per_run(store, db_path):
+async def test_context_sources_are_kept_per_run(store, db_url):
     run_id = await new_run(store)
     await store.add_context_source(run_id, kind="channel_history", ref="C1", items=40, chars=900)
     await store.add_context_source(run_id, kind="file", ref="F1", items=1, chars=5000)
-    rows = query(db_path, "SELECT run_id, kind, ref, items, chars FROM context_sources ORDER BY id")
+    rows = await query(
+        db_url, "SELECT run_id, kind, ref, items, chars FROM context_sources ORDER BY id"
+    )
     assert rows == [(run_id, "channel_history", "C1", 40, 900), (run_id, "file", "F1", 1, 5000)]
     with pytest.raises(ValueError, match="kind must be one of channel_history, thread, file"):
         await store.add_context_source(run_id, kind="email", ref="x", items=1, chars=1)
@@ -602,9 +610,9 @@ async def test_tokens_used_since_refuses_a_naive_datetime(store):
 
 
 async def test_a_write_cancelled_mid_transaction_still_finishes_and_frees_the_lock(
-    tmp_path: Path,
+    db_url: str,
 ) -> None:
-    store = await Store.open(f"sqlite+aiosqlite:///{tmp_path / 'cancel.db'}")
+    store = await Store.open(db_url)
     try:
         run_id = await store.create_run(
             team_id="T1",
@@ -638,7 +646,7 @@ async def test_a_write_cancelled_mid_transaction_still_finishes_and_frees_the_lo
         assert time.perf_counter() - started < 5
     finally:
         await store.close()
-    reopened = await Store.open(f"sqlite+aiosqlite:///{tmp_path / 'cancel.db'}")
+    reopened = await Store.open(db_url)
     try:
         # Writes cancelled before they began are not made; every one that began is whole.
         assert 10 <= len(await reopened.list_iterations(run_id)) <= 20
@@ -647,8 +655,8 @@ async def test_a_write_cancelled_mid_transaction_still_finishes_and_frees_the_lo
         await reopened.close()
 
 
-async def test_count_runs_by_day_and_status(tmp_path: Path) -> None:
-    store = await Store.open(f"sqlite+aiosqlite:///{tmp_path / 'count.db'}")
+async def test_count_runs_by_day_and_status(db_url: str) -> None:
+    store = await Store.open(db_url)
     try:
         ids = [
             await store.create_run(

@@ -18,7 +18,8 @@ from dotenv import dotenv_values
 from sqlalchemy.engine import Connection
 
 from bot.storage._engine import DEFAULT_DATABASE_URL, create_engine, for_writes
-from bot.storage._models import Base, UTCDateTime
+from bot.storage._migrate import lock_for_migration
+from bot.storage._models import Base, BoundedString, StorableText, UTCDateTime
 
 config = context.config
 target_metadata = Base.metadata
@@ -42,6 +43,10 @@ def _render_item(kind: str, obj: Any, autogen_context: AutogenContext) -> str | 
     # Generated migrations should use plain SQLAlchemy types, never import our models.
     if kind == "type" and isinstance(obj, UTCDateTime):
         return "sa.DateTime(timezone=True)"
+    if kind == "type" and isinstance(obj, BoundedString):
+        return f"sa.String({obj.length})"
+    if kind == "type" and isinstance(obj, StorableText):
+        return "sa.Text()"
     return False
 
 
@@ -61,6 +66,7 @@ def run_migrations_offline() -> None:
 
 
 def run_migrations_on(connection: Connection) -> None:
+    lock_for_migration(connection)  # other processes migrating this database go first
     # SQLite alters tables by copying them; batch mode writes migrations that way.
     _configure(connection=connection, render_as_batch=connection.dialect.name == "sqlite")
     with context.begin_transaction():

@@ -5,6 +5,7 @@ SQLAlchemy's async ORM in a database that Alembic migrations (in `bot/migrations
 from __future__ import annotations
 
 from bot.storage._engine import DEFAULT_DATABASE_URL
+from bot.storage._lifecycle import Purged
 from bot.storage._records import FileRecord, IterationRecord, RunRecord
 from bot.storage._store import (
     CONTEXT_KINDS,
@@ -28,6 +29,7 @@ __all__ = [
     "IterationRecord",
     "PaneContext",
     "ProblemRecord",
+    "Purged",
     "RunRecord",
     "Store",
 ]

@@ -1,5 +1,9 @@
 """Creating the async engine, with the SQLite settings that let several writers share one file.
 
+Every engine checks a pooled connection before handing it out (a database server restarted
+meanwhile costs a reconnect, not a failed write) and keeps statement parameters, which hold
+Slack content and model output, out of its error messages and logs.
+
 SQLite gets WAL (readers never block the writer), a busy timeout (a writer waits for the lock
 instead of failing with "database is locked"), foreign keys, and transactions whose BEGIN we
 emit ourselves: writes use BEGIN IMMEDIATE, so they take the write lock up front and queue on
@@ -9,6 +13,7 @@ at once without waiting.
 
 from __future__ import annotations
 
+import logging
 import sqlite3
 import time
 from pathlib import Path
@@ -23,13 +28,21 @@ from sqlalchemy.pool import AsyncAdaptedQueuePool
 DEFAULT_DATABASE_URL = "sqlite+aiosqlite:///rlm.db"
 
 BUSY_TIMEOUT_SECONDS = 30
+CONNECT_TIMEOUT_SECONDS = 10  # PostgreSQL: an unreachable server fails the start, not hangs it
 
 # Execution option read by the "begin" hook; set on the engine used for writes.
 BEGIN_MODE_OPTION = "rlm_sqlite_begin"
 
+# aiosqlite logs every statement with its parameters (Slack content, model output) at DEBUG.
+logging.getLogger("aiosqlite").setLevel(logging.INFO)
+
 _BAD_URL = (
     "DATABASE_URL {url} cannot be used ({detail}); give a SQLAlchemy async URL such as "
     "sqlite+aiosqlite:///rlm.db or postgresql+asyncpg://user:pass@host/db."
+)
+_NO_DRIVER = (
+    "its driver {driver} is not installed; for PostgreSQL use postgresql+asyncpg:// with the "
+    "postgres extra: pip install 'rlm-slack[postgres]'"
 )
 
 
@@ -46,8 +59,10 @@ def create_engine(database_url: str) -> AsyncEngine:
         raise ValueError(_BAD_URL.format(url=repr(database_url), detail=exc)) from None
     shown = url.render_as_string(hide_password=True)
 
-    options: dict[str, Any] = {}
+    options: dict[str, Any] = {"pool_pre_ping": True, "hide_parameters": True}
     is_sqlite = url.get_backend_name() == "sqlite"
+    if url.drivername.partition("+")[2] == "asyncpg":
+        options["connect_args"] = {"timeout": CONNECT_TIMEOUT_SECONDS}
     if is_sqlite:
         options["connect_args"] = {"timeout": BUSY_TIMEOUT_SECONDS}
         if _is_memory_database(url):
@@ -62,7 +77,11 @@ def create_engine(database_url: str) -> AsyncEngine:
 
     try:
         engine = create_async_engine(url, **options)
-    except (ArgumentError, InvalidRequestError, ImportError) as exc:
+    except ImportError as exc:
+        driver = exc.name or url.drivername
+        detail = _NO_DRIVER.format(driver=driver)
+        raise ValueError(_BAD_URL.format(url=shown, detail=detail)) from None
+    except (ArgumentError, InvalidRequestError) as exc:
         raise ValueError(_BAD_URL.format(url=shown, detail=exc)) from None
 
     if is_sqlite:

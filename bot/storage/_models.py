@@ -6,9 +6,11 @@ differences), so a change here needs a new migration in the same change.
 
 from __future__ import annotations
 
+import re
 from datetime import UTC, datetime
 
 from sqlalchemy import (
+    BigInteger,
     Boolean,
     DateTime,
     Dialect,
@@ -66,6 +68,52 @@ def utc_now() -> datetime:
     return datetime.now(UTC)
 
 
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def storable(text: str) -> str:
+    """`text` as every database accepts it: NUL characters (PostgreSQL refuses them in text)
+    and lone surrogates (not encodable as UTF-8) become U+FFFD."""
+    if "\x00" in text:
+        text = text.replace("\x00", "\ufffd")
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        text = _SURROGATE.sub("\ufffd", text)
+    return text
+
+
+class BoundedString(TypeDecorator[str]):
+    """A VARCHAR(n) that takes any string: made storable, then cut to n characters, so a
+    long name or reference is kept shortened rather than refused (PostgreSQL enforces n)."""
+
+    impl = String
+    cache_ok = True
+
+    def __init__(self, length: int) -> None:
+        super().__init__(length)
+        self.length = length
+
+    def process_bind_param(self, value: str | None, dialect: Dialect) -> str | None:
+        return None if value is None else storable(value)[: self.length]
+
+
+class StorableText(TypeDecorator[str]):
+    """Unbounded text made storable (no NULs, valid UTF-8) on the way in."""
+
+    impl = Text
+    cache_ok = True
+
+    def process_bind_param(self, value: str | None, dialect: Dialect) -> str | None:
+        return None if value is None else storable(value)
+
+
+# Counts of tokens, sub-calls, characters and bytes can pass 2**31. SQLite's INTEGER already
+# holds 64 bits (and its table rebuilds would cascade-delete children), so only other
+# databases get BIGINT.
+Count = BigInteger().with_variant(Integer(), "sqlite")
+
+
 class Base(DeclarativeBase):
     metadata = MetaData(naming_convention=NAMING_CONVENTION)
 
@@ -73,8 +121,8 @@ class Base(DeclarativeBase):
 class Workspace(Base):
     __tablename__ = "workspaces"
 
-    team_id: Mapped[str] = mapped_column(String(32), primary_key=True)
-    name: Mapped[str | None] = mapped_column(String(255))
+    team_id: Mapped[str] = mapped_column(BoundedString(32), primary_key=True)
+    name: Mapped[str | None] = mapped_column(BoundedString(255))
     created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utc_now)
 
 
@@ -85,26 +133,27 @@ class Run(Base):
         Index("ix_runs_team_id_created_at", "team_id", "created_at"),
         Index("ix_runs_channel_id", "channel_id"),
         Index("ix_runs_channel_id_thread_ts", "channel_id", "thread_ts"),
+        Index("ix_runs_created_at", "created_at"),  # retention
     )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
-    team_id: Mapped[str] = mapped_column(String(32), ForeignKey("workspaces.team_id"))
-    channel_id: Mapped[str] = mapped_column(String(32))
-    thread_ts: Mapped[str | None] = mapped_column(String(32))
-    user_id: Mapped[str] = mapped_column(String(32))
-    question: Mapped[str] = mapped_column(Text)
-    status: Mapped[str] = mapped_column(String(16))
-    answer: Mapped[str | None] = mapped_column(Text)
-    error: Mapped[str | None] = mapped_column(Text)
-    root_model: Mapped[str] = mapped_column(String(200))
-    sub_model: Mapped[str] = mapped_column(String(200))
-    trigger: Mapped[str] = mapped_column(String(16))
+    team_id: Mapped[str] = mapped_column(BoundedString(32), ForeignKey("workspaces.team_id"))
+    channel_id: Mapped[str] = mapped_column(BoundedString(32))
+    thread_ts: Mapped[str | None] = mapped_column(BoundedString(32))
+    user_id: Mapped[str] = mapped_column(BoundedString(32))
+    question: Mapped[str] = mapped_column(StorableText())
+    status: Mapped[str] = mapped_column(BoundedString(16))
+    answer: Mapped[str | None] = mapped_column(StorableText())
+    error: Mapped[str | None] = mapped_column(StorableText())
+    root_model: Mapped[str] = mapped_column(BoundedString(200))
+    sub_model: Mapped[str] = mapped_column(BoundedString(200))
+    trigger: Mapped[str] = mapped_column(BoundedString(16))
     iterations: Mapped[int] = mapped_column(Integer, default=0)
-    subcalls: Mapped[int] = mapped_column(Integer, default=0)
-    input_tokens: Mapped[int] = mapped_column(Integer, default=0)
-    output_tokens: Mapped[int] = mapped_column(Integer, default=0)
+    subcalls: Mapped[int] = mapped_column(Count, default=0)
+    input_tokens: Mapped[int] = mapped_column(Count, default=0)
+    output_tokens: Mapped[int] = mapped_column(Count, default=0)
     seconds: Mapped[float] = mapped_column(Float, default=0.0)
-    stopped_by: Mapped[str | None] = mapped_column(String(32))
+    stopped_by: Mapped[str | None] = mapped_column(BoundedString(32))
     created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utc_now)
     finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
     # What the run read: "channel" or "thread" (scope_ts: the thread), for its follow-ups.
@@ -122,12 +171,12 @@ class Iteration(Base):
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
     run_id: Mapped[int] = mapped_column(Integer, ForeignKey("runs.id", ondelete="CASCADE"))
     iteration: Mapped[int] = mapped_column(Integer)
-    root_reply: Mapped[str] = mapped_column(Text)
-    code: Mapped[str] = mapped_column(Text)
-    output: Mapped[str] = mapped_column(Text)
-    subcalls: Mapped[int] = mapped_column(Integer)
-    input_tokens: Mapped[int] = mapped_column(Integer)
-    output_tokens: Mapped[int] = mapped_column(Integer)
+    root_reply: Mapped[str] = mapped_column(StorableText())
+    code: Mapped[str] = mapped_column(StorableText())
+    output: Mapped[str] = mapped_column(StorableText())
+    subcalls: Mapped[int] = mapped_column(Count)
+    input_tokens: Mapped[int] = mapped_column(Count)
+    output_tokens: Mapped[int] = mapped_column(Count)
     seconds: Mapped[float] = mapped_column(Float)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utc_now)
 
@@ -149,27 +198,31 @@ class ContextSource(Base):
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
     run_id: Mapped[int] = mapped_column(Integer, ForeignKey("runs.id", ondelete="CASCADE"))
-    kind: Mapped[str] = mapped_column(String(32))
-    ref: Mapped[str] = mapped_column(String(255))
-    items: Mapped[int] = mapped_column(Integer)
-    chars: Mapped[int] = mapped_column(Integer)
+    kind: Mapped[str] = mapped_column(BoundedString(32))
+    ref: Mapped[str] = mapped_column(BoundedString(255))
+    items: Mapped[int] = mapped_column(Count)
+    chars: Mapped[int] = mapped_column(Count)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utc_now)
 
 
 class File(Base):
     __tablename__ = "files"
-    __table_args__ = (UniqueConstraint("channel_id", "file_id"),)
+    __table_args__ = (
+        UniqueConstraint("channel_id", "file_id"),
+        Index("ix_files_file_id", "file_id"),  # file_deleted / file_change events
+        Index("ix_files_created_at", "created_at"),  # retention
+    )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
-    team_id: Mapped[str] = mapped_column(String(32), ForeignKey("workspaces.team_id"))
-    channel_id: Mapped[str] = mapped_column(String(32))
-    file_id: Mapped[str] = mapped_column(String(32))
-    thread_ts: Mapped[str | None] = mapped_column(String(32))
-    name: Mapped[str] = mapped_column(String(1024))
-    mimetype: Mapped[str | None] = mapped_column(String(255))
-    size: Mapped[int] = mapped_column(Integer)
-    text: Mapped[str] = mapped_column(Text)
-    user_id: Mapped[str | None] = mapped_column(String(32))
+    team_id: Mapped[str] = mapped_column(BoundedString(32), ForeignKey("workspaces.team_id"))
+    channel_id: Mapped[str] = mapped_column(BoundedString(32))
+    file_id: Mapped[str] = mapped_column(BoundedString(32))
+    thread_ts: Mapped[str | None] = mapped_column(BoundedString(32))
+    name: Mapped[str] = mapped_column(BoundedString(1024))
+    mimetype: Mapped[str | None] = mapped_column(BoundedString(255))
+    size: Mapped[int] = mapped_column(Count)
+    text: Mapped[str] = mapped_column(StorableText())
+    user_id: Mapped[str | None] = mapped_column(BoundedString(32))
     created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utc_now)
     # Slack's marker of the file's last change (`updated`/`edit_timestamp`), "" if never
     # edited, NULL when unknown: a stored text is stale when the marker moves on.
@@ -208,8 +261,9 @@ class Problem(Base):
 
 class HandledEvent(Base):
     __tablename__ = "handled_events"
+    __table_args__ = (Index("ix_handled_events_created_at", "created_at"),)
 
-    event_id: Mapped[str] = mapped_column(String(128), primary_key=True)
+    event_id: Mapped[str] = mapped_column(BoundedString(128), primary_key=True)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utc_now)
 
 

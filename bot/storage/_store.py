@@ -7,19 +7,18 @@ visible to the others at once, and nothing is lost if the process dies a moment 
 from __future__ import annotations
 
 import asyncio
-import functools
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping
+from collections.abc import AsyncIterator, Iterable, Mapping
 from contextlib import AbstractAsyncContextManager, asynccontextmanager, nullcontext
 from datetime import datetime
 from types import TracebackType
-from typing import Any, ParamSpec, TypeVar
+from typing import Any, TypeVar
 
 from sqlalchemy import func, select
-from sqlalchemy.exc import DBAPIError, IntegrityError
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
-from bot.storage import _migrate
-from bot.storage._engine import create_engine, for_writes
+from bot.storage._engine import for_writes
+from bot.storage._lifecycle import DataLifecycle
 from bot.storage._models import (
     Base,
     ContextSource,
@@ -31,7 +30,10 @@ from bot.storage._models import (
     Workspace,
     utc_now,
 )
+from bot.storage._operator import open_migrated
 from bot.storage._records import FileRecord, IterationRecord, RunRecord
+from bot.storage._writes import check_choice as _check_choice
+from bot.storage._writes import uncancellable as _uncancellable
 
 RUN_STATUSES = ("queued", "running", "finished", "failed", "interrupted", "stopped")
 ACTIVE_STATUSES = ("queued", "running")
@@ -41,46 +43,14 @@ CONTEXT_KINDS = ("channel_history", "thread", "file", "earlier_answers")
 SCOPES = ("channel", "thread")
 FEEDBACK_VALUES = ("up", "down")
 
-_UNKNOWN_VALUE = "{what} must be one of {allowed}; got {value!r}."
-_CANNOT_OPEN = "The database at {url} could not be opened ({detail}); check DATABASE_URL."
 _NO_SUCH_RUN = "Run {run_id} does not exist."
 _EMPTY_EVENT_ID = "An event id must not be empty."
 _NAIVE_SINCE = "`since` must be a timezone-aware datetime, such as datetime.now(UTC)."
 
 ModelT = TypeVar("ModelT", bound=Base)
-P = ParamSpec("P")
-T = TypeVar("T")
 
 
-def _uncancellable(
-    write: Callable[P, Awaitable[T]],
-) -> Callable[P, Awaitable[T]]:
-    """Run a write to the end even if its caller is cancelled.
-
-    A write cut off mid-transaction can leave SQLite's write lock held, so the next write
-    waits out the whole busy timeout and fails. Cancelling the caller stops its wait; the
-    write itself finishes, and `Store.close()` waits for it.
-    """
-
-    @functools.wraps(write)
-    async def wrapper(*args: P.args, **kwargs: P.kwargs) -> T:
-        store = args[0]
-        assert isinstance(store, Store)
-        task = asyncio.ensure_future(write(*args, **kwargs))
-        store._pending.add(task)
-        task.add_done_callback(store._pending.discard)
-        return await asyncio.shield(task)
-
-    return wrapper
-
-
-def _check_choice(what: str, value: str, allowed: Iterable[str]) -> None:
-    allowed = tuple(allowed)
-    if value not in allowed:
-        raise ValueError(_UNKNOWN_VALUE.format(what=what, allowed=", ".join(allowed), value=value))
-
-
-class Store:
+class Store(DataLifecycle):
     """The bot's database. Make one with `await Store.open(url)` and `await store.close()` it."""
 
     def __init__(self, engine: AsyncEngine) -> None:
@@ -97,16 +67,7 @@ class Store:
     @classmethod
     async def open(cls, database_url: str) -> Store:
         """Migrate the database at `database_url` to the newest schema, then open it."""
-        engine = create_engine(database_url)
-        try:
-            await _migrate.upgrade(engine)
-        except DBAPIError as exc:  # the server refused us, the file cannot be opened, ...
-            await engine.dispose()
-            shown = engine.url.render_as_string(hide_password=True)
-            raise ValueError(_CANNOT_OPEN.format(url=shown, detail=exc.orig)) from exc
-        except BaseException:
-            await engine.dispose()
-            raise
+        engine, _ = await open_migrated(database_url)
         return cls(engine)
 
     async def close(self) -> None:
@@ -201,7 +162,7 @@ class Store:
         """Change a run's status (and thread, when given); a final status stamps finished_at."""
         _check_choice("status", status, RUN_STATUSES)
         async with self._writing() as session:
-            run = await self._get_run(session, run_id)
+            run = await self._get_run(session, run_id, lock=True)
             run.status = status
             if thread_ts is not None:
                 run.thread_ts = thread_ts
@@ -253,7 +214,9 @@ class Store:
             "seconds": seconds,
         }
         async with self._writing() as session:
-            run = await self._get_run(session, run_id)
+            # The run's row stays locked until commit: a concurrent iteration or finish_run
+            # waits, then sees this one's work (no lost update of the totals).
+            run = await self._get_run(session, run_id, lock=True)
             await _upsert(session, Iteration, {"run_id": run_id, "iteration": iteration}, values)
             if run.finished_at is None:
                 await session.flush()
@@ -294,7 +257,7 @@ class Store:
     ) -> None:
         _check_choice("a finished run's status", status, FINAL_STATUSES)
         async with self._writing() as session:
-            run = await self._get_run(session, run_id)
+            run = await self._get_run(session, run_id, lock=True)
             run.status = status
             run.answer = answer
             run.error = error
@@ -471,8 +434,11 @@ class Store:
             return [FileRecord.from_row(row) for row in rows]
 
     @staticmethod
-    async def _get_run(session: AsyncSession, run_id: int) -> Run:
-        run = await session.get(Run, run_id)
+    async def _get_run(session: AsyncSession, run_id: int, *, lock: bool = False) -> Run:
+        """The run's row; with `lock`, locked for this transaction (PostgreSQL: FOR NO KEY
+        UPDATE, which still lets iterations referencing it be inserted; SQLite's write
+        transaction already excludes other writers)."""
+        run = await session.get(Run, run_id, with_for_update={"key_share": True} if lock else None)
         if run is None:
             raise LookupError(_NO_SUCH_RUN.format(run_id=run_id))
         return run

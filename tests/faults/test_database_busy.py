@@ -1,4 +1,5 @@
-"""Another process holding SQLite's write lock for seconds in the middle of a run: the app's
+"""Another process holding the database's write lock for seconds in the middle of a run (on
+SQLite the file's lock, on PostgreSQL an EXCLUSIVE lock on the app's tables): the app's
 writes wait for it and succeed, and Slack's requests are still answered at once."""
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ import time
 from datetime import UTC, datetime
 
 from bot_harness import mention, wait_until
+from sqlalchemy.engine import make_url
 
 from tests.faults.checks import check_run_ended_cleanly
 
@@ -19,14 +21,17 @@ HOLD_SECONDS = 2.0
 class WriteLockHolder(threading.Thread):
     """A separate connection that takes the write lock and sits on it."""
 
-    def __init__(self, database: str) -> None:
+    def __init__(self, database_url: str) -> None:
         super().__init__(daemon=True)
-        self.database = database
+        self.url = make_url(database_url)
         self.locked = threading.Event()
         self.released_at: datetime | None = None
 
     def run(self) -> None:
-        connection = sqlite3.connect(self.database, timeout=30, isolation_level=None)
+        if self.url.get_backend_name() == "postgresql":
+            asyncio.run(self._hold_postgres())
+            return
+        connection = sqlite3.connect(self.url.database or "", timeout=30, isolation_level=None)
         try:
             connection.execute("BEGIN IMMEDIATE")
             connection.execute("CREATE TABLE IF NOT EXISTS other_tool (x INTEGER)")
@@ -37,13 +42,35 @@ class WriteLockHolder(threading.Thread):
         finally:
             connection.close()
 
+    async def _hold_postgres(self) -> None:
+        import asyncpg
+
+        connection = await asyncpg.connect(
+            host=self.url.host,
+            port=self.url.port or 5432,
+            user=self.url.username,
+            password=self.url.password,
+            database=self.url.database,
+        )
+        try:
+            async with connection.transaction():
+                # EXCLUSIVE: others may read these tables, but every write waits.
+                await connection.execute(
+                    "LOCK TABLE runs, iterations, context_sources IN EXCLUSIVE MODE"
+                )
+                self.locked.set()
+                await asyncio.sleep(HOLD_SECONDS)
+                self.released_at = datetime.now(UTC)
+        finally:
+            await connection.close()
+
 
 async def test_writes_wait_out_a_lock_held_by_another_connection(
-    make_bot, slack, llm_server, tmp_path
+    make_bot, slack, llm_server, database_url
 ):
     bot = await make_bot()
     slack.add_message("C1", "something to read", user="U2")
-    holder = WriteLockHolder(str(tmp_path / "rlm.db"))
+    holder = WriteLockHolder(database_url)
 
     def first_step(conversation):
         holder.start()  # the lock is taken while the run is in its first iteration

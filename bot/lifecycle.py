@@ -1,0 +1,165 @@
+"""How long stored data lives: the retention purge, files deleted or changed in Slack, and
+`/rlm forget` for a channel.
+
+`Housekeeping` purges at start and then periodically: runs (with their steps and outputs)
+and file text older than RLM_RETENTION_DAYS, handled event ids older than a day (Slack stops
+retrying a delivery within the hour). `file_deleted` drops a file's kept text, `file_change`
+reads it again. `/rlm forget` is for workspace admins and owners, as Slack's `users.info`
+reports them, and answers only the person who asked.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime, timedelta
+from typing import TYPE_CHECKING, Any
+
+import aiohttp
+from slack_bolt.async_app import AsyncApp
+from slack_sdk.errors import SlackApiError
+
+from bot import messages
+from bot.slack_api import error_code
+from bot.storage import Purged, Store
+
+if TYPE_CHECKING:
+    from bot.app import Services
+
+logger = logging.getLogger("bot.lifecycle")
+
+EVENT_IDS_KEPT = timedelta(days=1)
+PURGE_INTERVAL_SECONDS = 3600.0
+ADMIN_FLAGS = ("is_admin", "is_owner", "is_primary_owner")
+
+
+class Housekeeping:
+    """The periodic retention purge of one store."""
+
+    def __init__(
+        self,
+        store: Store,
+        *,
+        retention_days: int,
+        interval: float = PURGE_INTERVAL_SECONDS,
+    ) -> None:
+        self.store = store
+        self.retention = timedelta(days=retention_days)
+        self.interval = interval
+        self._task: asyncio.Task[None] | None = None
+
+    async def run_once(self, now: datetime | None = None) -> Purged:
+        """Purge what is past its time as of `now` (default: this moment)."""
+        now = now or datetime.now(UTC)
+        purged = await self.store.purge(
+            data_before=now - self.retention, events_before=now - EVENT_IDS_KEPT
+        )
+        if purged.runs or purged.files:
+            logger.info(
+                "retention: purged %d run(s) and %d file(s) older than %d days",
+                purged.runs,
+                purged.files,
+                self.retention.days,
+            )
+        return purged
+
+    def start(self) -> Housekeeping:
+        self._task = asyncio.create_task(self._loop(), name="housekeeping")
+        return self
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
+
+    async def _loop(self) -> None:
+        while True:
+            try:
+                await self.run_once()
+            except Exception as exc:  # a database hiccup: try again next time
+                logger.warning("retention purge failed (%s); retrying later", type(exc).__name__)
+            await asyncio.sleep(self.interval)
+
+
+async def is_workspace_admin(client: Any, user_id: str) -> bool:
+    """True if Slack says the user is an admin or owner of the workspace."""
+    user = (await client.users_info(user=user_id))["user"]
+    return any(bool(user.get(flag)) for flag in ADMIN_FLAGS)
+
+
+async def forget_channel(services: Services, command: dict[str, Any]) -> None:
+    """`/rlm forget`: an admin's request to delete this channel's stored runs and files."""
+    team_id, channel_id = str(command["team_id"]), str(command["channel_id"])
+    user_id = str(command["user_id"])
+    poster = services.poster
+    response_url = command.get("response_url")
+    try:
+        allowed = await is_workspace_admin(poster.client, user_id)
+    except (SlackApiError, aiohttp.ClientError, TimeoutError) as exc:
+        reason = error_code(exc) if isinstance(exc, SlackApiError) else type(exc).__name__
+        await poster.tell_user(
+            channel_id, user_id, messages.forget_failed(reason), response_url=response_url
+        )
+        return
+    if not allowed:
+        logger.info("forget refused in %s/%s: %s is not an admin", team_id, channel_id, user_id)
+        await poster.tell_user(
+            channel_id, user_id, messages.FORGET_ADMINS_ONLY, response_url=response_url
+        )
+        return
+    purged = await services.store.forget_channel(team_id, channel_id)
+    running = await services.store.count_active_runs(team_id, channel_id)
+    logger.info(
+        "forget in %s/%s by %s: %d run(s), %d file(s) deleted",
+        team_id,
+        channel_id,
+        user_id,
+        purged.runs,
+        purged.files,
+    )
+    await poster.tell_user(
+        channel_id,
+        user_id,
+        messages.forget_done(purged.runs, purged.files, running),
+        response_url=response_url,
+    )
+
+
+def register_file_events(
+    app: AsyncApp,
+    services: Services,
+    claimed: Callable[[dict[str, Any]], Awaitable[bool]],
+    team_of: Callable[[dict[str, Any], dict[str, Any]], str],
+) -> None:
+    """Listeners for files deleted or changed in Slack; the work runs after the ack."""
+
+    async def deleted(body: dict[str, Any], event: dict[str, Any]) -> None:
+        file_id = _file_id(event)
+        if not file_id or not await claimed(body):
+            return
+        removed = await services.store.delete_file(team_of(body, event), file_id)
+        if removed:
+            logger.info("file %s deleted in Slack: %d kept copy(ies) removed", file_id, removed)
+
+    async def changed(body: dict[str, Any], event: dict[str, Any]) -> None:
+        file_id = _file_id(event)
+        if not file_id or not await claimed(body):
+            return
+        await services.uploads.refresh(team_id=team_of(body, event), file_id=file_id)
+
+    @app.event("file_deleted")
+    async def on_file_deleted(body: dict[str, Any], event: dict[str, Any]) -> None:
+        services.spawn(deleted(body, event), name="file_deleted")
+
+    @app.event("file_change")
+    async def on_file_change(body: dict[str, Any], event: dict[str, Any]) -> None:
+        services.spawn(changed(body, event), name="file_change")
+
+
+def _file_id(event: dict[str, Any]) -> str:
+    file_id = event.get("file_id") or (event.get("file") or {}).get("id")
+    return str(file_id) if isinstance(file_id, str) else ""
