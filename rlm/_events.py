@@ -22,12 +22,17 @@ class CodeExecuted:
 
 @dataclass(frozen=True)
 class SubcallProgress:
-    """Sub-calls of one `parallel_query` (or one `llm_query`, total 1) done so far."""
+    """Sub-calls of one `parallel_query` (or one `llm_query`, total 1) done so far.
+
+    `provider_width` is how many calls the provider key's adaptive limiter lets fly now
+    (None when sub-calls do not go through one).
+    """
 
     iteration: int
     done: int
     total: int
     failed: int
+    provider_width: int | None = None
 
 
 @dataclass(frozen=True)
