@@ -56,6 +56,8 @@ def read_anthropic(body: object) -> Completion:
 
 def read_gemini(body: object) -> Completion:
     """A generateContent reply: the first candidate's text parts, thoughts left out."""
+    if isinstance(body, list) and len(body) <= 1:  # google-genai reads [x] as x, [] as {}
+        body = body[0] if body else {}
     try:
         data = _object(body)
         candidates = data.get("candidates")

@@ -51,8 +51,11 @@ class _Sessions:
                 connector = aiohttp.TCPConnector(
                     limit=pool_size, keepalive_timeout=30.0, ttl_dns_cache=300
                 )
-                # trust_env: proxies from the environment, as the SDKs' httpx clients use them.
-                session = aiohttp.ClientSession(connector=connector, trust_env=True)
+                # No trust_env: it looks up netrc and proxies in a thread on every request.
+                # The proxy is resolved once per lane instead (`Endpoint.proxy`).
+                session = aiohttp.ClientSession(
+                    connector=connector, cookie_jar=aiohttp.DummyCookieJar()
+                )
                 shared = self._by_loop[loop][origin] = _Shared(session)
             shared.users += 1
             return shared.session
@@ -114,6 +117,7 @@ class SubcallLane:
                 headers=endpoint.headers,
                 timeout=self._timeout,
                 allow_redirects=False,
+                proxy=endpoint.proxy,
             ) as response:
                 payload = await response.read()
                 status, reason, headers = response.status, response.reason, response.headers

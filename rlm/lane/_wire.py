@@ -7,8 +7,10 @@ variables included, so the lane talks to the same server with the same credentia
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
+import urllib.request
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -48,6 +50,7 @@ class Endpoint:
     headers: Mapping[str, str]
     key: str  # what the provider's rate limit is counted against
     key_env: str  # named in an authentication error
+    proxy: str | None = None  # from HTTP(S)_PROXY / NO_PROXY, as the SDKs' httpx reads them
 
 
 def endpoint_for(llm: LLMInterface) -> Endpoint:
@@ -55,7 +58,16 @@ def endpoint_for(llm: LLMInterface) -> Endpoint:
     resolve = _RESOLVERS.get(llm.provider)
     if resolve is None:
         raise ValueError(f"the sub-call lane does not speak {llm.provider!r}")
-    return resolve(llm)
+    endpoint = resolve(llm)
+    return dataclasses.replace(endpoint, proxy=_env_proxy(endpoint.url))
+
+
+def _env_proxy(url: str) -> str | None:
+    scheme, _, rest = url.partition("://")
+    host = rest.split("/", 1)[0].rsplit(":", 1)[0]
+    if urllib.request.proxy_bypass(host):
+        return None
+    return urllib.request.getproxies().get(scheme) or None
 
 
 def _origin(url: str) -> str:
@@ -110,7 +122,7 @@ def _gemini(llm: LLMInterface) -> Endpoint:
     # read GEMINI_BASE_URL into base_url, and the SDK reads GOOGLE_GEMINI_BASE_URL.
     key = llm.api_key or os.environ.get("GOOGLE_API_KEY") or os.environ.get("GEMINI_API_KEY") or ""
     base = (llm.base_url or os.environ.get("GOOGLE_GEMINI_BASE_URL") or _GEMINI_URL).rstrip("/")
-    version = os.environ.get("GOOGLE_GENAI_API_VERSION") or "v1beta"
+    version = os.environ.get("GOOGLE_GENAI_API_VERSION") or _gemini_version()
     version = "v1beta" if version == "beta" else version
     model = (
         llm.model if llm.model.startswith(("models/", "tunedModels/")) else f"models/{llm.model}"
@@ -118,6 +130,14 @@ def _gemini(llm: LLMInterface) -> Endpoint:
     headers = {"x-goog-api-key": key, "Content-Type": "application/json"}
     url = f"{base}/{version}/{model}:generateContent"
     return Endpoint("gemini", _origin(base), url, headers, key, "GEMINI_API_KEY or GOOGLE_API_KEY")
+
+
+def _gemini_version() -> str:
+    try:  # the version the installed SDK asks for, so both paths call the same API
+        from google.genai._api_client import GOOGLE_AI_API_DEFAULT_VERSION
+    except ImportError:  # pragma: no cover
+        return "v1beta"
+    return str(GOOGLE_AI_API_DEFAULT_VERSION)
 
 
 _RESOLVERS: dict[str, Callable[[LLMInterface], Endpoint]] = {
@@ -192,19 +212,29 @@ def read_failure(
     if endpoint.provider == "gemini":
         detail = _gemini_detail(status, reason, text)
     else:
-        detail = _stainless_detail(status, text)
+        detail = _stainless_detail(status, text, openai=endpoint.provider == "openai")
     return _errors.error_for_status(status, detail, key_env=endpoint.key_env, headers=headers)
 
 
-def _stainless_detail(status: int, text: str) -> str:
-    # The OpenAI and Anthropic SDKs: the body's `error` object, else an "Error code" line.
+def _stainless_detail(status: int, text: str, *, openai: bool) -> str:
+    # The OpenAI and Anthropic SDKs: the body's `error` object, else an "Error code" line
+    # (OpenAI's carries only the error's message, Anthropic's the whole body).
     stripped = text.strip()
     body: object = stripped
+    message = f"Error code: {status}"
     try:
         body = json.loads(stripped)
-        message = f"Error code: {status} - {body}"
     except ValueError:
-        message = stripped or f"Error code: {status}"
+        if not openai:
+            message = stripped or message
+    else:
+        if not openai:
+            message = f"{message} - {body}"
+        else:
+            error = body.get("error", body) if isinstance(body, Mapping) else None
+            said = error.get("message") if isinstance(error, Mapping) else None
+            if isinstance(said, str) and said:
+                message = f"{message} - {said}"
     data = body.get("error", body) if isinstance(body, Mapping) else body
     return _errors.describe(data, message)
 
