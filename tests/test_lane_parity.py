@@ -11,6 +11,7 @@ from __future__ import annotations
 import socket
 import time
 from collections.abc import Awaitable, Callable
+from functools import partial
 from typing import Any
 
 import pytest
@@ -61,12 +62,12 @@ async def both_paths(
         llm = make_llm(provider, **kw)
         started = time.monotonic()
         if path == "sdk":
-            result = await outcome(lambda: llm.chat_async(messages))
+            result = await outcome(partial(llm.chat_async, messages))
         else:
             lane = lane_for(llm, ceiling=8)
             assert lane is not None
             async with lane.opened():
-                result = await outcome(lambda: lane.complete(messages))
+                result = await outcome(partial(lane.complete, messages))
         seen[path] = {
             "result": result,
             "usage": llm.usage,
