@@ -38,7 +38,7 @@ class AimdPolicy:
         *,
         ceiling: int,
         initial: int = 32,
-        decrease: float = 0.5,
+        decrease: float = 0.7,
         latency_decrease: float = 0.8,
         latency_factor: float = 3.0,
         latency_slack: float = 0.05,
@@ -53,6 +53,7 @@ class AimdPolicy:
         self.baseline: float | None = None  # the recent lowest latency, creeping up slowly
         self.smoothed: float | None = None
         self.last_decrease = float("-inf")
+        self.growth = 1.0  # calls added per round trip after slow start
 
     def on_success(self, *, started: float, latency: float, in_flight: int) -> None:
         self._observe(latency)
@@ -65,16 +66,32 @@ class AimdPolicy:
         # Grow only when the width is what holds calls back, not while it sits half used.
         if in_flight + 1 < self.width / 2:
             return
-        step = 1.0 if self.slow_start else 1.0 / self.width
+        if self.slow_start:
+            step = 1.0
+        else:
+            # Back near a width that was refused, probe gently; the longer it holds, the
+            # bolder: about a quarter of a call per round trip, doubling every few trips.
+            step = self.growth / self.width
+            self.growth = min(1.0, self.growth * (1.0 + 0.2 / self.width))
         self.width = min(float(self.ceiling), self.width + step)
 
-    def on_throttle(self, *, started: float) -> None:
+    def on_throttle(self, *, started: float, in_flight: int) -> None:
+        """A 429 or 503: cut once per round trip, and never stay above what got through.
+
+        The calls still in flight when a 429 comes back are about as many as the provider
+        accepts at once: a burst far past it (the first one, say) is cut to size at once,
+        not halved round trip after round trip while most of it is refused.
+        """
         self._shrink(started, self.decrease)
+        if in_flight < self.width:
+            self.slow_start = False
+            self.width = max(1.0, float(in_flight))
 
     def _shrink(self, started: float, factor: float) -> None:
         if started < self.last_decrease:
             return
         self.slow_start = False
+        self.growth = 0.25
         self.width = max(1.0, self.width * factor)
         self.last_decrease = _now()
 
@@ -223,7 +240,7 @@ class ProviderLimiter:
                 )
             elif isinstance(outcome, ProviderError) and outcome.status in _THROTTLE_STATUSES:
                 self.throttled += 1
-                self.policy.on_throttle(started=started)
+                self.policy.on_throttle(started=started, in_flight=self._in_flight - 1)
                 if isinstance(outcome, RateLimitError) and outcome.retry_after:
                     self._held_until = max(self._held_until, _now() + outcome.retry_after)
             self._in_flight -= 1
