@@ -30,7 +30,7 @@ from bot.slack_api import SlackPoster, make_web_client
 from bot.slots import RunSlots
 from bot.storage import Store
 from bot.uploads import Uploads
-from rlm import KeyedLimiter, LLMInterface, interface_from_spec
+from rlm import KeyedLimiter, LLMInterface, interface_from_spec, provider_limits
 
 __all__ = [
     "EVENTS_PATH",
@@ -163,6 +163,7 @@ async def _build_services(
             provider_timeout=settings.rlm_provider_timeout,
             max_map_chunks=settings.rlm_max_map_chunks,
             max_prompt_bytes=settings.rlm_max_prompt_bytes,
+            provider_max_concurrency=settings.rlm_provider_max_concurrency,
         ),
         budget=BudgetBook(
             store=store,
@@ -232,6 +233,7 @@ def build_app(services: Services) -> AsyncApp:
             return
         if verb == "usage":
             report = await runner.budget.usage_report(command["team_id"])
+            report += messages.provider_limits_report(provider_limits())
             await ack(text=report, response_type="ephemeral")
             return
         if verb != "ask":
