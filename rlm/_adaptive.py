@@ -189,11 +189,6 @@ class ProviderLimiter:
         self._release(started, completion)
         return completion
 
-    def hold(self, seconds: float) -> None:
-        """Make every caller wait `seconds` before its next attempt (a provider's Retry-After)."""
-        with self._lock:
-            self._held_until = max(self._held_until, _now() + seconds)
-
     async def _wait_out_hold(self) -> None:
         # A loop, not one sleep: another Retry-After may move the deadline meanwhile.
         while (left := self._held_until - _now()) > 0:  # noqa: ASYNC110

@@ -138,11 +138,6 @@ class _PrivateLoop:
 _private_loop = _PrivateLoop()
 
 
-def private_loop() -> asyncio.AbstractEventLoop:
-    """The loop that the interfaces' sync calls run on."""
-    return _private_loop.loop()
-
-
 def is_private_loop(loop: asyncio.AbstractEventLoop) -> bool:
     return _private_loop.is_current(loop)
 
