@@ -3,17 +3,17 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import inspect
 import json
 import logging
 import time
-from collections.abc import AsyncIterator, Iterable, Sequence
+from collections.abc import Iterable, Sequence
+from contextlib import nullcontext
 from pathlib import Path
 from typing import IO, Any
 
 from rlm import _prompts as prompts
-from rlm._adaptive import DEFAULT_CEILING, ProviderLimiter
+from rlm._adaptive import DEFAULT_CEILING
 from rlm._budget import RunBudget
 from rlm._events import (
     CodeExecuted,
@@ -27,10 +27,10 @@ from rlm._events import (
 from rlm._exceptions import ConfigurationError
 from rlm._limiter import Limiter
 from rlm._parsing import find_code_blocks, find_final, truncate
-from rlm._subcalls import Subcall, SubcallServer
+from rlm._subcalls import SubcallServer
 from rlm._sync import run_sync
 from rlm.clients._base import LLMInterface, Message
-from rlm.lane import SubcallLane, lane_for, sdk_subcall
+from rlm.lane import subcall_path
 from rlm.repl import REPLSession, SandboxLimits
 
 logger = logging.getLogger("rlm")
@@ -155,7 +155,9 @@ class _Run:
             max_subcalls=rlm.max_subcalls, max_tokens=rlm.max_tokens, max_seconds=rlm.max_seconds
         )
         self.iteration = 0
-        self.lane, self.gate, subcall = _subcall_path(rlm)
+        self.lane, self.gate, subcall = subcall_path(
+            rlm.sub_llm, use_lane=rlm.subcall_lane, ceiling=rlm.provider_max_concurrency
+        )
         subcalls = SubcallServer(
             sub_llm=rlm.sub_llm,
             limiter=rlm.limiter,
@@ -200,7 +202,7 @@ class _Run:
         self.context = ""  # the worker holds it from here on
         repl_ready = asyncio.create_task(self.repl.start())  # loads while the root model thinks
         try:
-            async with self.lane.opened() if self.lane is not None else _nothing():
+            async with self.lane.opened() if self.lane is not None else nullcontext():
                 answer, stopped_by = await self._loop(messages, repl_ready)
         finally:
             # Never cancel a worker mid-spawn: on Python 3.11 a cancelled subprocess start can
@@ -380,22 +382,6 @@ class _Run:
         )
         for i, output in enumerate(step["outputs"], 1):
             print(f"--- output {i} ---\n{truncate(output, 2000)}", flush=True)
-
-
-def _subcall_path(rlm: RLM) -> tuple[SubcallLane | None, ProviderLimiter | None, Subcall]:
-    """(lane, provider limiter, how one sub-call is made) for a run of `rlm`."""
-    llm, ceiling = rlm.sub_llm, rlm.provider_max_concurrency
-    lane = lane_for(llm, ceiling=ceiling)
-    if lane is None:  # a provider the lane does not speak: its own calls, ungated
-        return None, None, llm.chat_async
-    if rlm.subcall_lane:
-        return lane, lane.gate, lane.complete
-    return None, lane.gate, sdk_subcall(llm, lane.gate) if lane.gate else llm.chat_async
-
-
-@contextlib.asynccontextmanager
-async def _nothing() -> AsyncIterator[None]:
-    yield
 
 
 def write_trajectory_jsonl(

@@ -149,6 +149,22 @@ def lane_for(llm: LLMInterface, *, ceiling: int) -> SubcallLane | None:
     return SubcallLane(llm, endpoint, gate_for(endpoint, ceiling=ceiling), pool_size=ceiling)
 
 
+def subcall_path(
+    llm: LLMInterface, *, use_lane: bool, ceiling: int
+) -> tuple[SubcallLane | None, ProviderLimiter | None, Subcall]:
+    """(lane to open, provider limiter, how one sub-call is made) for sub-calls to `llm`.
+
+    A provider the lane does not speak keeps its own calls, ungated; with the lane turned
+    off, calls go through the SDK path, still through the provider key's limiter.
+    """
+    lane = lane_for(llm, ceiling=ceiling)
+    if lane is None or lane.gate is None:
+        return None, None, llm.chat_async
+    if use_lane:
+        return lane, lane.gate, lane.complete
+    return None, lane.gate, sdk_subcall(llm, lane.gate)
+
+
 def sdk_subcall(llm: LLMInterface, gate: ProviderLimiter) -> Subcall:
     """Sub-calls through `llm`'s SDK path, each attempt through `gate` (the lane turned off)."""
 
