@@ -366,6 +366,9 @@ class FakeLLMServer:
                 self.requests.append(record)
             wait = self._take_token(key, time.monotonic())
             failure = self._failure_for(record, key) if wait is None else None
+            if kind == "sub" and wait is None:
+                self.in_flight += 1
+                self.max_in_flight = max(self.max_in_flight, self.in_flight)
         if wait is not None:
             # A rate limiter answers at once, before any work, with the wait it needs.
             record.status, record.fault = 429, "rate"
@@ -374,9 +377,6 @@ class FakeLLMServer:
                 status=429,
                 headers={"Retry-After": f"{wait:.3f}"},
             )
-            if kind == "sub":
-                self.in_flight += 1
-                self.max_in_flight = max(self.max_in_flight, self.in_flight)
         try:
             latency = self.root_latency if kind == "root" else self.sub_latency
             if latency > 0:

@@ -216,3 +216,19 @@ async def test_lane_off_still_goes_through_the_provider_limiter(
     )
     assert "[sub]" in answer and sub.usage.calls == 2
     assert events and events[-1].provider_width is not None
+
+
+async def test_the_fake_server_token_bucket_answers_429_with_the_wait(
+    llm_server: FakeLLMServer, make_llm: MakeLLM
+) -> None:
+    from rlm import RateLimitError
+
+    llm_server.rate_limit(10.0, burst=2)
+    llm = make_llm("openai", max_retries=0)
+    assert [await llm.query_async(f"q{i}") for i in range(2)] == ["[sub] q0", "[sub] q1"]
+    with pytest.raises(RateLimitError) as caught:
+        await llm.query_async("one too many")
+    assert caught.value.retry_after is not None and 0.05 < caught.value.retry_after <= 0.1
+    other = make_llm("openai", api_key="another-key", max_retries=0)
+    assert await other.query_async("own bucket") == "[sub] own bucket"  # buckets are per key
+    assert llm_server.throttled == 1 and len(llm_server.throttles) == 1
