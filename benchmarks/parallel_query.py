@@ -4,7 +4,8 @@ One `parallel_query` of N chunks at concurrency k runs in the REPL worker agains
 LLM server (50 ms a sub-call) in its own process, so only the host's CPU is counted (this
 process's `time.process_time`; the worker and the server are other processes). For each
 path it prints the wall time over the ideal ceil(N/k) x latency, host CPU per sub-call and
-the speed-up over sequential calls. The rate-limited case runs against a server allowing R
+the speed-up over sequential calls; "bare" is plain aiohttp POSTs under a semaphore, no engine
+at all, the floor this machine allows. The rate-limited case runs against a server allowing R
 requests a second per key (a token bucket answering 429 with Retry-After) and prints the
 rate sustained as a share of R and the share of calls answered 429.
 
@@ -107,6 +108,30 @@ async def through_rlm(base_url: str, n: int, k: int, *, lane: bool, key: str = "
     return Run(cells[0].seconds, cpu)
 
 
+async def bare_aiohttp(base_url: str, n: int, k: int) -> Run:
+    """The floor: n plain aiohttp POSTs, k at a time, no engine, no REPL, no retries."""
+    import aiohttp
+
+    headers = {"Authorization": "Bearer bench", "Content-Type": "application/json"}
+    gate = asyncio.Semaphore(k)
+    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=k)) as session:
+
+        async def one(i: int) -> None:
+            body = json.dumps(
+                {"model": "sub-model", "messages": [{"role": "user", "content": f"chunk {i}"}]}
+            )
+            async with (
+                gate,
+                session.post(base_url + "/chat/completions", data=body, headers=headers) as reply,
+            ):
+                json.loads(await reply.read())
+
+        await one(-1)
+        cpu, wall = time.process_time(), time.perf_counter()
+        await asyncio.gather(*(one(i) for i in range(n)))
+        return Run(time.perf_counter() - wall, time.process_time() - cpu)
+
+
 async def sequential_per_call(base_url: str, samples: int) -> float:
     sub = OpenAIInterface("sub-model", api_key="bench", base_url=base_url)
     await sub.query_async("warm up")
@@ -130,9 +155,13 @@ def throughput_rows(args: argparse.Namespace) -> None:
         for row in args.rows:
             n, k = (int(x) for x in row.split("/"))
             ideal = math.ceil(n / k) * args.latency
-            for path in ("sdk", "lane"):
+            for path in ("sdk", "lane", "bare"):
                 runs = [
-                    asyncio.run(through_rlm(base_url, n, k, lane=path == "lane"))
+                    asyncio.run(
+                        bare_aiohttp(base_url, n, k)
+                        if path == "bare"
+                        else through_rlm(base_url, n, k, lane=path == "lane")
+                    )
                     for _ in range(args.repeat)
                 ]
                 walls = sorted(r.wall for r in runs)
@@ -176,7 +205,7 @@ def main() -> None:
     parser.add_argument("--latency", type=float, default=0.05)
     parser.add_argument("--repeat", type=int, default=2, help="runs per path; best reported")
     parser.add_argument("--rate", type=float, default=200.0, help="R, requests a second")
-    parser.add_argument("--burst", type=float, default=10.0)
+    parser.add_argument("--burst", type=float, default=50.0, help="a quarter second of R")
     parser.add_argument("--rate-n", type=int, default=3000)
     parser.add_argument("--rate-k", type=int, default=64)
     parser.add_argument("--no-rate", action="store_true", help="skip the rate-limited case")
