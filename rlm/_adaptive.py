@@ -26,11 +26,13 @@ _THROTTLE_STATUSES = frozenset({429, 503, 529})
 
 
 class AimdPolicy:
-    """When the width grows and when it shrinks; no I/O, no clock, no locks.
+    """When the width grows and when it shrinks; no I/O and no locks.
 
-    Slow start doubles the width each round trip until the first sign of trouble; after
-    that it grows by one per round trip. A decrease applies once per round trip: a signal
-    from a call sent before the last decrease says nothing about the new width.
+    Slow start doubles the width each round trip until the first sign of trouble. A 429 or
+    503 cuts it by `decrease`, a smoothed latency `latency_factor` times its baseline by
+    `latency_decrease`, each at most once per round trip (a signal from a call sent before
+    the last cut says nothing about the new width). After a cut it probes back up gently,
+    a quarter of a call per round trip at first, bolder the longer no trouble comes.
     """
 
     def __init__(
