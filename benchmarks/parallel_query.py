@@ -155,7 +155,7 @@ def throughput_rows(args: argparse.Namespace) -> None:
         for row in args.rows:
             n, k = (int(x) for x in row.split("/"))
             ideal = math.ceil(n / k) * args.latency
-            for path in ("sdk", "lane", "bare"):
+            for path in args.paths:
                 runs = [
                     asyncio.run(
                         bare_aiohttp(base_url, n, k)
@@ -182,7 +182,7 @@ def rate_limited_row(args: argparse.Namespace) -> None:
         f"rate-limited: R={rate:g}/s per key (burst {args.burst:g}), N={n}, k={k}, "
         f"latency {args.latency * 1000:.0f} ms; ideal N/R = {n / rate:.2f} s"
     )
-    for path in ("sdk", "lane"):
+    for path in [p for p in args.paths if p != "bare"]:
         server = Server(args.latency, rate=rate, burst=args.burst)
         try:
             run = asyncio.run(through_rlm(server.url + "/v1", n, k, lane=path == "lane"))
@@ -202,6 +202,7 @@ def rate_limited_row(args: argparse.Namespace) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rows", nargs="*", default=list(ROWS), help="N/k pairs")
+    parser.add_argument("--paths", nargs="*", default=["sdk", "lane", "bare"])
     parser.add_argument("--latency", type=float, default=0.05)
     parser.add_argument("--repeat", type=int, default=2, help="runs per path; best reported")
     parser.add_argument("--rate", type=float, default=200.0, help="R, requests a second")
