@@ -72,10 +72,31 @@ async def both_paths(
             "result": result,
             "usage": llm.usage,
             "statuses": [r.status for r in server.requests],
-            "received": [(r.protocol, r.model, r.messages, r.path) for r in server.requests],
+            "received": [
+                (r.protocol, r.model, r.messages, r.path, signed(r.headers), output_cap(r.body))
+                for r in server.requests
+            ],
             "seconds": time.monotonic() - started,
         }
     return seen
+
+
+SIGNING = ("authorization", "x-api-key", "x-goog-api-key", "anthropic-version")
+
+
+def signed(headers: dict[str, str]) -> dict[str, str]:
+    """The headers that say who calls and which API version: both paths send the same."""
+    return {name: headers[name] for name in SIGNING if name in headers}
+
+
+def output_cap(body: Any) -> Any:
+    """The output-token cap as each protocol carries it."""
+    if not isinstance(body, dict):
+        return None
+    return body.get(
+        "max_completion_tokens",
+        body.get("max_tokens", (body.get("generationConfig") or {}).get("maxOutputTokens")),
+    )
 
 
 def assert_same(seen: dict[str, Any]) -> dict[str, Any]:
@@ -94,7 +115,13 @@ async def test_success_with_a_system_message(
         {"role": "assistant", "content": "noted"},
         {"role": "user", "content": "second question"},
     ]
-    sdk = assert_same(await both_paths(llm_server, make_llm, provider, lambda: None, messages))
+    sdk = assert_same(
+        await both_paths(
+            llm_server, make_llm, provider, lambda: None, messages, max_output_tokens=321
+        )
+    )
+    assert llm_server.requests[0].body is not None
+    assert output_cap(llm_server.requests[0].body) == 321
     assert sdk["result"][:2] == ("ok", "[sub] second question")
     assert sdk["result"][2] > 0 and sdk["result"][3] > 0
     assert sdk["usage"].calls == 1 and sdk["usage"].input_tokens == sdk["result"][2]
