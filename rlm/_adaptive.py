@@ -14,6 +14,7 @@ import asyncio
 import hashlib
 import threading
 import time
+import urllib.parse
 from collections import deque
 from dataclasses import dataclass
 
@@ -272,12 +273,18 @@ def provider_limiter(
     with _registry_lock:
         limiter = _registry.get((provider, endpoint, digest))
         if limiter is None:
-            host = endpoint.split("://", 1)[-1].split("/", 1)[0]
-            limiter = ProviderLimiter(f"{provider} {host}", ceiling=ceiling)
+            limiter = ProviderLimiter(f"{provider} {_host(endpoint)}", ceiling=ceiling)
             _registry[(provider, endpoint, digest)] = limiter
     if limiter.ceiling != ceiling:
         limiter.ceiling = ceiling
     return limiter
+
+
+def _host(url: str) -> str:
+    # Host and port only: a base URL may carry credentials (user:password@) or a path.
+    parts = urllib.parse.urlsplit(url)
+    host = parts.hostname or "?"
+    return f"{host}:{parts.port}" if parts.port else host
 
 
 def provider_limits() -> list[ProviderLimit]:

@@ -232,3 +232,14 @@ async def test_the_fake_server_token_bucket_answers_429_with_the_wait(
     other = make_llm("openai", api_key="another-key", max_retries=0)
     assert await other.query_async("own bucket") == "[sub] own bucket"  # buckets are per key
     assert llm_server.throttled == 1 and len(llm_server.throttles) == 1
+
+
+def test_the_name_shows_no_credentials_from_the_base_url() -> None:
+    from rlm._adaptive import provider_limiter
+
+    limiter = provider_limiter(
+        "openai", "http://alice:s3cret@models.internal:8000/v1/chat/completions", "sk-key"
+    )
+    assert limiter.name == "openai models.internal:8000"
+    shown = " ".join(str(limit) for limit in provider_limits())
+    assert "s3cret" not in shown and "sk-key" not in shown

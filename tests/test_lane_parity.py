@@ -309,3 +309,12 @@ async def test_env_endpoint_reaches_the_same_server_on_both_paths(
     async with lane.opened():
         assert (await lane.complete(HELLO)).text == "[sub] hello there"
     assert [r.status for r in llm_server.requests] == [200, 200]
+
+
+def test_a_base_url_with_credentials_stays_on_the_sdk_path(make_llm: MakeLLM) -> None:
+    from rlm.lane import subcall_path
+
+    llm = make_llm("openai", base_url="http://user:pw@127.0.0.1:9/v1")
+    assert lane_for(llm, ceiling=4) is None
+    lane, gate, subcall = subcall_path(llm, use_lane=True, ceiling=4)
+    assert lane is None and gate is None and subcall == llm.chat_async

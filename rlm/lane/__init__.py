@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
+import urllib.parse
 import weakref
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
@@ -144,7 +145,9 @@ def lane_for(llm: LLMInterface, *, ceiling: int) -> SubcallLane | None:
         endpoint = endpoint_for(llm)
     except ValueError:
         return None
-    if not endpoint.url.startswith(("http://", "https://")):
+    url = urllib.parse.urlsplit(endpoint.url)
+    # Credentials in the URL mean HTTP auth the SDK's client applies its own way: leave it.
+    if url.scheme not in ("http", "https") or url.username or url.password:
         return None
     return SubcallLane(llm, endpoint, gate_for(endpoint, ceiling=ceiling), pool_size=ceiling)
 
