@@ -1,92 +1,63 @@
-"""Benchmark: parallel_query of N chunks at concurrency k against a loopback LLM server.
+"""Benchmark: parallel_query through the SDK path and through the sub-call lane.
 
-Prints wall time over the ideal ceil(N/k) x latency, the speed-up over sequential calls, and
-the host CPU spent per sub-call next to what a bare SDK call costs. The LLM server runs in its
-own process so its CPU does not count against the host.
+One `parallel_query` of N chunks at concurrency k runs in the REPL worker against a loopback
+LLM server (50 ms a sub-call) in its own process, so only the host's CPU is counted (this
+process's `time.process_time`; the worker and the server are other processes). For each
+path it prints the wall time over the ideal ceil(N/k) x latency, host CPU per sub-call and
+the speed-up over sequential calls; "bare" is plain aiohttp POSTs under a semaphore, no engine
+at all, the floor this machine allows. The rate-limited case runs against a server allowing R
+requests a second per key (a token bucket answering 429 with Retry-After) and prints the
+rate sustained as a share of R and the share of calls answered 429.
 
-    python benchmarks/parallel_query.py [--n 1000] [--k 16] [--latency 0.05]
+    python benchmarks/parallel_query.py                 # every row
+    python benchmarks/parallel_query.py --rows 1000/16  # one row, N/k
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import math
 import subprocess
 import sys
 import time
+import urllib.request
+from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
-
-import openai
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from rlm import RLM, CodeExecuted, Event, OpenAIInterface  # noqa: E402
+from rlm import RLM, CodeExecuted, Completion, Event, Message, OpenAIInterface  # noqa: E402
+
+ROWS = ("1000/16", "5000/128", "20000/256")
 
 
-def start_server(latency: float) -> tuple[subprocess.Popen[str], str]:
-    proc = subprocess.Popen(
-        [sys.executable, str(ROOT / "tests" / "fake_llm.py"), "--latency", str(latency)],
-        stdout=subprocess.PIPE,
-        text=True,
-    )
-    assert proc.stdout is not None
-    line = proc.stdout.readline().split()
-    if line[:1] != ["PORT"]:
-        proc.kill()
-        raise SystemExit("the fake LLM server did not start")
-    return proc, f"http://127.0.0.1:{line[1]}/v1"
+class Server:
+    """The fake LLM server as a process; its counters over GET /_stats."""
 
+    def __init__(self, latency: float, rate: float | None = None, burst: float = 1.0) -> None:
+        command = [sys.executable, str(ROOT / "tests" / "fake_llm.py"), "--latency", str(latency)]
+        if rate is not None:
+            command += ["--rate", str(rate), "--burst", str(burst)]
+        self.proc = subprocess.Popen(command, stdout=subprocess.PIPE, text=True)
+        assert self.proc.stdout is not None
+        line = self.proc.stdout.readline().split()
+        if line[:1] != ["PORT"]:
+            self.proc.kill()
+            raise SystemExit("the fake LLM server did not start")
+        self.url = f"http://127.0.0.1:{line[1]}"
 
-async def bare_sdk(base_url: str, n: int, k: int) -> tuple[float, float]:
-    """(wall seconds, host CPU seconds) for n bare AsyncOpenAI calls, k at a time."""
-    client = openai.AsyncOpenAI(api_key="bench", base_url=base_url, max_retries=0)
-    gate = asyncio.Semaphore(k)
+    def stats(self) -> dict[str, int]:
+        with urllib.request.urlopen(self.url + "/_stats") as reply:
+            stats: dict[str, int] = json.load(reply)
+            return stats
 
-    async def one(i: int) -> None:
-        async with gate:
-            await client.chat.completions.create(
-                model="sub-model", messages=[{"role": "user", "content": f"chunk {i}"}]
-            )
-
-    await one(-1)  # connect once, outside the measurement
-    cpu, wall = time.process_time(), time.perf_counter()
-    await asyncio.gather(*(one(i) for i in range(n)))
-    result = time.perf_counter() - wall, time.process_time() - cpu
-    await client.close()
-    return result
-
-
-async def through_rlm(base_url: str, n: int, k: int) -> tuple[float, float]:
-    """(cell wall seconds, host CPU seconds) for one parallel_query of n chunks in the REPL."""
-    code = (
-        f"chunks = ['chunk ' + str(i) for i in range({n})]\n"
-        "out = parallel_query('Summarise: {chunk}', chunks)\n"
-        "print(len(out), sum(o.startswith('Error') for o in out))"
-    )
-    reply = f"```repl\n{code}\n```\nFINAL_VAR(out)"
-    root = OpenAIInterface("root-model", api_key="bench", base_url=base_url)
-    sub = OpenAIInterface("sub-model", api_key="bench", base_url=base_url, max_retries=0)
-    await sub.query_async("warm up")
-    root_script = ScriptedRoot(reply)
-    cells: list[CodeExecuted] = []
-    cpu_marks: list[float] = []
-
-    def on_event(event: Event) -> None:
-        if isinstance(event, CodeExecuted):
-            cells.append(event)
-            cpu_marks.append(time.process_time())
-
-    engine = RLM(root_script, sub, max_parallel_calls=k, max_iterations=1)
-    cpu = time.process_time()
-    await engine.query_async("bench", "context", on_event=on_event)
-    await root.aclose()
-    await sub.aclose()
-    output = cells[0].output.split()
-    if output != [str(n), "0"]:
-        raise SystemExit(f"unexpected cell output: {cells[0].output!r}")
-    return cells[0].seconds, cpu_marks[0] - cpu
+    def stop(self) -> None:
+        self.proc.terminate()
+        self.proc.wait()
 
 
 class ScriptedRoot(OpenAIInterface):
@@ -96,10 +67,69 @@ class ScriptedRoot(OpenAIInterface):
         super().__init__("root-model", api_key="bench")
         self.reply = reply
 
-    async def chat_async(self, messages):  # type: ignore[no-untyped-def,override]
-        from rlm import Completion
-
+    async def chat_async(self, messages: Sequence[Message]) -> Completion:
         return Completion(self.reply)
+
+
+@dataclass
+class Run:
+    wall: float  # the cell's seconds
+    cpu: float  # host CPU seconds over the whole run
+
+
+async def through_rlm(base_url: str, n: int, k: int, *, lane: bool, key: str = "bench") -> Run:
+    code = (
+        f"chunks = ['chunk ' + str(i) for i in range({n})]\n"
+        "out = parallel_query('Summarise: {chunk}', chunks)\n"
+        "print(len(out), sum(o.startswith('Error') for o in out))"
+    )
+    root = ScriptedRoot(f"```repl\n{code}\n```\nFINAL_VAR(out)")
+    sub = OpenAIInterface("sub-model", api_key=key, base_url=base_url, max_retries=8)
+    cells: list[CodeExecuted] = []
+
+    def on_event(event: Event) -> None:
+        if isinstance(event, CodeExecuted):
+            cells.append(event)
+
+    engine = RLM(
+        root,
+        sub,
+        max_parallel_calls=k,
+        max_iterations=1,
+        max_map_chunks=max(n, 10_000),
+        subcall_lane=lane,
+    )
+    cpu = time.process_time()
+    await engine.query_async("bench", "context", on_event=on_event)
+    cpu = time.process_time() - cpu
+    await sub.aclose()
+    if cells[0].output.split() != [str(n), "0"]:
+        raise SystemExit(f"unexpected cell output: {cells[0].output!r}")
+    return Run(cells[0].seconds, cpu)
+
+
+async def bare_aiohttp(base_url: str, n: int, k: int) -> Run:
+    """The floor: n plain aiohttp POSTs, k at a time, no engine, no REPL, no retries."""
+    import aiohttp
+
+    headers = {"Authorization": "Bearer bench", "Content-Type": "application/json"}
+    gate = asyncio.Semaphore(k)
+    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=k)) as session:
+
+        async def one(i: int) -> None:
+            body = json.dumps(
+                {"model": "sub-model", "messages": [{"role": "user", "content": f"chunk {i}"}]}
+            )
+            async with (
+                gate,
+                session.post(base_url + "/chat/completions", data=body, headers=headers) as reply,
+            ):
+                json.loads(await reply.read())
+
+        await one(-1)
+        cpu, wall = time.process_time(), time.perf_counter()
+        await asyncio.gather(*(one(i) for i in range(n)))
+        return Run(time.perf_counter() - wall, time.process_time() - cpu)
 
 
 async def sequential_per_call(base_url: str, samples: int) -> float:
@@ -112,38 +142,79 @@ async def sequential_per_call(base_url: str, samples: int) -> float:
     return (time.perf_counter() - started) / samples
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--n", type=int, default=1000)
-    parser.add_argument("--k", type=int, default=16)
-    parser.add_argument("--latency", type=float, default=0.05)
-    parser.add_argument("--repeat", type=int, default=3, help="runs; the best is reported")
-    args = parser.parse_args()
-    server, base_url = start_server(args.latency)
+def throughput_rows(args: argparse.Namespace) -> None:
+    server = Server(args.latency)
+    base_url = server.url + "/v1"
     try:
         per_call = asyncio.run(sequential_per_call(base_url, 20))
-        rlm_runs = [asyncio.run(through_rlm(base_url, args.n, args.k)) for _ in range(args.repeat)]
-        bare_runs = [asyncio.run(bare_sdk(base_url, args.n, args.k)) for _ in range(args.repeat)]
+        print(f"latency {args.latency * 1000:.0f} ms; sequential sub-call {per_call * 1000:.1f} ms")
+        print(
+            f"{'N/k':>10} {'path':>5} {'ideal s':>8} {'wall s':>8} {'ratio':>6} "
+            f"{'CPU ms/call':>11} {'speed-up':>9}"
+        )
+        for row in args.rows:
+            n, k = (int(x) for x in row.split("/"))
+            ideal = math.ceil(n / k) * args.latency
+            for path in args.paths:
+                runs = [
+                    asyncio.run(
+                        bare_aiohttp(base_url, n, k)
+                        if path == "bare"
+                        else through_rlm(base_url, n, k, lane=path == "lane")
+                    )
+                    for _ in range(args.repeat)
+                ]
+                walls = sorted(r.wall for r in runs)
+                cpu_ms = 1000 * min(r.cpu for r in runs) / n
+                spread = f"{walls[0]:.2f}" + (f"-{walls[-1]:.2f}" if len(walls) > 1 else "")
+                print(
+                    f"{row:>10} {path:>5} {ideal:8.2f} {spread:>8} "
+                    f"{walls[0] / ideal:5.2f}x {cpu_ms:11.2f} {per_call * n / walls[0]:8.1f}x",
+                    flush=True,
+                )
     finally:
-        server.terminate()
-        server.wait()
-    ideal = math.ceil(args.n / args.k) * args.latency
-    wall = min(w for w, _ in rlm_runs)
-    bare_wall = min(w for w, _ in bare_runs)
-    rlm_cpu_ms = 1000 * min(c for _, c in rlm_runs) / args.n
-    bare_cpu_ms = 1000 * min(c for _, c in bare_runs) / args.n
-    print(f"parallel_query: N={args.n} chunks, k={args.k}, latency {args.latency * 1000:.0f} ms")
-    print(f"  ideal ceil(N/k) x latency     {ideal:8.3f} s")
-    print(f"  rlm parallel_query wall       {wall:8.3f} s   ratio {wall / ideal:.3f}x")
-    print(f"  bare SDK, same concurrency    {bare_wall:8.3f} s   ratio {bare_wall / ideal:.3f}x")
+        server.stop()
+
+
+def rate_limited_row(args: argparse.Namespace) -> None:
+    rate, n, k = args.rate, args.rate_n, args.rate_k
     print(
-        f"  sequential (measured per call {per_call * 1000:.1f} ms) "
-        f"{per_call * args.n:8.1f} s   speed-up {per_call * args.n / wall:.1f}x"
+        f"rate-limited: R={rate:g}/s per key (burst {args.burst:g}), N={n}, k={k}, "
+        f"latency {args.latency * 1000:.0f} ms; ideal N/R = {n / rate:.2f} s"
     )
-    print(
-        f"  host CPU per sub-call: rlm {rlm_cpu_ms:.2f} ms, bare SDK {bare_cpu_ms:.2f} ms, "
-        f"ratio {rlm_cpu_ms / bare_cpu_ms:.2f}x"
-    )
+    for path in [p for p in args.paths if p != "bare"]:
+        server = Server(args.latency, rate=rate, burst=args.burst)
+        try:
+            run = asyncio.run(through_rlm(server.url + "/v1", n, k, lane=path == "lane"))
+            stats = server.stats()
+        finally:
+            server.stop()
+        sent = stats["sub"]
+        sustained = n / run.wall
+        print(
+            f"  {path:>5}: {run.wall:6.2f} s, {sustained:6.1f}/s = {sustained / rate:5.1%} of R, "
+            f"{stats['throttled']} of {sent} requests answered 429 "
+            f"({stats['throttled'] / sent:.1%})",
+            flush=True,
+        )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rows", nargs="*", default=list(ROWS), help="N/k pairs")
+    parser.add_argument("--paths", nargs="*", default=["sdk", "lane", "bare"])
+    parser.add_argument("--latency", type=float, default=0.05)
+    parser.add_argument("--repeat", type=int, default=2, help="runs per path; best reported")
+    parser.add_argument("--rate", type=float, default=200.0, help="R, requests a second")
+    parser.add_argument("--burst", type=float, default=50.0, help="a quarter second of R")
+    parser.add_argument("--rate-n", type=int, default=3000)
+    parser.add_argument("--rate-k", type=int, default=64)
+    parser.add_argument("--no-rate", action="store_true", help="skip the rate-limited case")
+    args = parser.parse_args()
+    if args.rows:
+        throughput_rows(args)
+    if not args.no_rate:
+        rate_limited_row(args)
 
 
 if __name__ == "__main__":

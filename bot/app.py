@@ -38,7 +38,7 @@ from bot.storage import Store
 from bot.surfaces import register_surfaces, send_history
 from bot.tenants import Tenants, Workspace, attach_tenancy
 from bot.uploads import Uploads
-from rlm import KeyedLimiter, LLMInterface, interface_from_spec
+from rlm import KeyedLimiter, LLMInterface, interface_from_spec, provider_limits
 
 __all__ = [
     "EVENTS_PATH",
@@ -204,6 +204,7 @@ async def _build_services(
             provider_timeout=settings.rlm_provider_timeout,
             max_map_chunks=settings.rlm_max_map_chunks,
             max_prompt_bytes=settings.rlm_max_prompt_bytes,
+            provider_max_concurrency=settings.rlm_provider_max_concurrency,
         ),
         budget=BudgetBook(
             store=store,
@@ -301,11 +302,12 @@ def build_app(services: Services) -> AsyncApp:
             return
         if verb == "usage":
             report = await runner.budget.usage_report(command["team_id"])
+            report += messages.provider_limits_report(provider_limits())
             await ack(text=report, response_type="ephemeral")
             return
         if verb == "forget":
             await ack()
-            services.spawn(forget_channel(services, command), name="forget")
+            services.spawn(forget_channel(services, ws, command), name="forget")
             return
         if verb != "ask":
             await ack(text=messages.unknown_subcommand(words[0]), response_type="ephemeral")

@@ -18,7 +18,7 @@ from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 import aiohttp
-from slack_bolt.async_app import AsyncApp
+from slack_bolt.async_app import AsyncApp, AsyncBoltContext
 from slack_sdk.errors import SlackApiError
 
 from bot import messages
@@ -27,6 +27,7 @@ from bot.storage import Purged, Store
 
 if TYPE_CHECKING:
     from bot.app import Services
+    from bot.tenants import Workspace
 
 logger = logging.getLogger("bot.lifecycle")
 
@@ -91,11 +92,12 @@ async def is_workspace_admin(client: Any, user_id: str) -> bool:
     return any(bool(user.get(flag)) for flag in ADMIN_FLAGS)
 
 
-async def forget_channel(services: Services, command: dict[str, Any]) -> None:
-    """`/rlm forget`: an admin's request to delete this channel's stored runs and files."""
+async def forget_channel(services: Services, ws: Workspace, command: dict[str, Any]) -> None:
+    """`/rlm forget`: an admin's request to delete this channel's stored runs and files,
+    checked and answered with the workspace's own token (`ws`)."""
     team_id, channel_id = str(command["team_id"]), str(command["channel_id"])
     user_id = str(command["user_id"])
-    poster = services.poster
+    poster = ws.poster
     response_url = command.get("response_url")
     try:
         allowed = await is_workspace_admin(poster.client, user_id)
@@ -145,19 +147,25 @@ def register_file_events(
         if removed:
             logger.info("file %s deleted in Slack: %d kept copy(ies) removed", file_id, removed)
 
-    async def changed(body: dict[str, Any], event: dict[str, Any]) -> None:
+    async def changed(
+        body: dict[str, Any], event: dict[str, Any], context: AsyncBoltContext
+    ) -> None:
         file_id = _file_id(event)
         if not file_id or not await claimed(body):
             return
-        await services.uploads.refresh(team_id=team_of(body, event), file_id=file_id)
+        team_id = team_of(body, event)
+        uploads = (await services.workspace(team_id, context)).uploads  # its own token
+        await uploads.refresh(team_id=team_id, file_id=file_id)
 
     @app.event("file_deleted")
     async def on_file_deleted(body: dict[str, Any], event: dict[str, Any]) -> None:
         services.spawn(deleted(body, event), name="file_deleted")
 
     @app.event("file_change")
-    async def on_file_change(body: dict[str, Any], event: dict[str, Any]) -> None:
-        services.spawn(changed(body, event), name="file_change")
+    async def on_file_change(
+        body: dict[str, Any], event: dict[str, Any], context: AsyncBoltContext
+    ) -> None:
+        services.spawn(changed(body, event, context), name="file_change")
 
 
 def _file_id(event: dict[str, Any]) -> str:

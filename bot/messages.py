@@ -5,6 +5,10 @@ Each error says what happened and what to do, in one sentence.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
+from rlm import ProviderLimit
+
 USAGE = (
     "*How to use me*\n"
     "• `/rlm ask <question>` — I post your question here and answer in its thread, reading "
@@ -387,3 +391,18 @@ def forget_done(runs: int, files: int, running: int) -> str:
 
 def forget_failed(reason: str) -> str:
     return f"I couldn't check that you are a workspace admin ({reason}): nothing was deleted."
+
+
+def provider_limits_report(limits: Sequence[ProviderLimit]) -> str:
+    """The adaptive sub-call limit of each provider key in use, shared by all workspaces."""
+    if not limits:
+        return ""
+    lines = []
+    for limit in limits:
+        held = f", holding {limit.held_for:.1f} s for the provider" if limit.held_for > 0 else ""
+        lines.append(
+            f"• {limit.name}: {limit.width:,} sub-calls at once now (ceiling "
+            f"{limit.ceiling:,}), {limit.in_flight:,} in flight, {limit.throttled:,} "
+            f"rate-limit answers so far{held}"
+        )
+    return "\n*Provider limits* (shared by every workspace on the key)\n" + "\n".join(lines)

@@ -80,6 +80,7 @@ class EngineConfig:
     provider_timeout: float = 120.0
     max_map_chunks: int = 10_000  # chunks in one parallel_query
     max_prompt_bytes: int = 64 * 1024 * 1024  # one llm_query prompt, or one map's prompts
+    provider_max_concurrency: int = 256  # ceiling of the adaptive limit per provider key
 
 
 @dataclass
@@ -340,6 +341,7 @@ class Runner:
             sandbox_limits=self.engine.sandbox_limits,
             limiter=self.limiters.get(q.team_id),
             on_event=on_event,
+            provider_max_concurrency=self.engine.provider_max_concurrency,
         )
         deadline = None
         if caps.max_seconds is not None:

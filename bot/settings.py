@@ -51,6 +51,8 @@ class Settings(BaseSettings):
     rlm_root_model: str = "openai:gpt-4o"
     rlm_sub_model: str = "openai:gpt-4o-mini"
     rlm_max_parallel_calls: int = Field(default=10, ge=1, le=1000)
+    # Ceiling of the adaptive limit per provider key, shared by every workspace on that key.
+    rlm_provider_max_concurrency: int = Field(default=256, ge=1, le=10_000)
 
     openai_api_key: str | None = None
     openai_base_url: str | None = None

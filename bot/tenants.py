@@ -204,6 +204,7 @@ class Tenants:
             provider_timeout=base.provider_timeout,
             max_map_chunks=base.max_map_chunks,
             max_prompt_bytes=base.max_prompt_bytes,
+            provider_max_concurrency=base.provider_max_concurrency,
         )
 
     def _llm(self, spec: str, base: EngineConfig) -> LLMInterface:

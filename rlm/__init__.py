@@ -5,6 +5,7 @@ The whole public surface is re-exported here.
 
 from typing import TYPE_CHECKING, Any
 
+from rlm._adaptive import ProviderLimit, provider_limits
 from rlm._core import RLM, write_trajectory_jsonl
 from rlm._events import (
     CodeExecuted,
@@ -64,6 +65,7 @@ __all__ = [
     "Message",
     "OpenAIInterface",
     "ProviderError",
+    "ProviderLimit",
     "ProviderTimeoutError",
     "ProviderUnavailableError",
     "REPLError",
@@ -76,5 +78,6 @@ __all__ = [
     "SubcallProgress",
     "Usage",
     "interface_from_spec",
+    "provider_limits",
     "write_trajectory_jsonl",
 ]

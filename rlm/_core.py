@@ -8,10 +8,12 @@ import json
 import logging
 import time
 from collections.abc import Iterable, Sequence
+from contextlib import nullcontext
 from pathlib import Path
 from typing import IO, Any
 
 from rlm import _prompts as prompts
+from rlm._adaptive import DEFAULT_CEILING
 from rlm._budget import RunBudget
 from rlm._events import (
     CodeExecuted,
@@ -29,6 +31,7 @@ from rlm._parsing import find_code_blocks, find_final, truncate
 from rlm._subcalls import SubcallServer
 from rlm._sync import run_sync
 from rlm.clients._base import LLMInterface, Message
+from rlm.lane import subcall_path
 from rlm.repl import REPLSession, SandboxLimits
 
 logger = logging.getLogger("rlm")
@@ -43,6 +46,12 @@ class RLM:
     before the work (see `rlm._budget`). Per request from the REPL, refused before any
     sub-call: `max_map_chunks` chunks in one `parallel_query`, and `max_prompt_bytes` UTF-8
     bytes of one `llm_query` prompt or of all the prompts of one `parallel_query`.
+
+    Sub-calls go out over the sub-call lane (`rlm.lane`: aiohttp, each provider's wire
+    protocol, the interface's settings, retries and errors); `subcall_lane=False` sends them
+    through the interface's SDK instead. Either way each attempt passes the adaptive limiter
+    of the provider key, shared by every run in the process, whose width never passes
+    `provider_max_concurrency`; `limiter` (or `max_parallel_calls`) caps this run's share.
     """
 
     def __init__(
@@ -63,6 +72,8 @@ class RLM:
         max_seconds: float | None = None,
         max_map_chunks: int = 10_000,
         max_prompt_bytes: int = 64 * 1024 * 1024,
+        subcall_lane: bool = True,
+        provider_max_concurrency: int = DEFAULT_CEILING,
     ) -> None:
         if prompt_mode not in prompts.PROMPT_MODES:
             raise ConfigurationError(
@@ -73,6 +84,7 @@ class RLM:
         for name, value in (
             ("max_map_chunks", max_map_chunks),
             ("max_prompt_bytes", max_prompt_bytes),
+            ("provider_max_concurrency", provider_max_concurrency),
         ):
             if value < 1:
                 raise ConfigurationError(f"{name} must be at least 1, got {value}")
@@ -90,6 +102,8 @@ class RLM:
         self.max_seconds = max_seconds
         self.max_map_chunks = max_map_chunks
         self.max_prompt_bytes = max_prompt_bytes
+        self.subcall_lane = subcall_lane
+        self.provider_max_concurrency = provider_max_concurrency
 
     @property
     def max_parallel_calls(self) -> int:
@@ -142,6 +156,9 @@ class _Run:
             max_subcalls=rlm.max_subcalls, max_tokens=rlm.max_tokens, max_seconds=rlm.max_seconds
         )
         self.iteration = 0
+        self.lane, self.gate, subcall = subcall_path(
+            rlm.sub_llm, use_lane=rlm.subcall_lane, ceiling=rlm.provider_max_concurrency
+        )
         self.subcalls = subcalls = SubcallServer(
             sub_llm=rlm.sub_llm,
             limiter=rlm.limiter,
@@ -149,6 +166,7 @@ class _Run:
             max_map_chunks=rlm.max_map_chunks,
             max_prompt_bytes=rlm.max_prompt_bytes,
             progress=self._progress if callbacks else None,
+            subcall=subcall,
         )
         self.repl = REPLSession(
             context,
@@ -171,8 +189,11 @@ class _Run:
                 logger.exception("event callback failed on %s", type(event).__name__)
 
     async def _progress(self, done: int, total: int, failed: int) -> None:
+        width = self.gate.width if self.gate is not None else None
         refused, refused_by = self.subcalls.refused, self.subcalls.refused_by
-        await self.emit(SubcallProgress(self.iteration, done, total, failed, refused, refused_by))
+        await self.emit(
+            SubcallProgress(self.iteration, done, total, failed, refused, refused_by, width)
+        )
 
     # -- the loop ----------------------------------------------------------------------------
 
@@ -185,7 +206,8 @@ class _Run:
         self.context = ""  # the worker holds it from here on
         repl_ready = asyncio.create_task(self.repl.start())  # loads while the root model thinks
         try:
-            answer, stopped_by = await self._loop(messages, repl_ready)
+            async with self.lane.opened() if self.lane is not None else nullcontext():
+                answer, stopped_by = await self._loop(messages, repl_ready)
         finally:
             # Never cancel a worker mid-spawn: on Python 3.11 a cancelled subprocess start can
             # hang and leave the sandbox process behind. Its start is bounded by a timeout.

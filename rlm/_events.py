@@ -30,7 +30,11 @@ class CodeExecuted:
 
 @dataclass(frozen=True)
 class SubcallProgress:
-    """Sub-calls of one `parallel_query` (or one `llm_query`, total 1) done so far."""
+    """Sub-calls of one `parallel_query` (or one `llm_query`, total 1) done so far.
+
+    `provider_width` is how many calls the provider key's adaptive limiter lets fly now
+    (None when sub-calls do not go through one).
+    """
 
     iteration: int
     done: int
@@ -39,6 +43,7 @@ class SubcallProgress:
     # Of `failed`, how many the run's budget refused, and which budget ("max_subcalls", ...).
     refused: int = 0
     refused_by: str | None = None
+    provider_width: int | None = None
 
 
 @dataclass(frozen=True)

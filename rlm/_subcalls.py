@@ -8,14 +8,15 @@ a prompt is built only once its call may go, so a map holds only its calls in fl
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from functools import partial
 
 from rlm._budget import PromptTemplate, RunBudget, map_sizes, prompt_size
 from rlm._exceptions import ProviderError
 from rlm._limiter import Limiter
-from rlm.clients._base import LLMInterface
+from rlm.clients._base import Completion, LLMInterface, Message
 
+Subcall = Callable[[Sequence[Message]], Awaitable[Completion]]
 Progress = Callable[[int, int, int], Awaitable[None]]  # (done, total, failed)
 
 
@@ -36,8 +37,11 @@ class SubcallServer:
         max_map_chunks: int,
         max_prompt_bytes: int,
         progress: Progress | None = None,
+        subcall: Subcall | None = None,
     ) -> None:
         self.sub_llm = sub_llm
+        # How one sub-call is made: the lane's, or the interface's own SDK path.
+        self.subcall: Subcall = subcall or sub_llm.chat_async
         self.limiter = limiter
         self.budget = budget
         self.max_map_chunks = max_map_chunks
@@ -96,7 +100,7 @@ class SubcallServer:
             if isinstance(reservation, str):
                 return self._refused(reservation), False
             try:
-                completion = await self.sub_llm.chat_async([{"role": "user", "content": build()}])
+                completion = await self.subcall([{"role": "user", "content": build()}])
             except ProviderError as exc:
                 budget.release(reservation)  # the call was made, so its sub-call stays counted
                 return f"Error: {exc}", False

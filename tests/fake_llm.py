@@ -9,6 +9,13 @@ Faults: `fail_next` and `fail_when` fail chosen requests; `failure_rate` fails a
 of them, drawn from `failure_statuses`, where besides HTTP statuses "hang" holds the request
 past any client timeout (`hang_seconds`) and "malformed" answers 200 with a body that is not
 a reply. `injected` counts every fault served, by kind.
+
+Rate limit: `rate_limit(r, burst)` gives each API key a token bucket of `burst` requests
+refilled at `r` a second; a request finding it empty is answered 429 at once, with the
+`Retry-After` (fractional seconds) until its next token. `arrivals` keeps when each key's
+requests came and `throttles` when each 429 was sent and the wait it asked for, so a test
+can check that nobody sent during a wait. The process form takes `--rate`/`--burst` and
+answers `GET /_stats` with its counters as JSON.
 """
 
 from __future__ import annotations
@@ -18,6 +25,7 @@ import asyncio
 import random
 import signal
 import threading
+import time
 import traceback
 from collections import Counter
 from collections.abc import Callable
@@ -133,6 +141,12 @@ class FakeLLMServer:
         self.in_flight = 0
         self.url = ""
         self.port = 0
+        self.rate: float | None = None  # token bucket per key, requests a second
+        self.burst = 1.0
+        self.arrivals: dict[str, list[float]] = {}  # key -> monotonic arrival times
+        self.throttles: list[tuple[str, float, float]] = []  # (key, sent at, retry after)
+        self.throttled = 0
+        self._buckets: dict[str, tuple[float, float]] = {}  # key -> (tokens, as of)
         self._lock = threading.Lock()
         self._random = random.Random(seed)
         self._root_script: list[RootReply] = []
@@ -212,6 +226,7 @@ class FakeLLMServer:
         app.router.add_post("/v1/messages", self._route("anthropic"))
         # The SDK's default API version has moved between v1beta and v1; serve both.
         app.router.add_post("/{version:v1|v1beta}/models/{target}", self._gemini_route)
+        app.router.add_get("/_stats", self._stats)
         self._runner = web.AppRunner(app, access_log=None, shutdown_timeout=0.5)
         await self._runner.setup()
         site = web.TCPSite(self._runner, "127.0.0.1", 0)
@@ -262,8 +277,17 @@ class FakeLLMServer:
         with self._lock:
             self._fail_when.append((predicate, status))
 
+    def rate_limit(self, rate: float | None, burst: float = 1.0) -> None:
+        """Limit each key to `rate` requests a second, `burst` at once; None lifts the limit."""
+        with self._lock:
+            self.rate, self.burst = rate, burst
+            self._buckets.clear()
+
     def reset_stats(self) -> None:
         with self._lock:
+            self.arrivals.clear()
+            self.throttles.clear()
+            self.throttled = 0
             self.requests.clear()
             self._counts = {"root": 0, "sub": 0}
             self.max_in_flight = self.in_flight
@@ -275,6 +299,33 @@ class FakeLLMServer:
             return sum(self._counts.values()) if kind == "any" else self._counts.get(kind, 0)
 
     # -- serving -------------------------------------------------------------------------------
+
+    async def _stats(self, request: web.Request) -> web.Response:
+        with self._lock:
+            stats = {
+                "sub": self._counts["sub"],
+                "root": self._counts["root"],
+                "throttled": self.throttled,
+                "max_in_flight": self.max_in_flight,
+            }
+        return web.json_response(stats)
+
+    def _take_token(self, key: str, now: float) -> float | None:
+        """None if `key` may send now, else the seconds until it may; lock held."""
+        if self.record_requests or self.rate is not None:
+            self.arrivals.setdefault(key, []).append(now)
+        if self.rate is None:
+            return None
+        tokens, as_of = self._buckets.get(key, (self.burst, now))
+        tokens = min(self.burst, tokens + (now - as_of) * self.rate)
+        if tokens >= 1.0:
+            self._buckets[key] = (tokens - 1.0, now)
+            return None
+        self._buckets[key] = (tokens, now)
+        wait = (1.0 - tokens) / self.rate
+        self.throttled += 1
+        self.throttles.append((key, now, wait))
+        return wait
 
     def _route(self, protocol: str) -> Callable[[web.Request], Any]:
         async def handle(request: web.Request) -> web.StreamResponse:
@@ -308,14 +359,24 @@ class FakeLLMServer:
             protocol.name, model, kind, messages, prompt, headers, body, request.path
         )
 
+        key = protocol.key(headers) or ""
         with self._lock:
             self._counts[kind] += 1
             if self.record_requests:
                 self.requests.append(record)
-            failure = self._failure_for(record, protocol.key(headers))
-            if kind == "sub":
+            wait = self._take_token(key, time.monotonic())
+            failure = self._failure_for(record, key) if wait is None else None
+            if kind == "sub" and wait is None:
                 self.in_flight += 1
                 self.max_in_flight = max(self.max_in_flight, self.in_flight)
+        if wait is not None:
+            # A rate limiter answers at once, before any work, with the wait it needs.
+            record.status, record.fault = 429, "rate"
+            return web.json_response(
+                protocol.error(429, ERROR_TEXT[429]),
+                status=429,
+                headers={"Retry-After": f"{wait:.3f}"},
+            )
         try:
             latency = self.root_latency if kind == "root" else self.sub_latency
             if latency > 0:
@@ -422,6 +483,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument(
         "--failure-rate", type=float, default=0.0, help="share of sub calls failing"
     )
+    parser.add_argument("--rate", type=float, default=None, help="requests a second per key")
+    parser.add_argument("--burst", type=float, default=1.0, help="token bucket size per key")
     args = parser.parse_args(argv)
     stopped = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stopped.set())
@@ -429,6 +492,7 @@ def main(argv: list[str] | None = None) -> None:
     server = FakeLLMServer(sub_latency=args.latency, root_latency=args.root_latency)
     server.failure_rate = args.failure_rate
     server.record_requests = False
+    server.rate_limit(args.rate, args.burst)
     with server:
         print(f"PORT {server.port}", flush=True)
         while not stopped.wait(0.5):

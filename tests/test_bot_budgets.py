@@ -144,16 +144,22 @@ async def test_usage_reports_today_in_flight_and_the_budgets(make_bot, slack, ll
     [run] = await bot.store.list_runs()
     tokens = run.input_tokens + run.output_tokens
     after = (await bot.events.command("usage")).json()["text"]
-    assert after == messages.usage_report(
-        tokens_today=tokens,
-        daily_tokens=1_000_000,
-        runs_today=1,
-        in_flight=0,
-        max_iterations=20,
-        max_subcalls=50,
-        max_run_tokens=0,
-        max_run_seconds=90,
+    assert after.startswith(
+        messages.usage_report(
+            tokens_today=tokens,
+            daily_tokens=1_000_000,
+            runs_today=1,
+            in_flight=0,
+            max_iterations=20,
+            max_subcalls=50,
+            max_run_tokens=0,
+            max_run_seconds=90,
+        )
     )
+    # The sub-model's provider key has an adaptive limit, shown with its width now.
+    limits = [line for line in after.splitlines() if f"127.0.0.1:{llm_server.port}" in line]
+    assert "*Provider limits*" in after and len(limits) == 1
+    assert "sub-calls at once now (ceiling 256)" in limits[0]
     assert f"Tokens used: {tokens:,} of 1,000,000 a day" in after
     assert "at most: 20 iterations, 50 sub-calls, no limit on tokens, 90 seconds" in after
     other = (await bot.events.command("usage", team_id="T2")).json()["text"]

@@ -13,12 +13,12 @@ import random
 import threading
 import weakref
 from abc import ABC, abstractmethod
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, ClassVar, Literal, TypedDict
+from typing import Any, ClassVar, Literal, Protocol, TypedDict
 
 from rlm._exceptions import ProviderError, RateLimitError
-from rlm._sync import on_loop_close, run_sync
+from rlm._sync import is_private_loop, on_loop_close, run_on_private_loop
 
 
 class Message(TypedDict):
@@ -49,6 +49,36 @@ class Usage:
         return self.input_tokens + self.output_tokens
 
 
+Attempt = Callable[[], Awaitable[Completion]]
+
+
+class Gate(Protocol):
+    """What each attempt of a call passes through: the adaptive limit of its provider key."""
+
+    async def call(self, attempt: Attempt) -> Completion: ...
+
+
+class _OpenClient:
+    """An SDK client and how to close it, once."""
+
+    def __init__(self, client: Any, close: Callable[[Any], Awaitable[None]]) -> None:
+        self.client = client
+        self._close: Callable[[Any], Awaitable[None]] | None = close
+
+    async def close(self) -> None:
+        close, self._close = self._close, None
+        if close is not None:
+            await close(self.client)
+
+
+def _close_soon(loop: asyncio.AbstractEventLoop, opened: _OpenClient) -> None:
+    # An interface dropped while the private loop runs: its client goes with it.
+    try:
+        loop.call_soon_threadsafe(lambda: loop.create_task(opened.close()))
+    except RuntimeError:  # the loop is closed already, and closed the client first
+        pass
+
+
 class LLMInterface(ABC):
     """A chat model behind a provider's official async SDK."""
 
@@ -74,7 +104,7 @@ class LLMInterface(ABC):
         self.max_output_tokens = max_output_tokens
         self.retry_base_delay = retry_base_delay
         self.retry_max_delay = retry_max_delay
-        self._clients: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Any] = (
+        self._clients: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _OpenClient] = (
             weakref.WeakKeyDictionary()
         )
         self._usage_lock = threading.Lock()
@@ -102,7 +132,8 @@ class LLMInterface(ABC):
     async def _complete(self, client: Any, messages: Sequence[Message]) -> Completion:
         """One attempt at a chat completion; SDK errors mapped to `ProviderError`s."""
 
-    async def _close_client(self, client: Any) -> None:
+    @staticmethod
+    async def _close_client(client: Any) -> None:
         await client.close()
 
     # -- the shared machinery ---------------------------------------------------------------
@@ -110,38 +141,44 @@ class LLMInterface(ABC):
     def _client(self) -> Any:
         """The SDK client for the running loop: async clients must not outlive their loop."""
         loop = asyncio.get_running_loop()
-        client = self._clients.get(loop)
-        if client is None:
-            client = self._clients[loop] = self._make_client()
-            on_loop_close(loop, self._closer(loop))
-        return client
-
-    def _closer(self, loop: asyncio.AbstractEventLoop) -> Any:
-        async def close() -> None:
-            client = self._clients.pop(loop, None)
-            if client is not None:
-                await self._close_client(client)
-
-        return close
+        opened = self._clients.get(loop)
+        if opened is None:
+            opened = self._clients[loop] = _OpenClient(self._make_client(), self._close_client)
+            # The loop's cleanup holds the client, not the interface, which may go first.
+            on_loop_close(loop, opened.close)
+            if is_private_loop(loop):
+                weakref.finalize(self, _close_soon, loop, opened)
+        return opened.client
 
     async def aclose(self) -> None:
         """Close the SDK client opened on the running loop, if any."""
-        await self._closer(asyncio.get_running_loop())()
+        opened = self._clients.pop(asyncio.get_running_loop(), None)
+        if opened is not None:
+            await opened.close()
 
     async def chat_async(self, messages: Sequence[Message]) -> Completion:
         """A chat completion over `messages`, retrying transient failures with backoff."""
-        attempt = 0
+        return await self.with_retries(lambda: self._complete(self._client(), messages))
+
+    async def with_retries(self, attempt: Attempt, gate: Gate | None = None) -> Completion:
+        """Run `attempt` until it succeeds, retrying transient failures: the one retry policy.
+
+        Both ways of calling a provider use it, the SDK path (`chat_async`) and the engine's
+        sub-call lane, so they retry, wait and count usage alike. Each attempt goes through
+        `gate` when one is given; the backoff between attempts is slept outside it.
+        """
+        attempts = 0
         while True:
-            attempt += 1
+            attempts += 1
             try:
-                completion = await self._complete(self._client(), messages)
+                completion = await (attempt() if gate is None else gate.call(attempt))
             except ProviderError as exc:
                 exc.provider, exc.model = self.provider, self.model
-                if not exc.retryable or attempt > self.max_retries:
-                    exc.attempts = attempt
+                if not exc.retryable or attempts > self.max_retries:
+                    exc.attempts = attempts
                     self._count(failed=True)
                     raise
-                await asyncio.sleep(self._delay(attempt, exc))
+                await asyncio.sleep(self._delay(attempts, exc))
                 continue
             self._count(completion=completion)
             return completion
@@ -167,7 +204,7 @@ class LLMInterface(ABC):
         return (await self.chat_async([{"role": "user", "content": prompt}])).text
 
     def chat(self, messages: Sequence[Message]) -> Completion:
-        return run_sync(self.chat_async(messages))
+        return run_on_private_loop(self.chat_async(messages))
 
     def query(self, prompt: str) -> str:
-        return run_sync(self.query_async(prompt))
+        return run_on_private_loop(self.query_async(prompt))

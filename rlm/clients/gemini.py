@@ -68,7 +68,8 @@ class GeminiInterface(LLMInterface):
         )
         return _Clients(genai.Client(api_key=self.api_key, http_options=options), http)
 
-    async def _close_client(self, client: Any) -> None:
+    @staticmethod
+    async def _close_client(client: Any) -> None:
         try:
             await client.sdk.aio.aclose()
         finally:

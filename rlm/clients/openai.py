@@ -12,6 +12,7 @@ import openai
 
 from rlm.clients import _errors
 from rlm.clients._base import Completion, LLMInterface, Message
+from rlm.clients._replies import read_openai
 
 _KEY_ENV = "OPENAI_API_KEY"
 
@@ -63,23 +64,4 @@ class OpenAIInterface(LLMInterface):
             ) from exc
         except ValueError as exc:  # a body that claimed to be JSON and was not
             raise _errors.unreadable("the body is not JSON") from exc
-        return _read_completion(response)
-
-
-def _read_completion(response: object) -> Completion:
-    # The body is whatever the server sent, parsed as JSON, so every field is checked here.
-    try:
-        if not isinstance(response, dict):
-            raise TypeError(f"the body is a JSON {type(response).__name__}, not an object")
-        message = response["choices"][0]["message"]
-        text = message.get("content")
-        if text is None:
-            text = message.get("refusal") or ""
-        if not isinstance(text, str):
-            raise TypeError(f"message content is {type(text).__name__}, not text")
-        usage = response.get("usage") or {}
-        input_tokens = int(usage.get("prompt_tokens") or 0)
-        output_tokens = int(usage.get("completion_tokens") or 0)
-    except (AttributeError, IndexError, KeyError, TypeError, ValueError) as exc:
-        raise _errors.unreadable(f"no chat completion choice in the body ({exc})") from exc
-    return Completion(text=text, input_tokens=input_tokens, output_tokens=output_tokens)
+        return read_openai(response)
