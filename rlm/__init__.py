@@ -26,7 +26,7 @@ from rlm._exceptions import (
     REPLError,
     RLMError,
 )
-from rlm._limiter import KeyedLimiter, Limiter
+from rlm._limiter import KeyedLimiter, Limiter, SlotLimiter
 from rlm.clients import Completion, LLMInterface, Message, Usage, interface_from_spec
 from rlm.repl import SandboxLimits
 
@@ -71,6 +71,7 @@ __all__ = [
     "RateLimitError",
     "RunFinished",
     "SandboxLimits",
+    "SlotLimiter",
     "SubcallProgress",
     "Usage",
     "interface_from_spec",
