@@ -107,7 +107,7 @@ async def test_open_migrates_a_new_database_to_head(store, db_path):
     tables = {row[0] for row in query(db_path, "SELECT name FROM sqlite_master WHERE type='table'")}
     assert tables == TABLES | {"alembic_version"}
     assert query(db_path, "SELECT version_num FROM alembic_version") == [(head_revision(),)]
-    assert head_revision() == "0001"
+    assert head_revision() == "0003"
 
 
 async def test_open_is_idempotent_and_keeps_data(db_url, db_path):
@@ -118,7 +118,7 @@ async def test_open_is_idempotent_and_keeps_data(db_url, db_path):
         again = await Store.open(db_url)
         assert (await again.get_run(run_id)).question == "What changed?"
         await again.close()
-    assert query(db_path, "SELECT version_num FROM alembic_version") == [("0001",)]
+    assert query(db_path, "SELECT version_num FROM alembic_version") == [(head_revision(),)]
 
 
 async def test_two_processes_worth_of_opens_at_once_migrate_once(db_url, db_path):
@@ -162,7 +162,9 @@ def test_alembic_command_line_migrates_and_finds_nothing_to_autogenerate(tmp_pat
             timeout=60,
         )
         assert done.returncode == 0, done.stderr
-    assert query(tmp_path / "cli.db", "SELECT version_num FROM alembic_version") == [("0001",)]
+    assert query(tmp_path / "cli.db", "SELECT version_num FROM alembic_version") == [
+        (head_revision(),)
+    ]
 
 
 async def test_sqlite_connections_wait_for_locks_and_enforce_foreign_keys(store, db_path):

@@ -105,6 +105,8 @@ class Run(Base):
     stopped_by: Mapped[str | None] = mapped_column(String(32))
     created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utc_now)
     finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    # The replica running it (its liveness lease is in Redis); NULL for runs from before.
+    owner: Mapped[str | None] = mapped_column(String(64))
 
 
 class Iteration(Base):

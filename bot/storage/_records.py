@@ -30,6 +30,7 @@ class RunRecord:
     stopped_by: str | None
     created_at: datetime
     finished_at: datetime | None
+    owner: str | None = None
 
     @classmethod
     def from_row(cls, run: Run) -> RunRecord:
@@ -54,6 +55,7 @@ class RunRecord:
             stopped_by=run.stopped_by,
             created_at=run.created_at,
             finished_at=run.finished_at,
+            owner=run.owner,
         )
 
 

@@ -7,6 +7,7 @@ visible to the others at once, and nothing is lost if the process dies a moment 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import functools
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping
 from contextlib import AbstractAsyncContextManager, asynccontextmanager, nullcontext
@@ -14,7 +15,7 @@ from datetime import datetime
 from types import TracebackType
 from typing import Any, ParamSpec, TypeVar
 
-from sqlalchemy import func, select
+from sqlalchemy import func, or_, select, update
 from sqlalchemy.exc import DBAPIError, IntegrityError
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
@@ -164,6 +165,7 @@ class Store:
         sub_model: str,
         trigger: str,
         status: str = "queued",
+        owner: str | None = None,
     ) -> int:
         _check_choice("trigger", trigger, TRIGGERS)
         _check_choice("status", status, RUN_STATUSES)
@@ -180,6 +182,7 @@ class Store:
                 sub_model=sub_model,
                 trigger=trigger,
                 finished_at=utc_now() if status in FINAL_STATUSES else None,
+                owner=owner,
             )
             session.add(run)
             await session.flush()
@@ -312,18 +315,49 @@ class Store:
         async with self._read() as session:
             return [IterationRecord.from_row(row) for row in await session.scalars(query)]
 
+    async def active_run_owners(self) -> set[str | None]:
+        """The replicas owning queued or running runs (None: runs from before owners)."""
+        query = select(Run.owner).where(Run.status.in_(ACTIVE_STATUSES)).distinct()
+        async with self._read() as session:
+            return set(await session.scalars(query))
+
     @_uncancellable
-    async def mark_interrupted_runs(self) -> list[RunRecord]:
-        """Mark every queued or running run interrupted (call once at start-up); return them."""
+    async def mark_interrupted_runs(
+        self, owners: Iterable[str | None] | None = None
+    ) -> list[RunRecord]:
+        """Mark queued or running runs interrupted, all of them or those of `owners` (None in
+        it: runs without an owner); return the runs this call marked.
+
+        Each run is marked by a conditional UPDATE, so when several replicas recover at
+        once every run is marked, and reported, by exactly one of them.
+        """
         query = select(Run).where(Run.status.in_(ACTIVE_STATUSES)).order_by(Run.id)
+        if owners is not None:
+            wanted = set(owners)
+            named = [o for o in wanted if o is not None]
+            matches = [Run.owner.in_(named)] if named else []
+            if None in wanted:
+                matches.append(Run.owner.is_(None))
+            if not matches:
+                return []
+            query = query.where(or_(*matches))
+        marked: list[RunRecord] = []
         async with self._writing() as session:
-            runs = list(await session.scalars(query))
             now = utc_now()
-            for run in runs:
-                run.status = "interrupted"
-                run.finished_at = now
-            await session.flush()
-            return [RunRecord.from_row(run) for run in runs]
+            for run in list(await session.scalars(query)):
+                result = await session.execute(
+                    update(Run)
+                    .where(
+                        Run.id == run.id,
+                        Run.status.in_(ACTIVE_STATUSES),
+                        Run.owner.is_(None) if run.owner is None else Run.owner == run.owner,
+                    )
+                    .values(status="interrupted", finished_at=now)
+                    .execution_options(synchronize_session=False)
+                )
+                if result.rowcount == 1:  # type: ignore[attr-defined]
+                    marked.append(RunRecord.from_row(run))
+        return [dataclasses.replace(r, status="interrupted", finished_at=now) for r in marked]
 
     # Files
 

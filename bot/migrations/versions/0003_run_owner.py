@@ -1,0 +1,29 @@
+"""Runs name the replica that runs them.
+
+`runs.owner` holds the replica id whose liveness lease (in Redis) says whether the run is
+still being worked on; recovery marks interrupted only the runs of replicas that are gone.
+
+Revision ID: 0003
+Revises: 0001
+Create Date: 2026-11-30
+"""
+
+from __future__ import annotations
+
+import sqlalchemy as sa
+from alembic import op
+
+revision: str = "0003"
+down_revision: str | None = "0001"
+branch_labels: str | None = None
+depends_on: str | None = None
+
+
+def upgrade() -> None:
+    with op.batch_alter_table("runs") as batch:
+        batch.add_column(sa.Column("owner", sa.String(64), nullable=True))
+
+
+def downgrade() -> None:
+    with op.batch_alter_table("runs") as batch:
+        batch.drop_column("owner")
