@@ -10,6 +10,7 @@ import contextlib
 import logging
 import signal
 import sys
+from typing import Any
 
 from bot.settings import Settings, SettingsError
 
@@ -66,6 +67,7 @@ async def serve(settings: Settings, stop: asyncio.Event | None = None) -> None:
             logger.info("connected to Slack in Socket Mode")
             await stop.wait()
             await handler.close_async()  # type: ignore[no-untyped-call]
+            await _finish(services, settings.rlm_shutdown_grace_seconds)
         else:
             server = await serve_http(
                 app,
@@ -76,9 +78,18 @@ async def serve(settings: Settings, stop: asyncio.Event | None = None) -> None:
             logger.info("listening on port %d at %s", server.port, EVENTS_PATH)
             await stop.wait()
             await server.close()
+            await _finish(services, settings.rlm_shutdown_grace_seconds)
     finally:
         logger.info("shutting down")
         await services.close()
+
+
+async def _finish(services: Any, grace: float) -> None:
+    """Taking no new work now, let the runs under way end within `grace` seconds."""
+    logger.info("stopping: runs under way have %.0f s to finish", grace)
+    left = await services.finish(grace)
+    if left:
+        logger.info("%d task(s) still going after the grace period: interrupting them", left)
 
 
 def main() -> None:

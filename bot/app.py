@@ -12,7 +12,7 @@ import logging
 import re
 from collections.abc import Coroutine
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import aiohttp
 from slack_bolt.async_app import AsyncAck, AsyncApp
@@ -24,13 +24,17 @@ from bot.http_server import EVENTS_PATH, HttpServer, serve_http
 from bot.isolation import check_sandbox, sandbox_limits
 from bot.logs import configure_logging
 from bot.progress import ChannelPacer
+from bot.replicas import open_shared_limits, recover_orphans, watch_for_orphans
 from bot.runner import EngineConfig, Question, Runner
 from bot.settings import Settings
 from bot.slack_api import SlackPoster, make_web_client
-from bot.slots import RunSlots
+from bot.slots import RunSlots, SharedRunSlots
 from bot.storage import Store
 from bot.uploads import Uploads
 from rlm import KeyedLimiter, LLMInterface, interface_from_spec
+
+if TYPE_CHECKING:  # redis is an optional extra, imported only when REDIS_URL is set
+    from bot.shared_limits import SharedKeyedLimiter, SharedLimits
 
 __all__ = [
     "EVENTS_PATH",
@@ -61,9 +65,11 @@ class Services:
     llms: tuple[LLMInterface, ...]
     isolation: str = "none"  # the REPL sandbox method runs use
     tasks: set[asyncio.Task[Any]] = field(default_factory=set)
+    limits: SharedLimits | None = None  # with REDIS_URL: the caps every replica shares
+    watch: asyncio.Task[None] | None = None  # recovers the runs of replicas that died
 
     @property
-    def limiters(self) -> KeyedLimiter:
+    def limiters(self) -> KeyedLimiter | SharedKeyedLimiter:
         return self.runner.limiters
 
     def spawn(self, work: Coroutine[Any, Any, Any], name: str) -> asyncio.Task[Any]:
@@ -83,14 +89,29 @@ class Services:
         while self.tasks:
             await asyncio.gather(*list(self.tasks), return_exceptions=True)
 
+    async def finish(self, grace: float) -> int:
+        """Stop starting runs and give those under way up to `grace` seconds to end; returns
+        how many tasks are still going (`close()` then interrupts them)."""
+        self.runner.stopping = True
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + grace
+        while self.tasks and loop.time() < deadline:
+            await asyncio.wait(list(self.tasks), timeout=deadline - loop.time())
+        return len(self.tasks)
+
     async def close(self) -> None:
         for task in list(self.tasks):
             task.cancel()
         await self.drain()
+        if self.watch is not None:
+            self.watch.cancel()
+            await asyncio.gather(self.watch, return_exceptions=True)
         await self.uploads.close()
         for llm in self.llms:
             await llm.aclose()
         await self.session.close()
+        if self.limits is not None:
+            await self.limits.close()
         await self.store.close()
 
 
@@ -123,11 +144,18 @@ async def start_services(settings: Settings, *, isolation: str | None = None) ->
             )
         )
     store = await Store.open(settings.database_url)
-    session = aiohttp.ClientSession()
+    limits: SharedLimits | None = None
+    session: aiohttp.ClientSession | None = None
     try:
-        return await _build_services(settings, llms, store, session, isolation)
+        if settings.redis_url:
+            limits = await open_shared_limits(settings)
+        session = aiohttp.ClientSession()
+        return await _build_services(settings, llms, store, session, isolation, limits)
     except BaseException:
-        await session.close()
+        if session is not None:
+            await session.close()
+        if limits is not None:
+            await limits.close()
         await store.close()
         raise
 
@@ -138,6 +166,7 @@ async def _build_services(
     store: Store,
     session: aiohttp.ClientSession,
     isolation: str,
+    limits: SharedLimits | None = None,
 ) -> Services:
     client = make_web_client(settings.slack_bot_token, settings.slack_api_url, session)
     poster = SlackPoster(client)
@@ -178,8 +207,17 @@ async def _build_services(
         poster=poster,
         gatherer=gatherer,
         pacer=ChannelPacer(settings.rlm_progress_interval),
-        limiters=KeyedLimiter(settings.rlm_max_parallel_calls),
-        slots=RunSlots(settings.rlm_max_runs_per_workspace),
+        limiters=(
+            KeyedLimiter(settings.rlm_max_parallel_calls)
+            if limits is None
+            else limits.keyed("subcalls", settings.rlm_max_parallel_calls)
+        ),
+        slots=(
+            RunSlots(settings.rlm_max_runs_per_workspace)
+            if limits is None
+            else SharedRunSlots(limits, settings.rlm_max_runs_per_workspace)
+        ),
+        owner=limits.replica_id if limits is not None else None,
     )
     uploads = Uploads(
         client=client,
@@ -199,8 +237,15 @@ async def _build_services(
         runner=runner,
         llms=llms,
         isolation=isolation,
+        limits=limits,
     )
-    recovered = await runner.recover()
+    if limits is None:  # one process: whatever is unfinished was left by the previous one
+        recovered = await runner.recover()
+    else:  # replicas: only the runs of those whose lease ran out
+        recovered = await recover_orphans(runner, limits)
+        services.watch = asyncio.create_task(
+            watch_for_orphans(runner, limits, settings.rlm_lease_seconds / 2), name="orphans"
+        )
     if recovered:
         logger.info("marked %d unfinished run(s) from a previous process interrupted", recovered)
     return services

@@ -11,8 +11,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 from slack_sdk.errors import SlackApiError
 
@@ -21,7 +22,7 @@ from bot.budgets import BudgetBook, RunCaps
 from bot.context import ContextGatherer, GatheredContext
 from bot.progress import ChannelPacer, ProgressReporter
 from bot.slack_api import SlackPoster, explain
-from bot.slots import RunSlots
+from bot.slots import RunSlots, SharedRunSlots
 from bot.storage import Store
 from rlm import (
     RLM,
@@ -33,6 +34,9 @@ from rlm import (
     RunFinished,
     SandboxLimits,
 )
+
+if TYPE_CHECKING:  # redis is an optional extra
+    from bot.shared_limits import SharedKeyedLimiter
 
 logger = logging.getLogger("bot.runner")
 
@@ -106,8 +110,9 @@ class Runner:
         poster: SlackPoster,
         gatherer: ContextGatherer,
         pacer: ChannelPacer,
-        limiters: KeyedLimiter,
-        slots: RunSlots,
+        limiters: KeyedLimiter | SharedKeyedLimiter,
+        slots: RunSlots | SharedRunSlots,
+        owner: str | None = None,
     ) -> None:
         self.engine = engine
         self.budget = budget
@@ -117,12 +122,15 @@ class Runner:
         self.pacer = pacer
         self.limiters = limiters
         self.slots = slots
+        self.owner = owner  # this replica's id, stamped on the runs it takes
+        self.stopping = False  # set at shutdown: runs still waiting their turn do not start
 
-    async def recover(self) -> int:
-        """Mark runs a crash left unfinished as interrupted and tell their threads."""
-        runs = await self.store.mark_interrupted_runs()
+    async def recover(self, owners: Iterable[str | None] | None = None) -> int:
+        """Mark runs a crash left unfinished as interrupted (all, or those of `owners`) and
+        tell their threads; a run another replica marked first is left to it."""
+        runs = await self.store.mark_interrupted_runs(owners)
         for run in runs:
-            logger.info("run %d was left unfinished by a previous process: interrupted", run.id)
+            logger.info("run %d was left unfinished by a stopped process: interrupted", run.id)
             if run.thread_ts:
                 await self.poster.try_post(
                     run.channel_id, messages.INTERRUPTED, thread_ts=run.thread_ts
@@ -164,6 +172,7 @@ class Runner:
             root_model=self.engine.root_model,
             sub_model=self.engine.sub_model,
             trigger=q.trigger,
+            owner=self.owner,
         )
         logger.info("run %d queued in %s/%s (%s)", run_id, q.team_id, q.channel_id, q.trigger)
         reporter = ProgressReporter(
@@ -175,6 +184,9 @@ class Runner:
 
         try:
             async with self.slots.turn(q.team_id, say_queued):
+                if self.stopping:  # its turn came during shutdown: too late to start it
+                    await self._interrupted(run_id, q.channel_id, thread_ts)
+                    return run_id
                 await self.store.set_run_status(run_id, "running")
                 await self._run(run_id, q, reporter)
         except asyncio.CancelledError:

@@ -73,6 +73,12 @@ class Settings(BaseSettings):
     rlm_sandbox: Literal["auto", "bwrap", "unshare", "none"] = "auto"
     rlm_require_sandbox: bool = False
 
+    # Replicas: caps and run ownership shared through Redis (unset: one process, in memory).
+    redis_url: str | None = None
+    rlm_redis_prefix: str = Field(default="rlm", min_length=1, max_length=64)
+    rlm_lease_seconds: float = Field(default=10.0, ge=1.0, le=300.0)  # a dead replica's hold
+    rlm_shutdown_grace_seconds: float = Field(default=30.0, ge=0.0, le=3600.0)
+
     @field_validator(
         "slack_signing_secret",
         "slack_app_token",
@@ -82,6 +88,7 @@ class Settings(BaseSettings):
         "anthropic_base_url",
         "gemini_api_key",
         "gemini_base_url",
+        "redis_url",
         mode="before",
     )
     @classmethod
@@ -135,6 +142,13 @@ class Settings(BaseSettings):
             raise ValueError("must be a SQLAlchemy async URL such as sqlite+aiosqlite:///rlm.db")
         return value.strip()
 
+    @field_validator("redis_url")
+    @classmethod
+    def _redis_url(cls, value: str | None) -> str | None:
+        if value is not None and urlsplit(value).scheme not in ("redis", "rediss", "unix"):
+            raise ValueError("must be a Redis URL such as redis://localhost:6379/0")
+        return value
+
     @model_validator(mode="after")
     def _sandbox_choice(self) -> Settings:
         if self.rlm_sandbox == "none" and self.rlm_require_sandbox:
@@ -158,6 +172,7 @@ class Settings(BaseSettings):
             self.openai_base_url,
             self.anthropic_base_url,
             self.gemini_base_url,
+            self.redis_url,
         ):
             try:
                 values.append(urlsplit(url).password if url else None)
