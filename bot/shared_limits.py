@@ -107,6 +107,7 @@ class SharedLimits:
         self._counter = itertools.count(1)
         self._tasks: list[asyncio.Task[None]] = []
         self._stray: set[asyncio.Task[Any]] = set()
+        self._closing = False
 
     @classmethod
     def from_url(cls, url: str, *, prefix: str, lease_seconds: float) -> SharedLimits:
@@ -125,8 +126,14 @@ class SharedLimits:
         ]
 
     async def close(self) -> None:
-        """Stop renewing, give back every slot still held and the liveness lease."""
-        for task in self._tasks:
+        """Stop renewing, give back every slot still held and the liveness lease (once)."""
+        if self._closing:
+            return
+        self._closing = True
+        if self._tasks:
+            self._tasks[0].cancel()  # the renewals; the listener ends by itself
+            await asyncio.wait(self._tasks, timeout=2 * POLL_SECONDS + 1)
+        for task in self._tasks:  # still going only if Redis hangs: leave it no choice
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
         while self._stray:
@@ -201,13 +208,18 @@ class SharedLimits:
                 logger.warning("could not renew leases in Redis: %s", exc)
 
     async def _listen(self) -> None:
-        while True:
+        # get_message with a timeout, not listen(): redis-py's listen() can swallow the
+        # cancellation that close() sends, so close() asks this loop to end instead.
+        while not self._closing:
             pubsub = self.redis.pubsub(ignore_subscribe_messages=True)
             try:
                 await pubsub.subscribe(self.channel)
                 for semaphore in self._semaphores.values():  # anything missed meanwhile
                     semaphore.wake()
-                async for message in pubsub.listen():
+                while not self._closing:
+                    message = await pubsub.get_message(timeout=POLL_SECONDS)
+                    if message is None:
+                        continue
                     data = message.get("data")
                     key = data.decode() if isinstance(data, bytes) else str(data)
                     semaphore = self._semaphores.get(key)
