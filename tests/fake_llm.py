@@ -131,6 +131,11 @@ class FakeLLMServer:
         self.errors: list[str] = []  # tracebacks of responders that raised
         self.max_in_flight = 0
         self.in_flight = 0
+        # Sub-calls in flight per workspace, for servers shared by several apps: the label
+        # `workspace_of(prompt)` gives (None: not counted), and the peak of each label.
+        self.workspace_of: Callable[[str], str | None] | None = None
+        self.in_flight_by: Counter[str] = Counter()
+        self.peak_by: Counter[str] = Counter()
         self.url = ""
         self.port = 0
         self._lock = threading.Lock()
@@ -313,9 +318,14 @@ class FakeLLMServer:
             if self.record_requests:
                 self.requests.append(record)
             failure = self._failure_for(record, protocol.key(headers))
+            label = None
             if kind == "sub":
                 self.in_flight += 1
                 self.max_in_flight = max(self.max_in_flight, self.in_flight)
+                label = self.workspace_of(prompt) if self.workspace_of else None
+                if label is not None:
+                    self.in_flight_by[label] += 1
+                    self.peak_by[label] = max(self.peak_by[label], self.in_flight_by[label])
         try:
             latency = self.root_latency if kind == "root" else self.sub_latency
             if latency > 0:
@@ -344,6 +354,8 @@ class FakeLLMServer:
             if kind == "sub":
                 with self._lock:
                     self.in_flight -= 1
+                    if label is not None:
+                        self.in_flight_by[label] -= 1
 
     def _failure_for(self, record: RecordedRequest, key: str | None) -> _FailureRule | None:
         """The failure this request gets, if any; called with the lock held."""
