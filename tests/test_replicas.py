@@ -294,3 +294,22 @@ async def test_sigterm_past_the_grace_period_interrupts_the_run_once(
     await asyncio.sleep(2.5)  # past the lease: the other replica's sweeps find nothing to do
     assert slack.posts("CTA", thread_ts=ts).count(messages.INTERRUPTED) == 1
     assert "by a stopped process: interrupted" not in "".join(second.log)
+
+
+async def test_a_replica_starting_leaves_the_live_runs_of_another_alone(
+    shared, replicas, slack, llm_server, tmp_path
+):
+    _, _, store = shared
+    two_workspaces(slack, llm_server, lines=4)
+    llm_server.root_latency = 3.0
+    [first] = await start(1, replicas, shared, slack, llm_server, tmp_path)
+    _, ts = await ask(first, slack, "TA", 1)
+    await wait_until(lambda: llm_server.count("root") == 1, seconds=30)
+    [second] = await start(1, replicas, shared, slack, llm_server, tmp_path)
+    [run] = await store.list_runs()
+    assert run.status == "running" and run.owner == first.replica_id
+    llm_server.root_latency = 0.0
+    [run] = await all_final(store, 1)
+    assert run.status == "finished"
+    assert messages.INTERRUPTED not in slack.posts("CTA", thread_ts=ts)
+    assert "by a stopped process: interrupted" not in "".join(second.log)
