@@ -313,3 +313,25 @@ async def test_a_replica_starting_leaves_the_live_runs_of_another_alone(
     assert run.status == "finished"
     assert messages.INTERRUPTED not in slack.posts("CTA", thread_ts=ts)
     assert "by a stopped process: interrupted" not in "".join(second.log)
+
+
+async def test_a_daily_budget_used_up_on_one_replica_is_used_up_on_all(
+    shared, replicas, slack, llm_server, tmp_path
+):
+    _, _, store = shared
+    two_workspaces(slack, llm_server, lines=4)
+    [first, second] = await start(
+        2, replicas, shared, slack, llm_server, tmp_path, RLM_DAILY_TOKENS="50"
+    )
+    await ask(first, slack, "TA", 1)
+    [run] = await all_final(store, 1)
+    assert run.status == "finished" and run.input_tokens + run.output_tokens >= 50
+    _, refused_ts = await ask(second, slack, "TA", 2)
+    await wait_until(lambda: slack.posts("CTA", thread_ts=refused_ts) != [], seconds=30)
+    [refusal] = slack.posts("CTA", thread_ts=refused_ts)
+    assert refusal.startswith(":no_entry: This workspace has used its 50 tokens for today")
+    assert len(await store.list_runs()) == 1  # no run was started for it
+    # Another workspace's day is its own.
+    await ask(second, slack, "TB", 3)
+    runs = await all_final(store, 2)
+    assert [r.status for r in runs] == ["finished", "finished"]
