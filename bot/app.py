@@ -25,10 +25,11 @@ from bot.isolation import check_sandbox, sandbox_limits
 from bot.logs import configure_logging
 from bot.progress import ChannelPacer
 from bot.replicas import open_shared_limits, recover_orphans, watch_for_orphans
+from bot.run_queue import SharedRunQueue
 from bot.runner import EngineConfig, Question, Runner
 from bot.settings import Settings
 from bot.slack_api import SlackPoster, make_web_client
-from bot.slots import RunSlots, SharedRunSlots
+from bot.slots import RunSlots
 from bot.storage import Store
 from bot.uploads import Uploads
 from rlm import KeyedLimiter, LLMInterface, interface_from_spec
@@ -66,7 +67,7 @@ class Services:
     isolation: str = "none"  # the REPL sandbox method runs use
     tasks: set[asyncio.Task[Any]] = field(default_factory=set)
     limits: SharedLimits | None = None  # with REDIS_URL: the caps every replica shares
-    watch: asyncio.Task[None] | None = None  # recovers the runs of replicas that died
+    watchers: list[asyncio.Task[None]] = field(default_factory=list)  # replicas' sweeps
 
     @property
     def limiters(self) -> KeyedLimiter | SharedKeyedLimiter:
@@ -100,12 +101,13 @@ class Services:
         return len(self.tasks)
 
     async def close(self) -> None:
+        self.runner.stopping = True  # nothing new starts while the rest is cancelled
         for task in list(self.tasks):
             task.cancel()
         await self.drain()
-        if self.watch is not None:
-            self.watch.cancel()
-            await asyncio.gather(self.watch, return_exceptions=True)
+        for watcher in self.watchers:
+            watcher.cancel()
+        await asyncio.gather(*self.watchers, return_exceptions=True)
         await self.uploads.close()
         for llm in self.llms:
             await llm.aclose()
@@ -212,12 +214,15 @@ async def _build_services(
             if limits is None
             else limits.keyed("subcalls", settings.rlm_max_parallel_calls)
         ),
-        slots=(
-            RunSlots(settings.rlm_max_runs_per_workspace)
-            if limits is None
-            else SharedRunSlots(limits, settings.rlm_max_runs_per_workspace)
-        ),
+        slots=RunSlots(settings.rlm_max_runs_per_workspace),
         owner=limits.replica_id if limits is not None else None,
+        queue=(
+            None
+            if limits is None
+            else SharedRunQueue(
+                store=store, limits=limits, limit=settings.rlm_max_runs_per_workspace
+            )
+        ),
     )
     uploads = Uploads(
         client=client,
@@ -242,10 +247,16 @@ async def _build_services(
     if limits is None:  # one process: whatever is unfinished was left by the previous one
         recovered = await runner.recover()
     else:  # replicas: only the runs of those whose lease ran out
+        assert runner.queue is not None
+        runner.queue.runner, runner.queue.spawn = runner, services.spawn
         recovered = await recover_orphans(runner, limits)
-        services.watch = asyncio.create_task(
-            watch_for_orphans(runner, limits, settings.rlm_lease_seconds / 2), name="orphans"
-        )
+        services.watchers = [
+            asyncio.create_task(
+                watch_for_orphans(runner, limits, settings.rlm_lease_seconds / 2),
+                name="orphans",
+            ),
+            asyncio.create_task(runner.queue.watch(), name="queued runs"),
+        ]
     if recovered:
         logger.info("marked %d unfinished run(s) from a previous process interrupted", recovered)
     return services

@@ -63,13 +63,14 @@ async def open_shared_limits(settings: Settings) -> SharedLimits:
 
 async def recover_orphans(runner: Runner, limits: SharedLimits) -> int:
     """Mark interrupted the unfinished runs of replicas whose lease has run out."""
-    owners = await runner.store.active_run_owners()
+    # Queued runs belong to nobody (any replica may take them): only running ones are owned.
+    owners = await runner.store.active_run_owners(statuses=("running",))
     others = {owner for owner in owners if owner != limits.replica_id}
     if not others:
         return 0
     alive = await limits.alive({owner for owner in others if owner is not None})
     gone = others - alive
-    return await runner.recover(gone) if gone else 0
+    return await runner.recover(gone, statuses=("running",)) if gone else 0
 
 
 async def watch_for_orphans(runner: Runner, limits: SharedLimits, interval: float) -> None:

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Literal
 
@@ -22,7 +22,7 @@ from bot.budgets import BudgetBook, RunCaps
 from bot.context import ContextGatherer, GatheredContext
 from bot.progress import ChannelPacer, ProgressReporter
 from bot.slack_api import SlackPoster, explain
-from bot.slots import RunSlots, SharedRunSlots
+from bot.slots import RunSlots
 from bot.storage import Store
 from rlm import (
     RLM,
@@ -36,6 +36,7 @@ from rlm import (
 )
 
 if TYPE_CHECKING:  # redis is an optional extra
+    from bot.run_queue import SharedRunQueue
     from bot.shared_limits import SharedKeyedLimiter
 
 logger = logging.getLogger("bot.runner")
@@ -111,8 +112,9 @@ class Runner:
         gatherer: ContextGatherer,
         pacer: ChannelPacer,
         limiters: KeyedLimiter | SharedKeyedLimiter,
-        slots: RunSlots | SharedRunSlots,
+        slots: RunSlots,
         owner: str | None = None,
+        queue: SharedRunQueue | None = None,
     ) -> None:
         self.engine = engine
         self.budget = budget
@@ -124,11 +126,16 @@ class Runner:
         self.slots = slots
         self.owner = owner  # this replica's id, stamped on the runs it takes
         self.stopping = False  # set at shutdown: runs still waiting their turn do not start
+        self.queue = queue  # replicas: the queue in the database they all take runs from
 
-    async def recover(self, owners: Iterable[str | None] | None = None) -> int:
+    async def recover(
+        self,
+        owners: Iterable[str | None] | None = None,
+        statuses: Iterable[str] = ("queued", "running"),
+    ) -> int:
         """Mark runs a crash left unfinished as interrupted (all, or those of `owners`) and
         tell their threads; a run another replica marked first is left to it."""
-        runs = await self.store.mark_interrupted_runs(owners)
+        runs = await self.store.mark_interrupted_runs(owners, statuses)
         for run in runs:
             logger.info("run %d was left unfinished by a stopped process: interrupted", run.id)
             if run.thread_ts:
@@ -172,26 +179,48 @@ class Runner:
             root_model=self.engine.root_model,
             sub_model=self.engine.sub_model,
             trigger=q.trigger,
-            owner=self.owner,
+            owner=self.owner if self.queue is None else None,  # a shared one: its claimer
+            scope=q.scope,
+            exclude_ts=",".join(q.exclude_ts) or None,
         )
         logger.info("run %d queued in %s/%s (%s)", run_id, q.team_id, q.channel_id, q.trigger)
         reporter = ProgressReporter(
             poster=self.poster, pacer=self.pacer, channel=q.channel_id, thread_ts=thread_ts
         )
+        if self.queue is not None:  # replicas: whichever has room starts it
+            await self.queue.submit(run_id, q, reporter)
+            return run_id
 
         async def say_queued(ahead: int) -> None:
             await reporter.say(messages.queued(ahead, self.slots.limit))
 
-        try:
+        async def take_turn() -> None:
             async with self.slots.turn(q.team_id, say_queued):
                 if self.stopping:  # its turn came during shutdown: too late to start it
-                    await self._interrupted(run_id, q.channel_id, thread_ts)
-                    return run_id
+                    await self._interrupted(run_id, q.channel_id, reporter.thread_ts)
+                    return
                 await self.store.set_run_status(run_id, "running")
                 await self._run(run_id, q, reporter)
+
+        await self._guarded(run_id, reporter, take_turn)
+        return run_id
+
+    async def run_claimed(self, run_id: int, q: Question, thread_ts: str) -> None:
+        """Run a queued run this replica claimed from the shared queue (marked running)."""
+        reporter = ProgressReporter(
+            poster=self.poster, pacer=self.pacer, channel=q.channel_id, thread_ts=thread_ts
+        )
+        await self._guarded(run_id, reporter, lambda: self._run(run_id, q, reporter))
+
+    async def _guarded(
+        self, run_id: int, reporter: ProgressReporter, work: Callable[[], Awaitable[None]]
+    ) -> None:
+        """Do `work` for the run; however it ends, the run is stored as ended and told."""
+        try:
+            await work()
         except asyncio.CancelledError:
             reporter.cancel()
-            await asyncio.shield(self._interrupted(run_id, q.channel_id, thread_ts))
+            await asyncio.shield(self._interrupted(run_id, reporter.channel, reporter.thread_ts))
             raise
         except Exception as exc:  # anything unforeseen still ends the run, told and stored
             logger.exception("run %d failed", run_id)
@@ -200,7 +229,6 @@ class Runner:
                 await self._fail(run_id, _describe(exc))
             except Exception:
                 logger.exception("could not mark run %d failed", run_id)
-        return run_id
 
     async def _run(self, run_id: int, q: Question, reporter: ProgressReporter) -> None:
         try:

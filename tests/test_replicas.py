@@ -180,8 +180,9 @@ async def test_three_replicas_hold_each_workspace_to_its_caps(
     assert [r.status for r in runs] == ["finished"] * questions
     assert all(r.subcalls >= 12 for r in runs)  # the notes, and the questions asked before
     assert Counter(r.team_id for r in runs) == {"TA": 9, "TB": 9}
-    # Every replica took questions, and each ran the runs it took.
-    assert {r.owner for r in runs} == {r.replica_id for r in three}
+    # The replicas shared the work (whichever had room started a run).
+    assert {r.owner for r in runs} <= {r.replica_id for r in three}
+    assert len({r.owner for r in runs}) >= 2
     for team in TEAMS:
         assert llm_server.peak_by[team] == SUBCALL_CAP  # reached, never passed, across all
         assert 1 <= peaks.peak[team] <= RUN_CAP
@@ -202,35 +203,38 @@ async def test_a_killed_replica_frees_its_slots_and_its_runs_are_told_once(
     two_workspaces(slack, llm_server)
     llm_server.sub_latency = 0.4  # a map of 13 at 3 in flight: about 2 s
     three = await start(3, replicas, shared, slack, llm_server, tmp_path)
-    victim = three[0]
-    sent = [await ask(three[n % 3], slack, TEAMS[n % 2], n) for n in range(6)]
+    victim, survivors = three[0], three[1:]
+    # Two runs on the victim, two on another replica: both workspaces at their run cap.
+    sent = [await ask(victim, slack, team, n) for n, team in enumerate(TEAMS)]
+    sent += [await ask(survivors[0], slack, team, n + 2) for n, team in enumerate(TEAMS)]
+    # Two more that the victim takes but cannot start: they wait in the shared queue.
+    sent += [await ask(victim, slack, team, n + 4) for n, team in enumerate(TEAMS)]
 
-    async def victim_running(store: Store) -> bool:
+    async def ready() -> bool:
         runs = await store.list_runs()
-        return any(r.owner == victim.replica_id and r.status == "running" for r in runs)
+        mine = [r for r in runs if r.owner == victim.replica_id and r.status == "running"]
+        return len(runs) == 6 and len(mine) == 2 and sum(r.status == "queued" for r in runs) == 2
 
-    await eventually(lambda: victim_running(store), 60)
+    await eventually(ready, 60)
     await wait_until(lambda: llm_server.in_flight_by["TA"] + llm_server.in_flight_by["TB"] > 0)
     await victim.stop(signal.SIGKILL)
     assert victim.proc.returncode == -signal.SIGKILL
-    cut_short = [
-        r.id
-        for r in await store.list_runs()
-        if r.owner == victim.replica_id and r.status in ("queued", "running")
-    ]
-    assert cut_short
+    at_kill = await store.list_runs()
+    cut_short = [r.id for r in at_kill if r.owner == victim.replica_id and r.status == "running"]
+    waiting = [r.id for r in at_kill if r.status == "queued"]
+    assert len(cut_short) == 2 and len(waiting) == 2
 
     # More questions after the kill, to the survivors, and a retry of every earlier one.
     for n, (event_id, ts) in enumerate(sent):
         team = TEAMS[n % 2]
-        await three[1 + n % 2].events.event(
+        await survivors[n % 2].events.event(
             mention(f"C{team}", f"<@{BOT_USER}> question {n}", ts),
             team_id=team,
             event_id=event_id,
             retry_num=1,
         )
     for n in range(6, 10):
-        sent.append(await ask(three[1 + n % 2], slack, TEAMS[n % 2], n))
+        sent.append(await ask(survivors[n % 2], slack, TEAMS[n % 2], n))
 
     runs = await all_final(store, len(sent), seconds=120)
     by_id = {r.id: r for r in runs}
@@ -238,6 +242,9 @@ async def test_a_killed_replica_frees_its_slots_and_its_runs_are_told_once(
         assert by_id[run_id].status == "interrupted"
         thread = slack.posts(by_id[run_id].channel_id, thread_ts=by_id[run_id].thread_ts)
         assert thread.count(messages.INTERRUPTED) == 1
+    # What the victim had queued was not lost: the survivors ran it.
+    survivor_ids = {r.replica_id for r in survivors}
+    assert all(by_id[i].status == "finished" and by_id[i].owner in survivor_ids for i in waiting)
     others = [r for r in runs if r.id not in cut_short]
     assert [r.status for r in others] == ["finished"] * len(others)
     assert len(runs) == len(sent)  # one run per question: none lost, none run twice
@@ -249,7 +256,7 @@ async def test_a_killed_replica_frees_its_slots_and_its_runs_are_told_once(
             assert not [m for m in members if m.startswith(victim.replica_id)]
         assert llm_server.peak_by[team] <= SUBCALL_CAP
     # Each marked once, by one survivor.
-    marked = "".join(three[1].log + three[2].log).count("by a stopped process: interrupted")
+    marked = "".join(survivors[0].log + survivors[1].log).count("by a stopped process: interrupted")
     assert marked == len(cut_short)
 
 
@@ -301,16 +308,14 @@ async def test_a_replica_starting_leaves_the_live_runs_of_another_alone(
 ):
     _, _, store = shared
     two_workspaces(slack, llm_server, lines=4)
-    llm_server.root_latency = 3.0
+    llm_server.root_latency = 20.0  # still thinking long after the second has started
     [first] = await start(1, replicas, shared, slack, llm_server, tmp_path)
     _, ts = await ask(first, slack, "TA", 1)
     await wait_until(lambda: llm_server.count("root") == 1, seconds=30)
     [second] = await start(1, replicas, shared, slack, llm_server, tmp_path)
+    await asyncio.sleep(2.5)  # past a lease: the second has swept for dead replicas twice
     [run] = await store.list_runs()
     assert run.status == "running" and run.owner == first.replica_id
-    llm_server.root_latency = 0.0
-    [run] = await all_final(store, 1)
-    assert run.status == "finished"
     assert messages.INTERRUPTED not in slack.posts("CTA", thread_ts=ts)
     assert "by a stopped process: interrupted" not in "".join(second.log)
 

@@ -107,6 +107,9 @@ class Run(Base):
     finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
     # The replica running it (its liveness lease is in Redis); NULL for runs from before.
     owner: Mapped[str | None] = mapped_column(String(64))
+    # What a replica other than the one that took the question needs to run it.
+    scope: Mapped[str | None] = mapped_column(String(16))  # "channel" | "thread"
+    exclude_ts: Mapped[str | None] = mapped_column(String(255))  # comma-separated
 
 
 class Iteration(Base):

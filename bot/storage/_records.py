@@ -31,6 +31,8 @@ class RunRecord:
     created_at: datetime
     finished_at: datetime | None
     owner: str | None = None
+    scope: str | None = None
+    exclude_ts: str | None = None
 
     @classmethod
     def from_row(cls, run: Run) -> RunRecord:
@@ -56,6 +58,8 @@ class RunRecord:
             created_at=run.created_at,
             finished_at=run.finished_at,
             owner=run.owner,
+            scope=run.scope,
+            exclude_ts=run.exclude_ts,
         )
 
 

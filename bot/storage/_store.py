@@ -166,6 +166,8 @@ class Store:
         trigger: str,
         status: str = "queued",
         owner: str | None = None,
+        scope: str | None = None,
+        exclude_ts: str | None = None,
     ) -> int:
         _check_choice("trigger", trigger, TRIGGERS)
         _check_choice("status", status, RUN_STATUSES)
@@ -183,6 +185,8 @@ class Store:
                 trigger=trigger,
                 finished_at=utc_now() if status in FINAL_STATUSES else None,
                 owner=owner,
+                scope=scope,
+                exclude_ts=exclude_ts,
             )
             session.add(run)
             await session.flush()
@@ -315,23 +319,66 @@ class Store:
         async with self._read() as session:
             return [IterationRecord.from_row(row) for row in await session.scalars(query)]
 
-    async def active_run_owners(self) -> set[str | None]:
-        """The replicas owning queued or running runs (None: runs from before owners)."""
-        query = select(Run.owner).where(Run.status.in_(ACTIVE_STATUSES)).distinct()
+    async def active_run_owners(self, statuses: Iterable[str] = ACTIVE_STATUSES) -> set[str | None]:
+        """The replicas owning runs in `statuses` (None: runs without an owner)."""
+        query = select(Run.owner).where(Run.status.in_(tuple(statuses))).distinct()
         async with self._read() as session:
             return set(await session.scalars(query))
 
     @_uncancellable
+    async def claim_queued_run(self, team_id: str, owner: str) -> RunRecord | None:
+        """Take the workspace's oldest queued run for `owner` and mark it running; None if
+        none is queued. A conditional UPDATE: of replicas claiming at once, one gets each."""
+        while True:
+            async with self._writing() as session:
+                run_id = await session.scalar(
+                    select(Run.id)
+                    .where(Run.team_id == team_id, Run.status == "queued")
+                    .order_by(Run.id)
+                    .limit(1)
+                )
+                if run_id is None:
+                    return None
+                result = await session.execute(
+                    update(Run)
+                    .where(Run.id == run_id, Run.status == "queued")
+                    .values(status="running", owner=owner)
+                    .execution_options(synchronize_session=False)
+                )
+                if result.rowcount == 1:  # type: ignore[attr-defined]
+                    run = await session.get(Run, run_id, populate_existing=True)
+                    assert run is not None
+                    return RunRecord.from_row(run)
+            # Another replica took that one between our look and our claim: the next.
+
+    async def queued_teams(self) -> list[str]:
+        """Workspaces with queued runs."""
+        query = select(Run.team_id).where(Run.status == "queued").distinct()
+        async with self._read() as session:
+            return sorted(await session.scalars(query))
+
+    async def runs_ahead(self, team_id: str, run_id: int) -> int:
+        """The workspace's queued or running runs older than `run_id`."""
+        query = select(func.count(Run.id)).where(
+            Run.team_id == team_id, Run.status.in_(ACTIVE_STATUSES), Run.id < run_id
+        )
+        async with self._read() as session:
+            return int(await session.scalar(query) or 0)
+
+    @_uncancellable
     async def mark_interrupted_runs(
-        self, owners: Iterable[str | None] | None = None
+        self,
+        owners: Iterable[str | None] | None = None,
+        statuses: Iterable[str] = ACTIVE_STATUSES,
     ) -> list[RunRecord]:
-        """Mark queued or running runs interrupted, all of them or those of `owners` (None in
-        it: runs without an owner); return the runs this call marked.
+        """Mark runs in `statuses` (queued or running) interrupted, all of them or those of
+        `owners` (None in it: runs without an owner); return the runs this call marked.
 
         Each run is marked by a conditional UPDATE, so when several replicas recover at
         once every run is marked, and reported, by exactly one of them.
         """
-        query = select(Run).where(Run.status.in_(ACTIVE_STATUSES)).order_by(Run.id)
+        wanted_statuses = tuple(statuses)
+        query = select(Run).where(Run.status.in_(wanted_statuses)).order_by(Run.id)
         if owners is not None:
             wanted = set(owners)
             named = [o for o in wanted if o is not None]
@@ -349,7 +396,7 @@ class Store:
                     update(Run)
                     .where(
                         Run.id == run.id,
-                        Run.status.in_(ACTIVE_STATUSES),
+                        Run.status.in_(wanted_statuses),
                         Run.owner.is_(None) if run.owner is None else Run.owner == run.owner,
                     )
                     .values(status="interrupted", finished_at=now)

@@ -1,7 +1,8 @@
-"""Runs name the replica that runs them.
+"""Runs name the replica that runs them, and keep what any replica needs to start them.
 
 `runs.owner` holds the replica id whose liveness lease (in Redis) says whether the run is
 still being worked on; recovery marks interrupted only the runs of replicas that are gone.
+`scope` and `exclude_ts` let whichever replica has room take a queued run from the table.
 
 Revision ID: 0003
 Revises: 0001
@@ -22,8 +23,12 @@ depends_on: str | None = None
 def upgrade() -> None:
     with op.batch_alter_table("runs") as batch:
         batch.add_column(sa.Column("owner", sa.String(64), nullable=True))
+        batch.add_column(sa.Column("scope", sa.String(16), nullable=True))
+        batch.add_column(sa.Column("exclude_ts", sa.String(255), nullable=True))
 
 
 def downgrade() -> None:
     with op.batch_alter_table("runs") as batch:
+        batch.drop_column("exclude_ts")
+        batch.drop_column("scope")
         batch.drop_column("owner")
