@@ -82,15 +82,17 @@ def two_workspaces(slack, llm_server, lines: int = 12) -> None:
 
 async def start(n, replicas, shared, slack, llm_server, tmp_path, **extra):
     url, prefix, _ = shared
+    caps = {
+        "RLM_MAX_PARALLEL_CALLS": str(SUBCALL_CAP),
+        "RLM_MAX_RUNS_PER_WORKSPACE": str(RUN_CAP),
+        "RLM_LEASE_SECONDS": "2",
+    }
     env = replica_env(
         slack_api_url=slack.api_url,
         llm_base_url=llm_server.openai_base_url,
         database_url=url,
         prefix=prefix,
-        RLM_MAX_PARALLEL_CALLS=str(SUBCALL_CAP),
-        RLM_MAX_RUNS_PER_WORKSPACE=str(RUN_CAP),
-        RLM_LEASE_SECONDS="2",
-        **extra,
+        **(caps | extra),
     )
     started = await start_replicas(n, env, tmp_path)
     replicas.extend(started)
@@ -340,3 +342,35 @@ async def test_a_daily_budget_used_up_on_one_replica_is_used_up_on_all(
     await ask(second, slack, "TB", 3)
     runs = await all_final(store, 2)
     assert [r.status for r in runs] == ["finished", "finished"]
+
+
+async def test_a_stopping_replica_leaves_its_queued_runs_to_the_others(
+    shared, replicas, slack, llm_server, tmp_path
+):
+    _, _, store = shared
+    two_workspaces(slack, llm_server, lines=4)
+    llm_server.root_latency = 2.0
+    [first, second] = await start(
+        2,
+        replicas,
+        shared,
+        slack,
+        llm_server,
+        tmp_path,
+        RLM_MAX_RUNS_PER_WORKSPACE="1",
+        RLM_SHUTDOWN_GRACE_SECONDS="30",
+    )
+    await ask(first, slack, "TA", 1)
+    await wait_until(lambda: llm_server.count("root") == 1, seconds=30)
+    _, waiting_ts = await ask(first, slack, "TA", 2)  # the cap is full: it waits
+
+    async def queued() -> bool:
+        return [r.status for r in await store.list_runs()] == ["running", "queued"]
+
+    await eventually(queued, 30)
+    first.proc.send_signal(signal.SIGTERM)
+    assert await first.wait() == 0
+    runs = await all_final(store, 2)
+    assert [r.status for r in runs] == ["finished", "finished"]
+    assert [r.owner for r in runs] == [first.replica_id, second.replica_id]
+    assert slack.posts("CTA", thread_ts=waiting_ts)[0] == messages.queued(1, 1)
