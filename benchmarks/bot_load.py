@@ -1,13 +1,19 @@
 """Load on the Slack app: many questions across workspaces through the signed HTTP endpoint.
 
-Runs the real app (HTTP on loopback, SQLite in a temporary directory) against the loopback
-Slack and LLM servers from tests/, sends questions as slash commands and mentions while
-earlier runs are still in flight, then prints the ack latency (p50, p99; Slack's deadline is
-3 s, the target p99 is under 100 ms), each workspace's peak sub-calls in flight against
-its limit, the Slack Web API calls per run by method, and the posts per channel per minute
-(with the production pacing of status edits and posts, unless --unpaced).
+Runs the real app against the loopback Slack and LLM servers from tests/ — in this process
+on SQLite (--in-process), or as 1 and 3 `rlm-bot` replicas on PostgreSQL and Redis — sends
+questions as slash commands and mentions while earlier runs are still in flight, then prints
+questions per second, the ack latency (p50, p99; Slack's deadline is 3 s, the target p99 is
+under 100 ms) and each workspace's peak sub-calls in flight against its limit; in process, also
+the Slack Web API calls per run by method and the posts per channel per minute (with the
+production pacing of status edits and posts, unless --unpaced).
 
-    .venv/bin/python benchmarks/bot_load.py [--questions 50] [--workspaces 5] [--limit 4]
+By default it runs 1 and then 3 `rlm-bot` processes on one PostgreSQL database and one Redis
+(see tests/replica_cluster.py), questions spread over them in turn, and takes the peaks from
+the loopback LLM server, which sees every replica's sub-calls. `--in-process` runs the app
+in this process on SQLite instead, with the peaks from its limiters.
+
+    .venv/bin/python benchmarks/bot_load.py [--replicas 1,3] [--questions 50] [--limit 4]
 """
 
 from __future__ import annotations
@@ -44,7 +50,7 @@ def percentile(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
 
 
-async def run(args: argparse.Namespace) -> int:
+async def run_in_process(args: argparse.Namespace) -> int:
     with SlackServer() as slack, FakeLLMServer(sub_latency=args.sub_latency) as llm:
         llm.root_responder = lambda conversation: MAP_EVERY_LINE
         llm.record_requests = False
@@ -138,7 +144,15 @@ def main() -> None:
     parser.add_argument("--sub-latency", type=float, default=0.05)
     parser.add_argument("--gap", type=float, default=0.02, help="seconds between questions")
     parser.add_argument("--unpaced", action="store_true", help="no pacing of posts and edits")
-    sys.exit(asyncio.run(run(parser.parse_args())))
+    parser.add_argument("--replicas", default="1,3", help="replica counts to run, in turn")
+    parser.add_argument("--in-process", action="store_true", help="one app here, on SQLite")
+    args = parser.parse_args()
+    if args.in_process:
+        sys.exit(asyncio.run(run_in_process(args)))
+    from bot_replicas_load import run_replicas
+
+    codes = [asyncio.run(run_replicas(args, int(n))) for n in args.replicas.split(",")]
+    sys.exit(max(codes))
 
 
 if __name__ == "__main__":

@@ -12,7 +12,7 @@ import contextlib
 import logging
 import signal
 import sys
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from bot.settings import Settings, SettingsError
 
@@ -57,7 +57,8 @@ async def serve(settings: Settings, stop: asyncio.Event | None = None) -> None:
     except ValueError as exc:  # an unusable DATABASE_URL, unreachable, or not migratable
         raise StartupError(str(exc)) from None
     try:
-        await _check_slack_token(services.poster, settings.slack_api_url)
+        if settings.slack_bot_token:  # with OAuth alone, tokens come per workspace
+            await _check_slack_token(services.poster, settings.slack_api_url)
     except BaseException:
         await services.close()
         raise
@@ -89,6 +90,7 @@ async def serve(settings: Settings, stop: asyncio.Event | None = None) -> None:
             if pages is not None:
                 await pages.cleanup()
             await handler.close_async()  # type: ignore[no-untyped-call]
+            await _finish(services, settings.rlm_shutdown_grace_seconds)
         else:
             server = await serve_http(
                 app,
@@ -99,6 +101,7 @@ async def serve(settings: Settings, stop: asyncio.Event | None = None) -> None:
             logger.info("listening on port %d at %s", server.port, EVENTS_PATH)
             await stop.wait()
             await server.close()
+            await _finish(services, settings.rlm_shutdown_grace_seconds)
     finally:
         logger.info("shutting down")
         await services.close()
@@ -122,6 +125,14 @@ async def _check_slack_token(poster: SlackPoster, api_url: str) -> None:
             f"Slack could not be reached at {api_url} ({type(exc).__name__}): check "
             "SLACK_API_URL and the network."
         ) from None
+
+
+async def _finish(services: Any, grace: float) -> None:
+    """Taking no new work now, let the runs under way end within `grace` seconds."""
+    logger.info("stopping: runs under way have %.0f s to finish", grace)
+    left = await services.finish(grace)
+    if left:
+        logger.info("%d task(s) still going after the grace period: interrupting them", left)
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -12,7 +12,7 @@ import logging
 import re
 from collections.abc import Coroutine
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import aiohttp
 from slack_bolt.async_app import AsyncAck, AsyncApp, AsyncBoltContext
@@ -29,6 +29,8 @@ from bot.isolation import check_sandbox, sandbox_limits
 from bot.lifecycle import Housekeeping, forget_channel, register_file_events
 from bot.logs import configure_logging
 from bot.progress import ChannelPacer
+from bot.replicas import open_shared_limits, recover_orphans, watch_for_orphans
+from bot.run_queue import SharedRunQueue
 from bot.runner import EngineConfig, Question, Runner
 from bot.scope_files import ScopeFiles
 from bot.settings import Settings
@@ -39,6 +41,9 @@ from bot.surfaces import register_surfaces, send_history
 from bot.tenants import Tenants, Workspace, attach_tenancy
 from bot.uploads import Uploads
 from rlm import KeyedLimiter, LLMInterface, interface_from_spec, provider_limits
+
+if TYPE_CHECKING:  # redis is an optional extra, imported only when REDIS_URL is set
+    from bot.shared_limits import SharedKeyedLimiter, SharedLimits
 
 __all__ = [
     "EVENTS_PATH",
@@ -95,10 +100,20 @@ class Services:
             self.tenants.track(team_id, task, enterprise)
         return task
 
+    async def runner_for(self, team_id: str) -> Runner:
+        """The runner for a run of `team_id` no request carries (a queued run this replica
+        claimed): the workspace's own token and settings."""
+        if self.tenants is None:
+            return self.runner
+        client = await self.tenants.client_for(team_id, self.oauth)
+        return (await self.tenants.workspace(team_id, client)).runner
+
     housekeeping: Housekeeping | None = None  # the retention purge, started with the services
+    limits: SharedLimits | None = None  # with REDIS_URL: the caps every replica shares
+    watchers: list[asyncio.Task[None]] = field(default_factory=list)  # replicas' sweeps
 
     @property
-    def limiters(self) -> KeyedLimiter:
+    def limiters(self) -> KeyedLimiter | SharedKeyedLimiter:
         return self.runner.limiters
 
     def spawn(self, work: Coroutine[Any, Any, Any], name: str) -> asyncio.Task[Any]:
@@ -118,12 +133,26 @@ class Services:
         while self.tasks:
             await asyncio.gather(*list(self.tasks), return_exceptions=True)
 
+    async def finish(self, grace: float) -> int:
+        """Stop starting runs and give those under way up to `grace` seconds to end; returns
+        how many tasks are still going (`close()` then interrupts them)."""
+        self.runner.stopping = True
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + grace
+        while self.tasks and loop.time() < deadline:
+            await asyncio.wait(list(self.tasks), timeout=deadline - loop.time())
+        return len(self.tasks)
+
     async def close(self) -> None:
         if self.housekeeping is not None:
             await self.housekeeping.stop()
+        self.runner.stopping = True  # nothing new starts while the rest is cancelled
         for task in list(self.tasks):
             task.cancel()
         await self.drain()
+        for watcher in self.watchers:
+            watcher.cancel()
+        await asyncio.gather(*self.watchers, return_exceptions=True)
         if self.uninstaller is not None:
             await self.uninstaller.close()
         if self.tenants is not None:
@@ -132,6 +161,8 @@ class Services:
         for llm in self.llms:
             await llm.aclose()
         await self.session.close()
+        if self.limits is not None:
+            await self.limits.close()
         await self.store.close()
 
 
@@ -164,11 +195,18 @@ async def start_services(settings: Settings, *, isolation: str | None = None) ->
             )
         )
     store = await Store.open(settings.database_url)
-    session = aiohttp.ClientSession()
+    limits: SharedLimits | None = None
+    session: aiohttp.ClientSession | None = None
     try:
-        return await _build_services(settings, llms, store, session, isolation)
+        if settings.redis_url:
+            limits = await open_shared_limits(settings)
+        session = aiohttp.ClientSession()
+        return await _build_services(settings, llms, store, session, isolation, limits)
     except BaseException:
-        await session.close()
+        if session is not None:
+            await session.close()
+        if limits is not None:
+            await limits.close()
         await store.close()
         raise
 
@@ -179,6 +217,7 @@ async def _build_services(
     store: Store,
     session: aiohttp.ClientSession,
     isolation: str,
+    limits: SharedLimits | None = None,
 ) -> Services:
     client = make_web_client(settings.slack_bot_token, settings.slack_api_url, session)
     poster = SlackPoster(client)
@@ -220,10 +259,22 @@ async def _build_services(
         poster=poster,
         gatherer=gatherer,
         pacer=ChannelPacer(settings.rlm_progress_interval),
-        limiters=KeyedLimiter(settings.rlm_max_parallel_calls),
+        limiters=(
+            KeyedLimiter(settings.rlm_max_parallel_calls)
+            if limits is None
+            else limits.keyed("subcalls", settings.rlm_max_parallel_calls)
+        ),
         slots=RunSlots(settings.rlm_max_runs_per_workspace),
         edit_interval=settings.rlm_status_edit_interval,
         wait_notice=settings.rlm_status_wait_notice,
+        owner=limits.replica_id if limits is not None else None,
+        queue=(
+            None
+            if limits is None
+            else SharedRunQueue(
+                store=store, limits=limits, limit=settings.rlm_max_runs_per_workspace
+            )
+        ),
     )
     uploads = Uploads(
         client=client,
@@ -250,12 +301,26 @@ async def _build_services(
         runner=runner,
         llms=llms,
         isolation=isolation,
+        limits=limits,
     )
     await attach_tenancy(services, client)
-    if services.oauth is not None and services.tenants is not None:  # tokens per workspace
-        recovered = await services.tenants.recover(services.oauth.installations)
-    else:
-        recovered = await runner.recover()
+    if limits is None:  # one process: whatever is unfinished was left by the previous one
+        if services.oauth is not None and services.tenants is not None:  # tokens per workspace
+            recovered = await services.tenants.recover(services.oauth.installations)
+        else:
+            recovered = await runner.recover()
+    else:  # replicas: only the runs of those whose lease ran out
+        assert runner.queue is not None
+        runner.queue.runner, runner.queue.spawn = runner, services.spawn
+        runner.queue.runner_for = services.runner_for
+        recovered = await recover_orphans(runner, limits)
+        services.watchers = [
+            asyncio.create_task(
+                watch_for_orphans(runner, limits, settings.rlm_lease_seconds / 2),
+                name="orphans",
+            ),
+            asyncio.create_task(runner.queue.watch(), name="queued runs"),
+        ]
     if recovered:
         logger.info("marked %d unfinished run(s) from a previous process interrupted", recovered)
     services.housekeeping = Housekeeping(store, retention_days=settings.rlm_retention_days).start()

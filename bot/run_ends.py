@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 
 import aiohttp
@@ -63,11 +63,16 @@ class RunEnds:
         self.store = store
         self.poster = poster
 
-    async def recover(self) -> int:
-        """Mark runs a crash left unfinished as interrupted and tell their threads."""
-        runs = await self.store.mark_interrupted_runs()
+    async def recover(
+        self,
+        owners: Iterable[str | None] | None = None,
+        statuses: Iterable[str] = ("queued", "running"),
+    ) -> int:
+        """Mark runs a crash left unfinished as interrupted (all, or those of `owners`) and
+        tell their threads; a run another replica marked first is left to it."""
+        runs = await self.store.mark_interrupted_runs(owners, statuses)
         for run in runs:
-            logger.info("run %d was left unfinished by a previous process: interrupted", run.id)
+            logger.info("run %d was left unfinished by a stopped process: interrupted", run.id)
             if run.status_ts and await self._mark_status(run.id, run.channel_id, run.status_ts):
                 continue
             if run.thread_ts:

@@ -12,8 +12,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Callable, Coroutine, Iterable
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from slack_sdk.errors import SlackApiError
 
@@ -38,6 +39,10 @@ from rlm import (
     RunFinished,
     SandboxLimits,
 )
+
+if TYPE_CHECKING:  # redis is an optional extra
+    from bot.run_queue import SharedRunQueue
+    from bot.shared_limits import SharedKeyedLimiter
 
 logger = logging.getLogger("bot.runner")
 
@@ -84,6 +89,13 @@ class EngineConfig:
 
 
 @dataclass
+class StopFlag:
+    """Set at shutdown; one for every runner of the process."""
+
+    stopping: bool = False
+
+
+@dataclass
 class _Active:
     """A run in progress: its work, its presence, who may cancel it."""
 
@@ -103,10 +115,13 @@ class Runner:
         poster: SlackPoster,
         gatherer: ContextGatherer,
         pacer: ChannelPacer,
-        limiters: KeyedLimiter,
+        limiters: KeyedLimiter | SharedKeyedLimiter,
         slots: RunSlots,
         edit_interval: float = 1.2,
         wait_notice: float = 10.0,
+        owner: str | None = None,
+        queue: SharedRunQueue | None = None,
+        stop: StopFlag | None = None,
     ) -> None:
         """`edit_interval`: least seconds between edits of a status message, and of any
         status message in one workspace; `wait_notice`: the model's silence, in seconds,
@@ -125,10 +140,28 @@ class Runner:
         self.streams = StreamSupport()
         self.active: dict[int, _Active] = {}
         self.ends = RunEnds(store=store, poster=poster)
+        self.owner = owner  # this replica's id, stamped on the runs it takes
+        self.queue = queue  # replicas: the queue in the database they all take runs from
+        # Set at shutdown: runs still waiting their turn do not start. Shared by the runners
+        # of every workspace in the process.
+        self.stop = stop or StopFlag()
 
-    async def recover(self) -> int:
-        """Mark runs a crash left unfinished as interrupted and tell their threads."""
-        return await self.ends.recover()
+    @property
+    def stopping(self) -> bool:
+        return self.stop.stopping
+
+    @stopping.setter
+    def stopping(self, value: bool) -> None:
+        self.stop.stopping = value
+
+    async def recover(
+        self,
+        owners: Iterable[str | None] | None = None,
+        statuses: Iterable[str] = ("queued", "running"),
+    ) -> int:
+        """Mark runs a crash left unfinished as interrupted (all, or those of `owners`) and
+        tell their threads; a run another replica marked first is left to it."""
+        return await self.ends.recover(owners, statuses)
 
     async def cancel(self, run_id: int, user_id: str) -> bool:
         """Stop a run in progress now (its sub-calls in flight are abandoned) and say so;
@@ -182,6 +215,8 @@ class Runner:
             trigger=q.trigger,
             scope=scope,
             scope_ts=thread_ts if scope == "thread" else None,
+            owner=self.owner if self.queue is None else None,  # a shared one: its claimer
+            exclude_ts=",".join(q.exclude_ts) or None,
         )
         logger.info(
             "run %d queued in %s/%s (%s%s)",
@@ -191,8 +226,32 @@ class Runner:
             q.trigger,
             f", retry of run {q.retry_of}" if q.retry_of else "",
         )
+        presence = self._presence(run_id, q, thread_ts)
+        if self.queue is not None:  # replicas: whichever has room starts it
+            await self.queue.submit(
+                run_id, q, lambda ahead: presence.queued(ahead, self.slots.limit)
+            )
+            return run_id
+        await self._guarded(
+            run_id, q, presence, lambda: self._queue_and_run(run_id, q, scope, earlier, presence)
+        )
+        return run_id
+
+    async def run_claimed(self, run_id: int, q: Question, thread_ts: str) -> None:
+        """Run a queued run this replica claimed from the shared queue (marked running): its
+        status message, if the replica that queued it posted one, is edited from here."""
+        run = await self.store.get_run(run_id)
+        earlier = await self.store.thread_runs(q.team_id, q.channel_id, thread_ts)
+        scope = (run.scope if run is not None else None) or q.scope
+        presence = self._presence(run_id, q, thread_ts)
+        presence.status_ts = run.status_ts if run is not None else None
+        await self._guarded(
+            run_id, q, presence, lambda: self._run(run_id, q, scope, earlier, presence)
+        )
+
+    def _presence(self, run_id: int, q: Question, thread_ts: str) -> RunPresence:
         kind = PanePresence if q.progress == "pane" else RunPresence
-        presence = kind(
+        return kind(
             client=self.poster.client,
             pacer=self.pacer,
             edit_pacer=self.edit_pacer,
@@ -207,16 +266,24 @@ class Runner:
             tick=max(0.1, min(5.0, self.wait_notice / 2)),
             on_status_posted=lambda ts: self.store.set_status_message(run_id, ts),
         )
-        work = asyncio.create_task(
-            self._queue_and_run(run_id, q, scope, earlier, presence), name=f"run-{run_id}"
-        )
-        entry = self.active[run_id] = _Active(work, presence, q.user_id)
+
+    async def _guarded(
+        self,
+        run_id: int,
+        q: Question,
+        presence: RunPresence,
+        work: Callable[[], Coroutine[Any, Any, None]],
+    ) -> None:
+        """Do `work` for the run as a task Cancel can stop; however it ends, the run is
+        stored as ended and its status says so."""
+        task = asyncio.create_task(work(), name=f"run-{run_id}")
+        entry = self.active[run_id] = _Active(task, presence, q.user_id)
         try:
-            await work
+            await task
         except asyncio.CancelledError:
             me = asyncio.current_task()
             if entry.cancelled_by is None or (me is not None and me.cancelling()):
-                work.cancel()
+                task.cancel()
                 await presence.close()
                 await asyncio.shield(self.ends.interrupted(run_id, presence.failed))
                 raise
@@ -235,7 +302,6 @@ class Runner:
                 logger.exception("could not mark run %d failed", run_id)
         finally:
             self.active.pop(run_id, None)
-        return run_id
 
     async def _queue_and_run(
         self,
@@ -249,6 +315,9 @@ class Runner:
             await presence.queued(ahead, self.slots.limit)
 
         async with self.slots.turn(q.team_id, say_queued):
+            if self.stopping:  # its turn came during shutdown: too late to start it
+                await self.ends.interrupted(run_id, presence.failed)
+                return
             await self.store.set_run_status(run_id, "running")
             await self._run(run_id, q, scope, earlier, presence)
 

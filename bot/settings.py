@@ -117,6 +117,11 @@ class Settings(BaseSettings):
     rlm_daily_tokens_ceiling: int = Field(default=0, ge=0)  # 0: no ceiling
     rlm_history_messages_ceiling: int = Field(default=20_000, ge=1, le=100_000)
     rlm_history_days_ceiling: int = Field(default=3650, ge=0, le=3650)  # 0: no ceiling
+    # Replicas: caps and run ownership shared through Redis (unset: one process, in memory).
+    redis_url: str | None = None
+    rlm_redis_prefix: str = Field(default="rlm", min_length=1, max_length=64)
+    rlm_lease_seconds: float = Field(default=10.0, ge=1.0, le=300.0)  # a dead replica's hold
+    rlm_shutdown_grace_seconds: float = Field(default=30.0, ge=0.0, le=3600.0)
 
     @field_validator(
         "slack_signing_secret",
@@ -132,6 +137,7 @@ class Settings(BaseSettings):
         "slack_state_secret",
         "slack_redirect_uri",
         "rlm_encryption_key",
+        "redis_url",
         mode="before",
     )
     @classmethod
@@ -209,6 +215,13 @@ class Settings(BaseSettings):
             check_keys(self.rlm_encryption_key)
         return self
 
+    @field_validator("redis_url")
+    @classmethod
+    def _redis_url(cls, value: str | None) -> str | None:
+        if value is not None and urlsplit(value).scheme not in ("redis", "rediss", "unix"):
+            raise ValueError("must be a Redis URL such as redis://localhost:6379/0")
+        return value
+
     @model_validator(mode="after")
     def _sandbox_choice(self) -> Settings:
         if self.rlm_sandbox == "none" and self.rlm_require_sandbox:
@@ -235,6 +248,7 @@ class Settings(BaseSettings):
             self.openai_base_url,
             self.anthropic_base_url,
             self.gemini_base_url,
+            self.redis_url,
         ):
             try:
                 values.append(urlsplit(url).password if url else None)

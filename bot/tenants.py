@@ -22,7 +22,7 @@ from bot import messages
 from bot.budgets import BudgetBook
 from bot.context import ContextGatherer, UserDirectory
 from bot.crypto import parse_keys
-from bot.installs import Uninstaller, build_oauth
+from bot.installs import OAuth, Uninstaller, build_oauth
 from bot.runner import EngineConfig, Runner
 from bot.scope_files import ScopeFiles
 from bot.slack_api import SlackPoster, make_web_client
@@ -129,6 +129,9 @@ class Tenants:
             slots=self._gate(self._slots, team_id, current.max_runs, base.slots),
             edit_interval=base.edit_interval,
             wait_notice=base.wait_notice,
+            owner=base.owner,
+            queue=base.queue,
+            stop=base.stop,
         )
         # One table of runs in progress and one chat.update pace for the process, so a
         # Cancel click finds its run whichever request started it.
@@ -246,6 +249,23 @@ class Tenants:
                     task.cancel()
                     stopped += 1
         return stopped
+
+    async def client_for(self, team_id: str, oauth: OAuth | None) -> AsyncWebClient | None:
+        """With OAuth: a client on `team_id`'s own bot token (None: it has none, or OAuth is
+        off and the process's token serves it)."""
+        if oauth is None:
+            return None
+        enterprise = self._enterprises.get(team_id) or await self.rows.enterprise_of(team_id)
+        bot = await oauth.installations.async_find_bot(
+            enterprise_id=enterprise, team_id=team_id
+        ) or await oauth.installations.async_find_bot(
+            enterprise_id=enterprise, team_id=None, is_enterprise_install=True
+        )
+        if bot is None or not bot.bot_token:
+            return None
+        return make_web_client(
+            bot.bot_token, self.services.settings.slack_api_url, self.services.session
+        )
 
     async def recover(self, installations: InstallationStore) -> int:
         """At start with OAuth on: mark runs a crash left unfinished as interrupted and tell

@@ -28,7 +28,7 @@ from rlm._exceptions import (
     REPLError,
     RLMError,
 )
-from rlm._limiter import KeyedLimiter, Limiter
+from rlm._limiter import KeyedLimiter, Limiter, SlotLimiter
 from rlm.clients import Completion, LLMInterface, Message, Usage, interface_from_spec
 from rlm.repl import SandboxLimits
 
@@ -75,6 +75,7 @@ __all__ = [
     "RootReplied",
     "RunFinished",
     "SandboxLimits",
+    "SlotLimiter",
     "SubcallProgress",
     "Usage",
     "interface_from_spec",

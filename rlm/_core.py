@@ -26,7 +26,7 @@ from rlm._events import (
     SubcallProgress,
 )
 from rlm._exceptions import ConfigurationError
-from rlm._limiter import Limiter
+from rlm._limiter import Limiter, SlotLimiter
 from rlm._parsing import find_code_blocks, find_final, truncate
 from rlm._subcalls import SubcallServer
 from rlm._sync import run_sync
@@ -62,7 +62,7 @@ class RLM:
         prompt_mode: prompts.PromptMode = "standard",
         *,
         max_iterations: int = 20,
-        limiter: Limiter | None = None,
+        limiter: SlotLimiter | None = None,
         on_event: EventCallback | None = None,
         cell_timeout: float = 60.0,
         sandbox_limits: SandboxLimits | None = None,

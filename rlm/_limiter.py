@@ -3,7 +3,8 @@
 A `Limiter` caps how many sub-calls are in flight at once. It is safe to share between runs,
 tasks, event loops and threads: a slot freed on one loop is handed straight to the oldest
 waiter, whatever loop that waiter is on. `KeyedLimiter` keeps one `Limiter` per key (the bot
-keys by workspace), so every run under a key shares the same cap.
+keys by workspace), so every run under a key shares the same cap. `SlotLimiter` is all the
+engine asks of a limiter, so another one (the bot's, shared across processes) can stand in.
 """
 
 from __future__ import annotations
@@ -12,9 +13,20 @@ import asyncio
 import threading
 from collections import deque
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from typing import Protocol
 
 from rlm._exceptions import ConfigurationError
+
+
+class SlotLimiter(Protocol):
+    """What the engine needs of a limiter: its cap, and a slot held around each sub-call."""
+
+    @property
+    def max_in_flight(self) -> int: ...
+
+    def slot(self) -> AbstractAsyncContextManager[None]: ...
+
 
 _Waiter = tuple[asyncio.AbstractEventLoop, "asyncio.Future[None]"]
 

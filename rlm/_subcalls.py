@@ -13,7 +13,7 @@ from functools import partial
 
 from rlm._budget import PromptTemplate, RunBudget, map_sizes, prompt_size
 from rlm._exceptions import ProviderError
-from rlm._limiter import Limiter
+from rlm._limiter import SlotLimiter
 from rlm.clients._base import Completion, LLMInterface, Message
 
 Subcall = Callable[[Sequence[Message]], Awaitable[Completion]]
@@ -32,7 +32,7 @@ class SubcallServer:
         self,
         *,
         sub_llm: LLMInterface,
-        limiter: Limiter,
+        limiter: SlotLimiter,
         budget: RunBudget,
         max_map_chunks: int,
         max_prompt_bytes: int,

@@ -139,6 +139,11 @@ class FakeLLMServer:
         self.errors: list[str] = []  # tracebacks of responders that raised
         self.max_in_flight = 0
         self.in_flight = 0
+        # Sub-calls in flight per workspace, for servers shared by several apps: the label
+        # `workspace_of(prompt)` gives (None: not counted), and the peak of each label.
+        self.workspace_of: Callable[[str], str | None] | None = None
+        self.in_flight_by: Counter[str] = Counter()
+        self.peak_by: Counter[str] = Counter()
         self.url = ""
         self.port = 0
         self.rate: float | None = None  # token bucket per key, requests a second
@@ -365,10 +370,15 @@ class FakeLLMServer:
             if self.record_requests:
                 self.requests.append(record)
             wait = self._take_token(key, time.monotonic())
+            label = None
             failure = self._failure_for(record, key) if wait is None else None
             if kind == "sub" and wait is None:
                 self.in_flight += 1
                 self.max_in_flight = max(self.max_in_flight, self.in_flight)
+                label = self.workspace_of(prompt) if self.workspace_of else None
+                if label is not None:
+                    self.in_flight_by[label] += 1
+                    self.peak_by[label] = max(self.peak_by[label], self.in_flight_by[label])
         if wait is not None:
             # A rate limiter answers at once, before any work, with the wait it needs.
             record.status, record.fault = 429, "rate"
@@ -405,6 +415,8 @@ class FakeLLMServer:
             if kind == "sub":
                 with self._lock:
                     self.in_flight -= 1
+                    if label is not None:
+                        self.in_flight_by[label] -= 1
 
     def _failure_for(self, record: RecordedRequest, key: str | None) -> _FailureRule | None:
         """The failure this request gets, if any; called with the lock held."""

@@ -120,6 +120,17 @@ class RunSurfaces(SlackWorkspace):
             message["seen"] = blocks_text(message.get("blocks") or []) or message["text"]
         return messages
 
+    def seen(self, channel_id: str, thread_ts: str | None = None) -> list[str]:
+        """What the app's messages in a channel (or one thread) say now, edits applied."""
+        with self._lock:
+            messages = [
+                dict(m)
+                for m in self.channels[channel_id]["messages"]
+                if m.get("user") == BOT_USER
+                and (thread_ts is None or m.get("thread_ts") == thread_ts)
+            ]
+        return [blocks_text(m.get("blocks") or []) or m["text"] for m in messages]
+
     def thread_texts(self, channel_id: str, thread_ts: str) -> list[str]:
         return [m["text"] for m in self.thread_view(channel_id, thread_ts)]
 

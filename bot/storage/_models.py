@@ -162,6 +162,9 @@ class Run(Base):
     # Who can fix a failure: "user:<what>" or "operator:<what>" (a key, a model, a scope).
     error_kind: Mapped[str | None] = mapped_column(String(64))
     status_ts: Mapped[str | None] = mapped_column(String(32))  # the run's status message
+    # The replica running it (its liveness lease is in Redis); NULL for runs from before.
+    owner: Mapped[str | None] = mapped_column(String(64))
+    exclude_ts: Mapped[str | None] = mapped_column(String(255))  # comma-separated
 
 
 class Iteration(Base):

@@ -34,6 +34,8 @@ class RunRecord:
     scope_ts: str | None = None
     error_kind: str | None = None
     status_ts: str | None = None
+    owner: str | None = None
+    exclude_ts: str | None = None
 
     @classmethod
     def from_row(cls, run: Run) -> RunRecord:
@@ -62,6 +64,8 @@ class RunRecord:
             scope_ts=run.scope_ts,
             error_kind=run.error_kind,
             status_ts=run.status_ts,
+            owner=run.owner,
+            exclude_ts=run.exclude_ts,
         )
 
 
