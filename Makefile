@@ -20,10 +20,10 @@ test: test-sqlite test-postgres
 test-sqlite: $(STAMP)
 	env -u TEST_DATABASE_URL -u DATABASE_URL $(PY) -m pytest -q
 
-# Every test that stores anything, each on a fresh database of its own on that server
-# (tests/databases.py); tests that never touch a database ran already in test-sqlite.
+# The whole suite again, every test that stores anything on a fresh database of its own on
+# that server (tests/databases.py). RLM_TEST_DATABASE_ONLY=1 keeps only those tests.
 test-postgres: $(STAMP)
-	TEST_DATABASE_URL=$(TEST_POSTGRES_URL) RLM_TEST_DATABASE_ONLY=1 $(PY) -m pytest -q
+	TEST_DATABASE_URL=$(TEST_POSTGRES_URL) $(PY) -m pytest -q
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check rlm bot tests benchmarks

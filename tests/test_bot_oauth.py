@@ -7,7 +7,6 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-import sqlite3
 import urllib.parse
 from datetime import UTC, datetime, timedelta
 
@@ -15,6 +14,7 @@ import pytest
 from bot_harness import mention
 from oauth_flow import ENCRYPTION_KEY, Browser, oauth_settings, org_event
 from slack_oauth import CLIENT_ID, CLIENT_SECRET, STATE_SECRET
+from sqlalchemy import inspect, text
 
 from bot import config_command
 from bot.installs import INSTALL_PATH
@@ -44,18 +44,16 @@ async def oauth_bot(make_bot, slack):
     await browser.close()
 
 
-def db_file(bot) -> str:
-    return bot.settings.database_url.removeprefix("sqlite+aiosqlite:///")
-
-
-def table_texts(path: str) -> list[str]:
-    """Every value of every column of every table, as text."""
-    con = sqlite3.connect(path)
-    try:
-        tables = [r[0] for r in con.execute("SELECT name FROM sqlite_master WHERE type='table'")]
-        return [str(v) for t in tables for row in con.execute(f'SELECT * FROM "{t}"') for v in row]
-    finally:
-        con.close()
+async def table_texts(bot) -> list[str]:
+    """Every value of every column of every table, as text (SQLite or PostgreSQL)."""
+    engine = bot.store._engine
+    async with engine.connect() as connection:
+        tables = await connection.run_sync(lambda sync: inspect(sync).get_table_names())
+        texts = []
+        for table in tables:
+            rows = (await connection.execute(text(f'SELECT * FROM "{table}"'))).all()
+            texts += [str(v) for row in rows for v in row]
+    return texts
 
 
 async def wait_for_status(bot, team_id: str, status: str) -> None:
@@ -148,7 +146,7 @@ async def test_the_database_holds_no_token_in_clear_text(oauth_bot, two_teams):
     await bot.settle()
     secrets = [*slack.grants, *slack.refresh_tokens, CLIENT_SECRET, STATE_SECRET]
     assert len(secrets) >= 5
-    texts = table_texts(db_file(bot))
+    texts = await table_texts(bot)
     assert not [t for t in texts if "xox" in t or any(s in t for s in secrets)]
     # ...while the installation store reads them back.
     found = await bot.services.oauth.installations.async_find_bot(enterprise_id=None, team_id="TB")
@@ -296,7 +294,7 @@ async def test_purge_on_uninstall_removes_data_at_once(make_bot, two_teams):
     finally:
         await browser.close()
     assert await bot.store.list_runs(team_id="TA") == []
-    assert not [t for t in table_texts(db_file(bot)) if "ships" in t]
+    assert not [t for t in await table_texts(bot) if "ships" in t]
 
 
 async def test_an_expired_rotating_token_is_refreshed_before_use(oauth_bot, two_teams):
