@@ -205,20 +205,24 @@ async def test_a_killed_replica_frees_its_slots_and_its_runs_are_told_once(
     two_workspaces(slack, llm_server)
     llm_server.sub_latency = 1.2  # a map of 13 at 3 in flight: about 6 s
     three = await start(3, replicas, shared, slack, llm_server, tmp_path)
-    victim, survivors = three[0], three[1:]
-    # Two runs on the victim, two on another replica: both workspaces at their run cap.
-    sent = [await ask(victim, slack, team, n) for n, team in enumerate(TEAMS)]
-    sent += [await ask(survivors[0], slack, team, n + 2) for n, team in enumerate(TEAMS)]
-    # Two more that the victim takes but cannot start: they wait in the shared queue.
-    sent += [await ask(victim, slack, team, n + 4) for n, team in enumerate(TEAMS)]
+    first, second = three[0], three[1]
+    # Two runs on the first replica, two on the second: both workspaces at their run cap.
+    sent = [await ask(first, slack, team, n) for n, team in enumerate(TEAMS)]
+    sent += [await ask(second, slack, team, n + 2) for n, team in enumerate(TEAMS)]
+    # Two more that cannot start yet: they wait in the shared queue.
+    sent += [await ask(first, slack, team, n + 4) for n, team in enumerate(TEAMS)]
 
     async def ready() -> bool:
         runs = await store.list_runs()
-        mine = [r for r in runs if r.owner == victim.replica_id and r.status == "running"]
-        # (Another replica's sweep may claim one of the victim's first two before it does.)
-        return len(runs) == 6 and mine != [] and sum(r.status == "queued" for r in runs) == 2
+        running = sum(r.status == "running" for r in runs)
+        return len(runs) == 6 and running == 4 and sum(r.status == "queued" for r in runs) == 2
 
     await eventually(ready, 60)
+    # The victim is a replica with runs under way: the first, unless another replica's sweep
+    # claimed its runs before it did (the replica that takes a question only tries first).
+    owners = {r.owner for r in await store.list_runs() if r.status == "running"}
+    victim = next(r for r in three if r.replica_id in owners)
+    survivors = [r for r in three if r is not victim]
     await wait_until(lambda: llm_server.in_flight_by["TA"] + llm_server.in_flight_by["TB"] > 0)
     await victim.stop(signal.SIGKILL)
     assert victim.proc.returncode == -signal.SIGKILL
