@@ -17,6 +17,7 @@ async def test_rate_limited_posts_and_history_reads_are_retried_and_posted_once(
         slack.add_message("C1", f"update {i}: all is well", user="U2")
     llm_server.root_responder = map_then_answer
     slack.rate_limit("conversations.history", times=2)  # the first run's first two reads
+    slack.rate_limit("chat.postMessage", times=1)  # at least one post, whatever the share draws
     slack.rate_limit_share("chat.postMessage", 0.3)
     slack.rate_limit_share("conversations.history", 0.3)
 
