@@ -1,1 +1,0 @@
-"""The Slack app: listeners, context gathering, progress replies and storage, on top of rlm."""
