@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import re
 from collections.abc import Coroutine
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -34,7 +33,7 @@ from bot.run_queue import SharedRunQueue
 from bot.runner import EngineConfig, Question, Runner
 from bot.scope_files import ScopeFiles
 from bot.settings import Settings
-from bot.slack_api import SlackPoster, make_web_client
+from bot.slack_api import SlackPoster, event_team, make_web_client
 from bot.slots import RunSlots
 from bot.storage import Store
 from bot.surfaces import register_surfaces, send_history
@@ -99,6 +98,12 @@ class Services:
             enterprise = context.enterprise_id if context is not None else None
             self.tenants.track(team_id, task, enterprise)
         return task
+
+    async def claimed(self, body: dict[str, Any]) -> bool:
+        """Whether this delivery of an event is the first: a retry (X-Slack-Retry-Num)
+        repeats its event_id, and only the first counts."""
+        event_id = body.get("event_id")
+        return not event_id or await self.store.claim_event(str(event_id))
 
     async def runner_for(self, team_id: str) -> Runner:
         """The runner for a run of `team_id` no request carries (a queued run this replica
@@ -342,10 +347,7 @@ def build_app(services: Services) -> AsyncApp:
     )
     register_surfaces(app, services)  # before the catch-all message listener
 
-    async def claimed(body: dict[str, Any]) -> bool:
-        # A retried delivery (X-Slack-Retry-Num) repeats the event_id: only the first counts.
-        event_id = body.get("event_id")
-        return not event_id or await services.store.claim_event(str(event_id))
+    claimed = services.claimed
 
     @app.command(COMMAND)
     async def on_command(ack: AsyncAck, command: dict[str, Any], context: AsyncBoltContext) -> None:
@@ -420,26 +422,15 @@ def build_app(services: Services) -> AsyncApp:
     ) -> None:
         if not await claimed(body):
             return
-        team_id = _team(body, event)
+        team_id = event_team(body, event)
         ws = await services.workspace(team_id, context)
-        poster, runner, uploads = ws.poster, ws.runner, ws.uploads
         channel, ts, thread_ts = event["channel"], event["ts"], event.get("thread_ts")
-        for file in event.get("files") or []:
-            await uploads.ingest(
-                team_id=team_id,
-                channel_id=channel,
-                file_id=file["id"],
-                user_id=event.get("user"),
-                message_ts=ts,
-                thread_ts=thread_ts,
-            )
-        bot = await poster.identity()
-        raw = re.sub(rf"<@{re.escape(bot.user_id)}(?:\|[^>]*)?>", " ", event.get("text") or "")
-        question = (await ws.gatherer.readable(raw)).strip()
+        await ws.keep_attached(event)
+        question = await ws.question_in(event)
         if not question:
-            await poster.try_post(channel, messages.MENTION_USAGE, thread_ts=thread_ts or ts)
+            await ws.poster.try_post(channel, messages.MENTION_USAGE, thread_ts=thread_ts or ts)
             return
-        await runner.ask(
+        await ws.runner.ask(
             Question(
                 team_id=team_id,
                 channel_id=channel,
@@ -459,7 +450,7 @@ def build_app(services: Services) -> AsyncApp:
         services.spawn_run(
             answer_mention(body, event, context),
             name="mention",
-            team_id=_team(body, event),
+            team_id=event_team(body, event),
             context=context,
         )
 
@@ -468,7 +459,7 @@ def build_app(services: Services) -> AsyncApp:
     ) -> None:
         if not await claimed(body):
             return
-        team_id = _team(body, event)
+        team_id = event_team(body, event)
         uploads = (await services.workspace(team_id, context)).uploads
         if event.get("type") == "file_shared":
             found = [(event["channel_id"], event["file_id"], None, None)]
@@ -504,7 +495,7 @@ def build_app(services: Services) -> AsyncApp:
     if services.tenants is not None:
         add_config_modal_listener(app, services.tenants.book)
 
-    register_file_events(app, services, claimed, _team)
+    register_file_events(app, services, claimed, event_team)
 
     @app.event("message")
     async def on_message() -> None:
@@ -513,10 +504,6 @@ def build_app(services: Services) -> AsyncApp:
     register_actions(app, services)
 
     return app
-
-
-def _team(body: dict[str, Any], event: dict[str, Any]) -> str:
-    return str(body.get("team_id") or event.get("team") or event.get("user_team") or "unknown")
 
 
 async def create_app(settings: Settings) -> tuple[AsyncApp, Services]:

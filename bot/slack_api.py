@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
+from typing import Any
 from urllib.parse import urlsplit
 
 import aiohttp
@@ -139,3 +140,8 @@ def _short(exc: BaseException) -> str:
     if isinstance(exc, SlackApiError):
         return error_code(exc)
     return type(exc).__name__
+
+
+def event_team(body: dict[str, Any], event: dict[str, Any]) -> str:
+    """The workspace an event comes from (an org-wide install's events carry their own)."""
+    return str(body.get("team_id") or event.get("team") or event.get("user_team") or "unknown")

@@ -9,7 +9,6 @@ member; otherwise it says why and reads nothing. Its progress is the pane's stat
 from __future__ import annotations
 
 import logging
-import re
 from typing import TYPE_CHECKING, Any, Literal
 
 import aiohttp
@@ -25,6 +24,7 @@ from slack_sdk.web.async_client import AsyncWebClient
 from bot import surface_messages as text
 from bot.home import Home
 from bot.runner import Question
+from bot.slack_api import event_team
 from bot.storage import Store
 
 if TYPE_CHECKING:
@@ -95,9 +95,7 @@ def register_surfaces(app: AsyncApp, services: Services) -> None:
     store = services.store
     assistant = AsyncAssistant(thread_context_store=PaneContextStore(store))
 
-    async def claimed(body: dict[str, Any]) -> bool:
-        event_id = body.get("event_id")
-        return not event_id or await store.claim_event(str(event_id))
+    claimed = services.claimed
 
     async def remember_view(body: dict[str, Any], event: dict[str, Any]) -> None:
         thread = event["assistant_thread"]
@@ -105,7 +103,7 @@ def register_surfaces(app: AsyncApp, services: Services) -> None:
         await store.save_pane_context(
             channel_id=thread["channel_id"],
             thread_ts=thread["thread_ts"],
-            team_id=_team(body, event),
+            team_id=event_team(body, event),
             user_id=thread.get("user_id"),
             viewed_channel_id=context.get("channel_id"),
             viewed_team_id=context.get("team_id"),
@@ -118,7 +116,7 @@ def register_surfaces(app: AsyncApp, services: Services) -> None:
             return
         await remember_view(body, event)
         thread = event["assistant_thread"]
-        client = (await services.workspace(_team(body, event), context)).poster.client
+        client = (await services.workspace(event_team(body, event), context)).poster.client
         try:
             await client.assistant_threads_setSuggestedPrompts(
                 channel_id=thread["channel_id"],
@@ -139,33 +137,17 @@ def register_surfaces(app: AsyncApp, services: Services) -> None:
     async def on_pane_context(body: dict[str, Any], payload: dict[str, Any]) -> None:
         services.spawn(remember_view(body, payload), name="pane_context")
 
-    async def question_text(ws: Workspace, event: dict[str, Any]) -> str:
-        bot = await ws.poster.identity()
-        raw = re.sub(rf"<@{re.escape(bot.user_id)}(?:\|[^>]*)?>", " ", event.get("text") or "")
-        return (await ws.gatherer.readable(raw)).strip()
-
-    async def keep_attached(ws: Workspace, team_id: str, event: dict[str, Any]) -> None:
-        for file in event.get("files") or []:
-            await ws.uploads.ingest(
-                team_id=team_id,
-                channel_id=event["channel"],
-                file_id=file["id"],
-                user_id=event.get("user"),
-                message_ts=event["ts"],
-                thread_ts=event.get("thread_ts"),
-            )
-
     async def answer_in_pane(
         body: dict[str, Any], event: dict[str, Any], context: AsyncBoltContext
     ) -> None:
         if not await claimed(body):
             return
-        team_id, channel, thread_ts = _team(body, event), event["channel"], event["thread_ts"]
+        team_id, channel, thread_ts = event_team(body, event), event["channel"], event["thread_ts"]
         ws = await services.workspace(team_id, context)
         client = ws.poster.client
         user = event.get("user") or ""
-        await keep_attached(ws, team_id, event)
-        question = await question_text(ws, event)
+        await ws.keep_attached(event)
+        question = await ws.question_in(event)
         if not question:
             return  # a file alone: kept and acknowledged
         pane = await store.pane_context(channel, thread_ts)
@@ -212,7 +194,7 @@ def register_surfaces(app: AsyncApp, services: Services) -> None:
     async def on_pane_message(
         body: dict[str, Any], payload: dict[str, Any], context: AsyncBoltContext
     ) -> None:
-        team_id = _team(body, payload)
+        team_id = event_team(body, payload)
         services.spawn_run(answer_in_pane(body, payload, context), "pane_message", team_id, context)
 
     app.assistant(assistant)
@@ -222,10 +204,10 @@ def register_surfaces(app: AsyncApp, services: Services) -> None:
     ) -> None:
         if not await claimed(body):
             return
-        team_id = _team(body, event)
+        team_id = event_team(body, event)
         ws = await services.workspace(team_id, context)
-        await keep_attached(ws, team_id, event)
-        question = await question_text(ws, event)
+        await ws.keep_attached(event)
+        question = await ws.question_in(event)
         if not question:
             return
         await ws.runner.ask(
@@ -251,12 +233,12 @@ def register_surfaces(app: AsyncApp, services: Services) -> None:
 
     @app.event("message", matchers=[top_level_dm])
     async def on_dm(body: dict[str, Any], event: dict[str, Any], context: AsyncBoltContext) -> None:
-        services.spawn_run(answer_dm(body, event, context), "dm", _team(body, event), context)
+        services.spawn_run(answer_dm(body, event, context), "dm", event_team(body, event), context)
 
     async def publish_home(
         body: dict[str, Any], event: dict[str, Any], context: AsyncBoltContext
     ) -> None:
-        team_id = _team(body, event)
+        team_id = event_team(body, event)
         try:
             await home_for(await services.workspace(team_id, context)).publish(
                 team_id, event["user"]
@@ -307,7 +289,3 @@ async def _pane_call(method: Any, **params: str) -> None:
         await method(**params)
     except _SLACK_FAILURES as exc:
         logger.info("%s failed: %s", getattr(method, "__name__", "pane call"), exc)
-
-
-def _team(body: dict[str, Any], event: dict[str, Any]) -> str:
-    return str(body.get("team_id") or event.get("team") or event.get("user_team") or "unknown")

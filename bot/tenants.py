@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import re
 from collections import OrderedDict
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
@@ -57,6 +58,24 @@ class Workspace:
     gatherer: ContextGatherer
     uploads: Uploads
     runner: Runner
+
+    async def question_in(self, event: dict[str, Any]) -> str:
+        """The event's text without the app's own mention, readable (names, not ids)."""
+        bot = await self.poster.identity()
+        raw = re.sub(rf"<@{re.escape(bot.user_id)}(?:\|[^>]*)?>", " ", event.get("text") or "")
+        return (await self.gatherer.readable(raw)).strip()
+
+    async def keep_attached(self, event: dict[str, Any]) -> None:
+        """Keep the files a message brings, as uploads to its channel."""
+        for file in event.get("files") or []:
+            await self.uploads.ingest(
+                team_id=self.team_id,
+                channel_id=event["channel"],
+                file_id=file["id"],
+                user_id=event.get("user"),
+                message_ts=event["ts"],
+                thread_ts=event.get("thread_ts"),
+            )
 
 
 @dataclass
