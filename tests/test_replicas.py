@@ -182,9 +182,10 @@ async def test_three_replicas_hold_each_workspace_to_its_caps(
     assert [r.status for r in runs] == ["finished"] * questions
     assert all(r.subcalls >= 12 for r in runs)  # the notes, and the questions asked before
     assert Counter(r.team_id for r in runs) == {"TA": 9, "TB": 9}
-    # The replicas shared the work (whichever had room started a run).
+    # Every run was started by one of the replicas. Which ones is not fixed: whichever has
+    # room claims the oldest queued run, and under load one replica can keep claiming the
+    # successors of its own runs (the kill test shows others taking over queued work).
     assert {r.owner for r in runs} <= {r.replica_id for r in three}
-    assert len({r.owner for r in runs}) >= 2
     for team in TEAMS:
         assert llm_server.peak_by[team] == SUBCALL_CAP  # reached, never passed, across all
         assert 1 <= peaks.peak[team] <= RUN_CAP
