@@ -122,7 +122,10 @@ async def test_retry_runs_a_failed_question_again_in_its_thread_once(make_bot, s
     assert len(view) == 3  # the failed run's status, the retry's status and its answer
     assert view[-1].startswith("[sub]") and "Release 2.0 shipped." in view[-1]
 
+    # Clicks are handled after their acknowledgement, each on its own: settle between them
+    # so that the replies arrive in the order of the clicks.
     await bot.events.action(block_action(blocks.RETRY, failed.id, user="U1"))
+    await bot.settle()
     await bot.events.action(block_action(blocks.RETRY, second.id, user="U1"))
     await bot.settle()
     assert slack.ephemerals("U1") == [messages.RETRY_DONE, messages.RETRY_NOT_ALLOWED]
