@@ -12,13 +12,12 @@ from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-import aiohttp
 from slack_bolt.async_app import AsyncAck, AsyncApp, AsyncBoltContext
 from slack_sdk.errors import SlackApiError
 
 from bot import blocks, messages
 from bot.runner import Question
-from bot.slack_api import is_slack_host
+from bot.slack_files import UPLOAD_FAILURES, upload_text_file
 from bot.storage import RunRecord
 
 if TYPE_CHECKING:
@@ -159,22 +158,17 @@ class Controls:
         data = blocks.trajectory_jsonl(await self.store.list_iterations(run.id)).encode()
         name = f"run-{run.id}-trajectory.jsonl"
         try:
-            ticket = await ws.poster.client.files_getUploadURLExternal(
-                filename=name, length=len(data)
-            )
-            url = str(ticket["upload_url"])
-            if not is_slack_host(url, self.services.settings.slack_api_url):
-                logger.warning("upload URL for run %d is not Slack's: not sent", run.id)
-                return
-            async with self.services.session.post(url, data=data) as response:
-                response.raise_for_status()
-            await ws.poster.client.files_completeUploadExternal(
-                files=[{"id": ticket["file_id"], "title": name}],
-                channel_id=run.channel_id,
+            await upload_text_file(
+                ws.poster.client,
+                session=self.services.session,
+                api_url=self.services.settings.slack_api_url,
+                channel=run.channel_id,
                 thread_ts=run.thread_ts,
-                initial_comment=messages.trajectory_comment(run.id),
+                filename=name,
+                data=data,
+                comment=messages.trajectory_comment(run.id),
             )
-        except (SlackApiError, aiohttp.ClientError, TimeoutError) as exc:
+        except UPLOAD_FAILURES as exc:
             logger.warning("trajectory upload for run %d failed: %s", run.id, exc)
 
     async def retry(self, click: Click, ws: Workspace) -> None:

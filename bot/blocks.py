@@ -123,7 +123,8 @@ def steps_modal(run_id: int, steps: Sequence[IterationRecord]) -> Block:
 
 
 def trajectory_jsonl(steps: Sequence[IterationRecord]) -> str:
-    """The stored steps, one JSON object per line, as `rlm.write_trajectory_jsonl` writes."""
+    """The stored steps, one JSON object per line, as `rlm.write_trajectory_jsonl` writes;
+    `<` written as the JSON escape `\\u003c`, the same data without Slack markup in the file."""
     return "".join(
         json.dumps(
             {
@@ -137,7 +138,7 @@ def trajectory_jsonl(steps: Sequence[IterationRecord]) -> str:
                 "seconds": s.seconds,
             },
             ensure_ascii=False,
-        )
+        ).replace("<", "\\u003c")
         + "\n"
         for s in steps
     )

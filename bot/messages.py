@@ -81,6 +81,11 @@ def answer_footer(
 
 
 EMPTY_ANSWER = "The model finished without an answer: try asking more specifically."
+ANSWER_CONTINUES = "_The answer is too long for messages: the rest is in the file below._"
+
+
+def answer_file_comment(run_id: int) -> str:
+    return f"The rest of the answer of run {run_id}."
 
 
 _LIMIT_NAMES = {

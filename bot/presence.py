@@ -6,7 +6,8 @@ Tier 3 method, about 50 a minute per workspace), coalescing whatever came in bet
 ticker keeps the elapsed time honest and says when the model has been silent. When the run
 ends the status collapses to a one-line summary with buttons, and the answer is posted (or
 streamed where the workspace supports it) in parts under Slack's block limits: a run posts
-the status and the answer, plus continuation parts for a very long answer, nothing more.
+the status and the answer, plus a bounded number of continuation parts and, for an answer
+longer still, one file holding the rest, nothing more.
 """
 
 from __future__ import annotations
@@ -23,8 +24,10 @@ from slack_sdk.errors import SlackApiError
 from slack_sdk.web.async_client import AsyncWebClient
 
 from bot import blocks, messages, render
+from bot.answer_parts import RenderedPart, render_answer_async
 from bot.progress import ChannelPacer
 from bot.slack_api import error_code
+from bot.slack_files import UPLOAD_FAILURES, upload_text_file
 from rlm import (
     CodeExecuted,
     Event,
@@ -186,13 +189,19 @@ class RunPresence:
         links: Mapping[str, str],
         summary: str,
     ) -> None:
-        """Post the answer (streamed or whole, in parts), then collapse the status."""
+        """Post the answer (streamed or whole, in parts, the rest of a very long one in one
+        file), then collapse the status."""
         await self._end()
-        parts = render.split_markdown(answer) or [messages.EMPTY_ANSWER]
-        if len(parts) > 1 or not await self._stream(parts[0], footer, links):
+        rendered = await render_answer_async(
+            answer.strip() or messages.EMPTY_ANSWER, links, note=messages.ANSWER_CONTINUES
+        )
+        parts = rendered.parts
+        if len(parts) > 1 or rendered.rest or not await self._stream(parts[0].markdown, footer):
             for i, part in enumerate(parts):
                 last = i == len(parts) - 1
-                await self._post_answer_part(part, footer if last else None, links)
+                await self._post_answer_part(part, footer if last else None)
+            if rendered.rest:
+                await self._post_rest(rendered.rest)
         await self._collapse(blocks.summary_blocks(self.run_id, summary, retry=False), summary)
 
     async def failed(self, sentence: str, *, detail: str = "", retry: bool = True) -> None:
@@ -298,13 +307,8 @@ class RunPresence:
 
     # -- the answer --------------------------------------------------------------------------
 
-    async def _post_answer_part(
-        self, part: str, footer: str | None, links: Mapping[str, str]
-    ) -> None:
-        markdown = render.for_markdown_block(part, links)
-        if len(markdown) > render.MARKDOWN_BLOCK_LIMIT:  # too many links: cite without them
-            markdown = render.tables_as_code(part)
-        fallback = render.to_mrkdwn(part, links)
+    async def _post_answer_part(self, part: RenderedPart, footer: str | None) -> None:
+        fallback = part.fallback
         if footer is not None:
             fallback = f"{fallback}\n\n{footer}"
         await self.pacer.turn(self.channel)
@@ -313,7 +317,7 @@ class RunPresence:
                 channel=self.channel,
                 thread_ts=self.thread_ts,
                 text=fallback,
-                blocks=blocks.answer_blocks(self.run_id, markdown, footer),
+                blocks=blocks.answer_blocks(self.run_id, part.markdown, footer),
                 unfurl_links=False,
                 unfurl_media=False,
             )
@@ -321,11 +325,29 @@ class RunPresence:
         except (SlackApiError, aiohttp.ClientError, TimeoutError) as exc:
             logger.warning("run %d: answer part not posted: %s", self.run_id, _short(exc))
 
-    async def _stream(self, part: str, footer: str, links: Mapping[str, str]) -> bool:
-        """Stream a one-part answer; False (nothing posted) where streaming is unavailable."""
+    async def _post_rest(self, rest: str) -> None:
+        """The rest of an answer too long for messages, as one file in the thread."""
+        await self.pacer.turn(self.channel)
+        try:
+            sent = await upload_text_file(
+                self.client,
+                session=self.client.session,
+                api_url=self.client.base_url,
+                channel=self.channel,
+                thread_ts=self.thread_ts,
+                filename=f"run-{self.run_id}-answer.md",
+                data=rest.encode(),
+                comment=messages.answer_file_comment(self.run_id),
+            )
+            self.posts += int(sent)
+        except UPLOAD_FAILURES as exc:
+            logger.warning("run %d: rest of the answer not posted: %s", self.run_id, _short(exc))
+
+    async def _stream(self, markdown: str, footer: str) -> bool:
+        """Stream a one-part answer (rendered: Slack markup inert); False (nothing posted)
+        where streaming is unavailable."""
         if self.streams.available is False:
             return False
-        markdown = render.for_markdown_block(part, links)
         pieces = [markdown[i : i + STREAM_PIECE] for i in range(0, len(markdown), STREAM_PIECE)]
         await self.pacer.turn(self.channel)
         try:

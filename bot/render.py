@@ -9,6 +9,8 @@ from __future__ import annotations
 import re
 from collections.abc import Callable, Mapping
 
+from bot import slack_safe
+
 # Slack's `markdown` block: at most 12,000 characters across all of them in one message.
 MARKDOWN_BLOCK_LIMIT = 12_000
 # One answer message's Markdown, leaving room under the block limit for the fences a cut adds.
@@ -25,6 +27,9 @@ _BOLD = re.compile(r"(\*\*|__)(?=\S)(.+?)(?<=\S)\1")
 _STRIKE = re.compile(r"~~(?=\S)(.+?)(?<=\S)~~")
 _LINK = re.compile(r"\[([^\[\]]*(?:\[[^\[\]]*\][^\[\]]*)*)\]\((\S+?)\)")
 _BULLET = re.compile(r"^(\s*)[-*+]\s+")
+# Link targets mrkdwn may point at: no `|` (a second label), no Slack `!`/`@`/`#` forms.
+_SAFE_URL = re.compile(r"^(?:https?://|mailto:)[^\s|<>]+$", re.IGNORECASE)
+_ADDRESS_LIKE = re.compile(r"://|\bwww\.|\b[\w-]+\.[a-z]{2,}\b", re.IGNORECASE)
 _SENTENCE_END = re.compile(r"(?<=[.!?])\s+")
 
 
@@ -36,8 +41,8 @@ def escape_mrkdwn(text: str) -> str:
 
 def defuse_markdown(markdown: str) -> str:
     """Slack's angle-bracket syntax (`<!here>`, `<@U1>`, `<url|label>`) made literal in
-    Markdown prose; code is shown as written anyway."""
-    return _outside_code(markdown, lambda chunk: chunk.replace("<", "&lt;"))
+    Markdown, with code found by a CommonMark parser (bot/slack_safe.py)."""
+    return slack_safe.defuse_markdown(markdown)
 
 
 def plan_sentence(reply: str, limit: int = 120) -> str:
@@ -147,11 +152,22 @@ def to_mrkdwn(markdown: str, links: Mapping[str, str] | None = None) -> str:
             line = _BULLET.sub(lambda m: f"{m.group(1)}• ", line)
             line = _BOLD.sub(lambda m: f"*{m.group(2)}*", line)
             line = _STRIKE.sub(lambda m: f"~{m.group(1)}~", line)
-            line = _LINK.sub(lambda m: f"<{m.group(2)}|{m.group(1).replace('|', '¦')}>", line)
+            line = _LINK.sub(_mrkdwn_link, line)
             lines.append(line)
         return "\n".join(lines)
 
     return _outside_code(tables_as_code(markdown), convert)
+
+
+def _mrkdwn_link(match: re.Match[str]) -> str:
+    """`[label](url)` as mrkdwn: a link only to a web or mail address, and labelled only
+    when the label does not itself look like an address (which would forge one)."""
+    label, url = match.group(1), match.group(2)
+    if not _SAFE_URL.match(url):
+        return match.group(0)
+    if _ADDRESS_LIKE.search(label):
+        return f"{label} (<{url}>)"
+    return f"<{url}|{label.replace('|', '¦')}>"
 
 
 def for_markdown_block(markdown: str, links: Mapping[str, str]) -> str:
@@ -160,29 +176,60 @@ def for_markdown_block(markdown: str, links: Mapping[str, str]) -> str:
     return link_citations(defuse_markdown(tables_as_code(markdown)), links)
 
 
+def answer_markdown(part: str, links: Mapping[str, str]) -> str:
+    """One part of an answer for its `markdown` block, under the block limit: without the
+    citation links when they make it too long, and cut (never left raw) past that."""
+    markdown = for_markdown_block(part, links)
+    if len(markdown) > MARKDOWN_BLOCK_LIMIT:
+        markdown = for_markdown_block(part, {})
+    return clip(markdown, MARKDOWN_BLOCK_LIMIT)
+
+
 def split_markdown(text: str, limit: int = ANSWER_PART_LIMIT) -> list[str]:
     """Parts of at most `limit` characters, cut at a paragraph, line or word when possible;
     a code block cut in two is closed and reopened (with its language) so both parts render."""
+    parts, _ = split_markdown_bounded(text, limit)
+    return parts
+
+
+def split_markdown_bounded(
+    text: str, limit: int = ANSWER_PART_LIMIT, max_parts: int | None = None
+) -> tuple[list[str], str]:
+    """`split_markdown` stopping after `max_parts` parts: the parts, and the rest of the text
+    (empty when it all fit). Linear in the length of `text`: each cut looks back at most
+    `limit` characters and nothing is copied twice."""
     if limit < 40:
         raise ValueError("limit must leave room for code fences (at least 40 characters)")
+    text = text.strip()
     parts: list[str] = []
-    rest = text.strip()
-    while len(rest) > limit:
-        room = limit - 4 - 20  # space to close a fence, and to reopen one in the next part
-        cut = max(rest.rfind("\n\n", 0, room), rest.rfind("\n", 0, room))
-        if cut < room // 2:
-            cut = rest.rfind(" ", 0, room)
-        if cut < room // 2:
-            cut = room
-        head, rest = rest[:cut].rstrip(), rest[cut:].lstrip("\n ")
+    pos, reopen = 0, ""  # where the rest starts, and the fence it reopens
+    while len(reopen) + len(text) - pos > limit:
+        if max_parts is not None and len(parts) >= max_parts:
+            return parts, reopen + text[pos:]
+        # Room to close a fence here and to reopen one in the next part.
+        room = max(limit - 24 - len(reopen), limit // 4)
+        end = pos + room
+        cut = max(text.rfind("\n\n", pos, end), text.rfind("\n", pos, end))
+        if cut - pos < room // 2:
+            cut = text.rfind(" ", pos, end)
+        if cut - pos < room // 2:
+            cut = end
+        head = reopen + text[pos:cut].rstrip()
+        pos = cut
+        while pos < len(text) and text[pos] in "\n ":
+            pos += 1
         opener = _open_fence(head)
+        reopen = ""
         if opener is not None:
             head += "\n```"
-            rest = f"```{opener}\n" + rest
+            reopen = f"```{opener}\n"
         parts.append(head)
+    rest = reopen + text[pos:]
     if rest.strip():
+        if max_parts is not None and len(parts) >= max_parts:
+            return parts, rest
         parts.append(rest)
-    return parts
+    return parts, ""
 
 
 def _open_fence(text: str) -> str | None:

@@ -108,7 +108,8 @@ class SlackServer(SurfacesMixin, RunSurfaces, OAuthGrants, Views):
             loop.close()
 
     async def _open(self) -> None:
-        app = web.Application()
+        # Uploads as large as a huge answer's file (Slack takes files up to 1 GB).
+        app = web.Application(client_max_size=128 * 1024 * 1024)
         app.router.add_route("*", "/api/{method}", self._api)
         app.router.add_get("/files-pri/{file_id}/{name}", self._download)
         app.router.add_post("/response/{id}", self._response_url)

@@ -156,7 +156,10 @@ def test_slack_markup_written_by_the_model_or_in_the_context_stays_inert():
         "<https://a.example/?b=1&amp;c=2|x>"
     )
     assert render.for_markdown_block(answer, {}).startswith("&lt;!channel> see &lt;https://")
-    assert render.for_markdown_block("```\n<!here>\n```", {}) == "```\n<!here>\n```"
+    # In code, only a `<` that could open Slack markup changes, to a look-alike.
+    assert render.for_markdown_block("```\n<!here> if a < b\n```", {}) == (
+        "```\n\u2039!here> if a < b\n```"
+    )
     assert render.plan_sentence("Ping <!here> & <@U1> now.\n```repl\nx\n```") == (
         "Ping &lt;!here &amp; &lt;@U1 now."  # quote marks (>) go with the other markup
     )
