@@ -34,6 +34,11 @@ _MARKUP_LT = re.compile(
     rf"<(?=[{_INVISIBLE}\s]*[!@#]|[{_INVISIBLE}]*[A-Za-z][A-Za-z0-9+.\-]*:|[^<>]*\|)"
 )
 
+# Link label brackets (escaped ones too: Slack may not honour the escape), and label text
+# that reads as an address, which would forge where the link goes.
+_BRACKET = re.compile(r"[\[\]]")
+_ADDRESS_LIKE = re.compile(r"://|\bwww\.|\b[\w-]+\.[a-z]{2,}\b", re.IGNORECASE)
+
 _PIECE = 256 * 1024
 _NEWLINE = re.compile("\n")
 
@@ -83,15 +88,60 @@ def defuse_code(text: str) -> str:
 
 def defuse_markdown(markdown: str) -> str:
     """`markdown` as Slack's `markdown` block may show it: Slack markup inert everywhere,
-    code as written except for look-alikes."""
+    code as written except for look-alikes, and no link labelled with an address."""
     text = normalize(markdown)
+    regions = code_regions(text)
+    unforged = _unforge_links(text, regions)
+    if unforged is not text:
+        text, regions = unforged, code_regions(unforged)
     out: list[str] = []
     pos = 0
-    for start, end in code_regions(text):
+    for start, end in regions:
         out.append(text[pos:start].replace("<", "&lt;"))
         out.append(defuse_code(text[start:end]))
         pos = end
     out.append(text[pos:].replace("<", "&lt;"))
+    return "".join(out)
+
+
+def _unforge_links(text: str, regions: list[tuple[int, int]]) -> str:
+    """Link labels that look like an address (`[https://slack.com/reset](https://evil…)`,
+    or the reference forms `[…][ref]` and `[…]`) lose their brackets outside code, so the
+    label is plain text and the real target, if any, shows beside it. Linear: brackets are
+    paired with a stack and addresses found by one scan."""
+    if "[" not in text or "]" not in text:
+        return text
+    region_starts = [start for start, _ in regions]
+
+    def in_code(at: int) -> bool:
+        i = bisect_right(region_starts, at) - 1
+        return i >= 0 and at < regions[i][1]
+
+    addresses = [(m.start(), m.end()) for m in _ADDRESS_LIKE.finditer(text)]
+    address_starts = [start for start, _ in addresses]
+    drop: set[int] = set()
+    opened: list[int] = []
+    for match in _BRACKET.finditer(text):
+        at = match.start()
+        if text[at] == "[":
+            opened.append(at)
+            continue
+        if not opened:
+            continue
+        start = opened.pop()
+        i = bisect_right(address_starts, start)
+        if i < len(addresses) and addresses[i][1] <= at and not in_code(start):
+            drop.update((start, at))
+    if not drop:
+        return text
+    out: list[str] = []
+    pos = 0
+    for at in sorted(drop):
+        out.append(text[pos:at])
+        if text[at] == "]" and text.startswith(("(", "["), at + 1):
+            out.append(" ")
+        pos = at + 1
+    out.append(text[pos:])
     return "".join(out)
 
 

@@ -95,3 +95,36 @@ def test_split_is_linear_and_reopens_fences_across_many_parts():
     assert all(p.startswith("```python\n") and p.endswith("```") for p in parts)
     parts, rest = render.split_markdown_bounded(code, max_parts=2)
     assert len(parts) == 2 and rest.startswith("```python\n")
+
+
+@pytest.mark.parametrize(
+    ("markdown", "expected"),
+    [
+        (
+            "[https://slack.com/r](https://evil.example)",
+            "https://slack.com/r (https://evil.example)",
+        ),
+        ("![www.bank.com](https://evil.example)", "!www.bank.com (https://evil.example)"),
+        (
+            "[slack.com][r]\n\n[r]: https://evil.example",
+            "slack.com [r]\n\n[r]: https://evil.example",
+        ),
+        (
+            "[see slack.com]\n\n[see slack.com]: https://evil.example",
+            "see slack.com\n\nsee slack.com: https://evil.example",
+        ),
+        ("\\[bank.com](https://evil.example)", "\\bank.com (https://evil.example)"),
+        ("[[nested bank.com]](https://evil.example)", "nested bank.com (https://evil.example)"),
+        (
+            "[the docs](https://example.org) and `[a.com](x)`",
+            "[the docs](https://example.org) and `[a.com](x)`",
+        ),
+    ],
+)
+def test_a_markdown_link_labelled_with_an_address_is_no_link(markdown, expected):
+    assert slack_safe.defuse_markdown(markdown) == expected
+
+
+def test_unforging_links_is_linear_in_unbalanced_brackets():
+    text = "[a" * 50_000 + "b.com]" * 1_000 + "](https://evil.example)"
+    assert "[b.com]" not in slack_safe.defuse_markdown(text)
