@@ -87,6 +87,7 @@ WORKER_FILES = (
 _HOST_MARKERS = (".env",)
 _HOST_MARKER_SUFFIXES = (".db", ".sqlite", ".sqlite3")
 
+
 @dataclass(frozen=True)
 class WorkerLaunch:
     """How to start one worker: the command, and what the worker must do to itself first."""
