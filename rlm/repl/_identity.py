@@ -84,6 +84,7 @@ def lease_directory(candidates: tuple[str, ...] = LEASE_DIRS) -> int:
                 reasons.append(f"{path}: {exc.strerror or exc}")
                 continue
             _directory_fds[candidates] = fd
+            _remove_stale_leases(fd)
             return fd
         raise OSError(errno.EACCES, MSG_NO_LEASE_DIR.format(reasons="; ".join(reasons)))
 
@@ -155,6 +156,19 @@ def _try_lock(directory: int, uid: int) -> int | None:
         os.close(fd)
         return None
     return fd
+
+
+def _remove_stale_leases(directory: int) -> int:
+    """Remove the lease files that crashed hosts left (no one holds their lock); how many."""
+    removed = 0
+    for name in os.listdir(directory):
+        if name.isdigit():
+            with contextlib.suppress(OSError):
+                fd = _try_lock(directory, int(name))
+                if fd is not None:
+                    _unlock_and_unlink(directory, int(name), fd)
+                    removed += 1
+    return removed
 
 
 def _unlock_and_unlink(directory: int, uid: int, fd: int) -> None:

@@ -92,6 +92,15 @@ def test_two_hosts_that_are_both_pid_1_and_draw_alike_get_distinct_uids(
     _, uid_c = _start_host(hosts, seed)
     assert uid_c == uid_a
     second.kill()
+    second.wait(timeout=10)
+    # What the dead hosts left is removed by the next host to open the directory.
+    assert _leftover(uid_b) and not _held(uid_b)
+    _, uid_d = _start_host(hosts, seed + 1)
+    assert not _leftover(uid_b) and _leftover(uid_d) and _held(uid_d)
+
+
+def _leftover(uid: int) -> bool:
+    return any(os.path.exists(os.path.join(d, str(uid))) for d in LEASE_DIRS)
 
 
 def test_a_uid_some_process_runs_as_is_never_leased() -> None:
