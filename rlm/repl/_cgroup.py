@@ -19,6 +19,8 @@ import threading
 import time
 from dataclasses import dataclass
 
+from rlm.repl._cgroup_memory import memory_headroom
+
 logger = logging.getLogger("rlm.sandbox")
 
 # -- what operators read ---------------------------------------------------------------------
@@ -41,8 +43,6 @@ REASON_NO_KILL = "kill: no writable cgroup to kill from ({v2}, no v1 freezer, pi
 
 _NAME = re.compile(r"rlm-sandbox-(\d+)-\d+\Z")  # rlm-sandbox-<host pid>-<serial>
 _LIMITED = ("memory", "pids", "cpu")  # each named like its controller
-_MEMORY_FLOOR = 64 * 1024 * 1024  # a worker needs about this much to start at all
-_UNLIMITED_V1 = 2**62  # v1 writes "no limit" as a page-rounded 2**63 - 1
 _KILL_ROUNDS = 60  # about three seconds: a process stuck in the kernel cannot hold us longer
 # Marks itself the OOM killer's first choice, which all it forks inherits: whatever runs out of
 # memory, the sandbox dies before the host. Written by a root host, the value is also the
@@ -61,6 +61,7 @@ _serial = itertools.count()
 _lock = threading.Lock()
 _support: CgroupSupport | None = None
 _warned: set[str] = set()
+_MEMORY_FLOOR = 64 * 1024 * 1024  # a worker needs about this much to start at all
 
 
 @dataclass(frozen=True)
@@ -313,53 +314,6 @@ class SandboxCgroup:
                 os.close(pidfd)
             if freezer:  # a frozen process dies of SIGKILL only once thawed
                 _write(freezer, "0" if v2_freezer else "THAWED", check=False)
-
-
-def memory_headroom(directory: str) -> int | None:
-    """What the memory cgroup `directory` and its ancestors can still give: the least, over
-    each one with a limit, of its limit less what it uses (reclaimable file cache excluded);
-    None if none of them has a limit."""
-    least: int | None = None
-    while os.path.exists(os.path.join(directory, "memory.usage_in_bytes")) or os.path.exists(
-        os.path.join(directory, "memory.max")
-    ):
-        v2 = _version(directory) == "v2"
-        text = _read(os.path.join(directory, "memory.max" if v2 else "memory.limit_in_bytes"), "")
-        stat = _memory_stat(directory)
-        limit = _as_limit(text)
-        if not v2:  # v1 also knows the tightest limit above, even where it is not mounted
-            limit = min(
-                limit or _UNLIMITED_V1,
-                _as_limit(str(stat.get("hierarchical_memory_limit", ""))) or _UNLIMITED_V1,
-            )
-            limit = None if limit >= _UNLIMITED_V1 else limit
-        if limit is not None:
-            usage_file = "memory.current" if v2 else "memory.usage_in_bytes"
-            usage = int(_read(os.path.join(directory, usage_file), "0").strip() or 0)
-            usage -= stat.get("inactive_file" if v2 else "total_inactive_file", 0)
-            left = max(limit - max(usage, 0), 0)
-            least = left if least is None else min(least, left)
-        parent = os.path.dirname(directory)
-        if parent == directory:
-            break
-        directory = parent
-    return least
-
-
-def _as_limit(text: str) -> int | None:
-    text = text.strip()
-    if not text.isdigit():
-        return None  # "max", or unreadable
-    return None if int(text) >= _UNLIMITED_V1 else int(text)
-
-
-def _memory_stat(directory: str) -> dict[str, int]:
-    found = {}
-    for line in _read(os.path.join(directory, "memory.stat"), "").splitlines():
-        key, _, value = line.partition(" ")
-        if value.strip().isdigit():
-            found[key] = int(value)
-    return found
 
 
 def _within_host(parent: str, memory_bytes: int) -> int:
