@@ -24,7 +24,7 @@ from bot.config_modal import add_config_modal_listener
 from bot.context import ContextGatherer, UserDirectory
 from bot.http_server import EVENTS_PATH, HttpServer, serve_http
 from bot.installs import OAuth, Uninstaller, add_uninstall_listeners
-from bot.isolation import check_sandbox, sandbox_limits
+from bot.isolation import check_sandbox, sandbox_limits, sandbox_report_for
 from bot.lifecycle import Housekeeping, forget_channel, register_file_events
 from bot.logs import configure_logging
 from bot.progress import ChannelPacer
@@ -370,6 +370,9 @@ def build_app(services: Services) -> AsyncApp:
         if verb == "usage":
             report = await runner.budget.usage_report(command["team_id"])
             report += messages.provider_limits_report(provider_limits())
+            report += await sandbox_report_for(
+                ws.poster.client, command["user_id"], runner.engine.sandbox_limits
+            )
             await ack(text=report, response_type="ephemeral")
             return
         if verb == "forget":

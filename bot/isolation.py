@@ -2,20 +2,29 @@
 
 `check_sandbox` starts one REPL worker exactly as runs will, so a machine where isolation
 cannot work is found before the first question, not during it: with RLM_REQUIRE_SANDBOX the
-app refuses to start; without it, it starts and says loudly that code runs unisolated.
+app refuses to start (also when memory cannot be bounded for the whole sandbox); without it,
+it starts and says loudly that code runs unisolated. Which limits hold is logged at start and
+shown to workspace admins in `/rlm usage`.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
+from typing import TYPE_CHECKING
 
+from slack_sdk.errors import SlackApiError
 from sqlalchemy.engine import make_url
 
 from rlm import REPLError, SandboxLimits
-from rlm.repl import REPLSession
+from rlm.repl import REPLSession, sandbox_limits_report
+
+if TYPE_CHECKING:
+    from slack_sdk.web.async_client import AsyncWebClient
 
 logger = logging.getLogger("bot.sandbox")
+limits_logger = logging.getLogger("bot.sandbox.limits")
 
 CHOSEN = "REPL sandbox: generated code runs isolated with %s (RLM_SANDBOX=%s)."
 UNISOLATED = (
@@ -24,6 +33,13 @@ UNISOLATED = (
     "RLM_REQUIRE_SANDBOX=true to refuse to start without a sandbox."
 )
 REFUSED = "{reason} (RLM_SANDBOX={choice}, RLM_REQUIRE_SANDBOX={required})"
+LIMITS = "REPL sandbox limits: %s."
+MEMORY_UNBOUNDED = (
+    "The REPL sandbox cannot bound memory for the whole sandbox on this machine (no writable "
+    "memory cgroup: run as root or delegate one), only per process"
+)
+USAGE_HEADER = "\n*REPL sandbox* (shown to admins)\n"
+_ADMIN_CHECK_SECONDS = 1.5  # `/rlm usage` answers within Slack's 3 s either way
 
 
 class SandboxUnavailable(Exception):
@@ -74,4 +90,24 @@ async def check_sandbox(limits: SandboxLimits) -> str:
         logger.warning(UNISOLATED, limits.isolation)
     else:
         logger.info(CHOSEN, method, limits.isolation)
+    report = await asyncio.to_thread(sandbox_limits_report, limits)
+    limits_logger.info(LIMITS, report.text())
+    if limits.require_isolation and not report.memory_bounded:
+        raise SandboxUnavailable(
+            REFUSED.format(reason=MEMORY_UNBOUNDED, choice=limits.isolation, required="true") + "."
+        )
     return method
+
+
+async def sandbox_report_for(client: AsyncWebClient, user_id: str, limits: SandboxLimits) -> str:
+    """Which sandbox limits hold, for `/rlm usage` when a workspace admin asks; "" for anyone
+    else, or when Slack cannot say in time who is an admin."""
+    try:
+        async with asyncio.timeout(_ADMIN_CHECK_SECONDS):
+            user = (await client.users_info(user=user_id))["user"]
+    except (SlackApiError, TimeoutError, KeyError, TypeError):
+        return ""
+    if not (user.get("is_admin") or user.get("is_owner") or user.get("is_primary_owner")):
+        return ""
+    report = await asyncio.to_thread(sandbox_limits_report, limits)
+    return USAGE_HEADER + "\n".join(f"• {line}" for line in report.lines())

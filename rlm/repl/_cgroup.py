@@ -19,6 +19,8 @@ import threading
 import time
 from dataclasses import dataclass
 
+from rlm.repl._cgroup_memory import memory_headroom
+
 logger = logging.getLogger("rlm.sandbox")
 
 # -- what operators read ---------------------------------------------------------------------
@@ -31,23 +33,35 @@ MSG_LAYER_FAILED = (
     "REPL sandbox cgroups: could not set up the %s limit under %s (%s); sandboxes run without it."
 )
 MSG_NOT_REMOVED = "REPL sandbox cgroups: could not remove %s (%s); it is left behind."
+MSG_MEMORY_CAPPED = (
+    "REPL sandbox cgroups: a sandbox gets %d MiB of memory, not the %d MiB configured: that is "
+    "what the host's own memory cgroup (%s) has left. Raise the host's limit or lower the "
+    "sandbox's."
+)
 REASON_MISSING = "{layer}: no writable {layer} controller ({v2}, {v1})"
 REASON_NO_KILL = "kill: no writable cgroup to kill from ({v2}, no v1 freezer, pids or memory)"
 
 _NAME = re.compile(r"rlm-sandbox-(\d+)-\d+\Z")  # rlm-sandbox-<host pid>-<serial>
 _LIMITED = ("memory", "pids", "cpu")  # each named like its controller
 _KILL_ROUNDS = 60  # about three seconds: a process stuck in the kernel cannot hold us longer
+# Marks itself the OOM killer's first choice, which all it forks inherits: whatever runs out of
+# memory, the sandbox dies before the host. Written by a root host, the value is also the
+# floor (oom_score_adj_min) that no unprivileged process below can go under.
+OOM_SCORE_ADJ = 1000
+_DIES_FIRST = f"{{ echo {OOM_SCORE_ADJ} > /proc/self/oom_score_adj; }} 2>/dev/null; "
 # Moves itself into every cgroup.procs file given, then becomes the sandbox: the wrapper and
 # all it forks start inside, with no moment outside. Paths arrive as arguments, never as code.
-_ENTER_SCRIPT = (
+_ENTER_SCRIPT = _DIES_FIRST + (
     'n=$1; shift; while [ "$n" -gt 0 ]; do echo $$ > "$1" || exit 125; shift; n=$((n-1)); '
     'done; exec "$@"'
 )
+_DIES_FIRST_SCRIPT = _DIES_FIRST + 'exec "$@"'
 
 _serial = itertools.count()
 _lock = threading.Lock()
 _support: CgroupSupport | None = None
 _warned: set[str] = set()
+_MEMORY_FLOOR = 64 * 1024 * 1024  # a worker needs about this much to start at all
 
 
 @dataclass(frozen=True)
@@ -188,14 +202,21 @@ def _limit_files(
     }.get((layer, v2), [])
 
 
+def dies_first(argv: list[str]) -> list[str]:
+    """A command that makes itself the OOM killer's first choice and then runs `argv` (for
+    sandboxes without a cgroup; `SandboxCgroup.wrap` does this too)."""
+    return ["/bin/sh", "-c", _DIES_FIRST_SCRIPT, "rlm-oom", *argv]
+
+
 class SandboxCgroup:
     """One sandbox's cgroup: a directory per hierarchy used. Start the sandbox with `wrap`."""
 
-    def __init__(self, directories: tuple[str, ...]) -> None:
+    def __init__(self, directories: tuple[str, ...], memory_limit: int | None = None) -> None:
         for directory in directories:  # the only directories this class writes to or removes
             if not _NAME.match(os.path.basename(directory)):
                 raise ValueError(f"not a sandbox cgroup: {directory}")
         self.directories = directories
+        self.memory_limit = memory_limit  # bytes, for the whole sandbox; None if not bounded
 
     @classmethod
     def create(
@@ -205,10 +226,13 @@ class SandboxCgroup:
         support = probe_cgroups()
         parents = [p for p in (support.memory, support.pids, support.cpu, support.kill) if p]
         name = f"rlm-sandbox-{os.getpid()}-{next(_serial)}"
+        memory_limit: int | None = None
         while any(os.path.exists(os.path.join(p, name)) for p in parents):
             name = f"rlm-sandbox-{os.getpid()}-{next(_serial)}"  # left by a dead host of our pid
         made: dict[str, str] = {}  # parent -> the directory made under it
         used: set[str] = set()
+        if support.memory:  # nested in the host's cgroup: never ask for more than it has left
+            memory_bytes = _within_host(support.memory, memory_bytes)
         for layer in (*_LIMITED, "kill"):
             parent: str | None = getattr(support, layer)
             if parent is None:
@@ -229,9 +253,11 @@ class SandboxCgroup:
                     logger.warning(MSG_LAYER_FAILED, layer, parent, exc.strerror or exc)
                 continue
             used.add(directory)
+            if layer == "memory":
+                memory_limit = memory_bytes
         for directory in set(made.values()) - used:
             _remove_directory(directory)
-        return cls(tuple(d for d in made.values() if d in used)) if used else None
+        return cls(tuple(d for d in made.values() if d in used), memory_limit) if used else None
 
     @property
     def procs_files(self) -> tuple[str, ...]:
@@ -288,6 +314,17 @@ class SandboxCgroup:
                 os.close(pidfd)
             if freezer:  # a frozen process dies of SIGKILL only once thawed
                 _write(freezer, "0" if v2_freezer else "THAWED", check=False)
+
+
+def _within_host(parent: str, memory_bytes: int) -> int:
+    headroom = memory_headroom(parent)
+    if headroom is None or headroom >= memory_bytes:
+        return memory_bytes
+    capped = max(headroom, _MEMORY_FLOOR)
+    if capped < memory_bytes and "memory-capped" not in _warned:
+        _warned.add("memory-capped")
+        logger.warning(MSG_MEMORY_CAPPED, capped // 2**20, memory_bytes // 2**20, parent)
+    return min(capped, memory_bytes)
 
 
 def remove_stale_cgroups() -> int:

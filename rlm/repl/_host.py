@@ -29,7 +29,8 @@ from dataclasses import dataclass
 from typing import IO, Any
 
 from rlm._exceptions import REPLError
-from rlm.repl._cgroup import SandboxCgroup, remove_stale_cgroups
+from rlm.repl._cgroup import SandboxCgroup, dies_first, remove_stale_cgroups
+from rlm.repl._identity import UidLease, lease_uid
 from rlm.repl._protocol import (
     LENGTH,
     ProtocolError,
@@ -46,7 +47,6 @@ from rlm.repl._sandbox import (
     choose_method,
     host_private_dirs,
     init_frame,
-    sandbox_uid,
     validate_choice,
     worker_command,
 )
@@ -217,6 +217,7 @@ class REPLSession:
         self._context_kind = "str"
         self._stderr: IO[bytes] | None = None
         self._cgroup: SandboxCgroup | None = None
+        self._uid_lease: UidLease | None = None  # a root host's worker runs as this uid
         self._proc: asyncio.subprocess.Process | None = None
         self._launch: WorkerLaunch | None = None
         self.restarts = 0
@@ -264,12 +265,16 @@ class REPLSession:
         self._dir = tempfile.mkdtemp(prefix=f"rlm-repl-{os.getpid()}-")
         self._context_file, self._context_kind = write_context(self._context)
         self._context = ""  # the file holds it now; don't keep a second copy alive here
-        uid = sandbox_uid() if method != "none" and os.geteuid() == 0 else None
+        if method != "none" and os.geteuid() == 0:
+            try:
+                self._uid_lease = lease_uid()
+            except OSError as exc:
+                raise REPLError(str(exc.strerror or exc)) from None
         self._launch = build_launch(
             method,
             worker_command(),
             workdir=self._dir,
-            uid=uid,
+            uid=self._uid_lease.uid if self._uid_lease else None,
             disk_bytes=limits.disk_mb * 1024 * 1024,
             private=host_private_dirs(limits.private_paths),
         )
@@ -285,8 +290,7 @@ class REPLSession:
         if self._launch.method == "none":
             del limits["RLIMIT_NPROC"]  # it would count every process of the host's user
         argv = self._launch.argv
-        if self._cgroup is not None:
-            argv = self._cgroup.wrap(argv)
+        argv = self._cgroup.wrap(argv) if self._cgroup is not None else dies_first(argv)
         if self._stderr is not None:
             self._stderr.close()
         # The worker's stderr: a file with no name, so nothing the worker does to its
@@ -486,6 +490,9 @@ class REPLSession:
         if self._cgroup is not None:
             await asyncio.to_thread(self._cgroup.remove)
             self._cgroup = None
+        if self._uid_lease is not None:  # nothing runs as it now: the sandbox is gone
+            self._uid_lease.release()
+            self._uid_lease = None
         if self._dir is not None:
             await asyncio.to_thread(shutil.rmtree, self._dir, True)
             self._dir = None

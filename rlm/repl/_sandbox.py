@@ -15,7 +15,6 @@ mounts a worker gets.
 from __future__ import annotations
 
 import io
-import itertools
 import logging
 import os
 import shutil
@@ -30,6 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from rlm._exceptions import ConfigurationError
+from rlm.repl._identity import lease_uid
 from rlm.repl._protocol import SCHEMAS, ProtocolError, check_message, pack, read_message
 
 logger = logging.getLogger("rlm.sandbox")
@@ -86,16 +86,6 @@ WORKER_FILES = (
 # the host's: covered too.
 _HOST_MARKERS = (".env",)
 _HOST_MARKER_SUFFIXES = (".db", ".sqlite", ".sqlite3")
-
-# Root ignores RLIMIT_NPROC, so on a root host the worker drops to a uid of its own; one per
-# session, so that a fork bomb in one worker cannot use up another worker's process budget.
-_UID_BASE = 1_700_000_000
-_uid_serial = itertools.count()
-
-
-def sandbox_uid() -> int:
-    """A fresh unprivileged uid for one session's worker (used only when the host is root)."""
-    return _UID_BASE + (os.getpid() % 4096) * 4096 + next(_uid_serial) % 4096
 
 
 @dataclass(frozen=True)
@@ -381,12 +371,24 @@ def probe(method: str) -> str:
 
 def _run_probe(method: str) -> str:
     """A real worker, launched and confined exactly as a session's, runs one probing cell."""
+    try:  # a root host's worker drops to a uid of its own (see _identity)
+        lease = lease_uid() if os.geteuid() == 0 else None
+    except OSError as exc:
+        return f"{method} has no uid for its worker: {exc.strerror or exc}"
+    try:
+        return _probe_as(method, lease.uid if lease else None)
+    finally:
+        if lease is not None:
+            lease.release()
+
+
+def _probe_as(method: str, uid: int | None) -> str:
     workdir = tempfile.mkdtemp(prefix=f"rlm-repl-{os.getpid()}-probe-")
     launch = build_launch(
         method,
         worker_command(),
         workdir=workdir,
-        uid=sandbox_uid() if os.geteuid() == 0 else None,
+        uid=uid,
         disk_bytes=1024 * 1024,
         private=host_private_dirs(),
     )
