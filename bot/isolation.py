@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING
 from slack_sdk.errors import SlackApiError
 from sqlalchemy.engine import make_url
 
+from bot.config_command import is_admin
 from rlm import REPLError, SandboxLimits
 from rlm.repl import REPLSession, sandbox_limits_report
 
@@ -104,10 +105,10 @@ async def sandbox_report_for(client: AsyncWebClient, user_id: str, limits: Sandb
     else, or when Slack cannot say in time who is an admin."""
     try:
         async with asyncio.timeout(_ADMIN_CHECK_SECONDS):
-            user = (await client.users_info(user=user_id))["user"]
+            admin = await is_admin(client, user_id)
     except (SlackApiError, TimeoutError, KeyError, TypeError):
         return ""
-    if not (user.get("is_admin") or user.get("is_owner") or user.get("is_primary_owner")):
+    if not admin:
         return ""
     report = await asyncio.to_thread(sandbox_limits_report, limits)
     return USAGE_HEADER + "\n".join(f"• {line}" for line in report.lines())
