@@ -326,12 +326,12 @@ async def test_host_directory_stays_hidden_inside_a_path_the_worker_sees(
 def test_directories_of_dead_hosts_are_removed_and_links_never_followed(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    from rlm.repl import _host
+    from rlm.repl import _files
 
     top = Path(tempfile.mkdtemp(prefix="rlm-stale-test-"))
     try:
         monkeypatch.setattr(tempfile, "tempdir", str(top))
-        monkeypatch.setattr(_host, "_stale_checked", False)
+        monkeypatch.setattr(_files, "_stale_checked", False)
         dead = 2**22 + 7  # above any pid_max: no such process
         assert not Path(f"/proc/{dead}").exists()
         crashed = top / f"rlm-repl-{dead}-abc123"
@@ -345,10 +345,10 @@ def test_directories_of_dead_hosts_are_removed_and_links_never_followed(
         precious.mkdir()
         (precious / "keep.txt").write_text("keep")
         (top / f"rlm-repl-{dead}-link").symlink_to(precious)
-        _host.remove_stale_workdirs()
+        _files.remove_stale_workdirs()
         assert not crashed.exists() and not legacy.exists()
         assert alive.exists() and (precious / "keep.txt").read_text() == "keep"
-        _host.remove_stale_workdirs()  # once per process: the second call does nothing
+        _files.remove_stale_workdirs()  # once per process: the second call does nothing
     finally:
         shutil.rmtree(top)
 
