@@ -28,7 +28,7 @@ from rlm.repl._protocol import (
 
 # Which text fields of which messages are capped, and by which cap ("output" or "answer").
 CAPPED: dict[str, dict[tuple[str, ...], str]] = {
-    "result": {("output",): "output", ("final", "value"): "answer"},
+    "result": {("output",): "output", ("final", "value"): "answer", ("final", "name"): "answer"},
     "variable": {("value",): "answer"},
 }
 MSG_CUT = {
