@@ -292,6 +292,7 @@ def _run_as_init() -> None:
     devnull = os.open(os.devnull, os.O_RDWR)
     os.dup2(devnull, 0)
     os.dup2(devnull, 1)
+    os.closerange(3, os.sysconf("SC_OPEN_MAX"))  # the context's file too: only stderr stays
     while True:
         pid, status = os.wait()
         if pid == child:
