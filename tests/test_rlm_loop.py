@@ -214,3 +214,41 @@ def test_verbose_prints_each_iteration_readably(capsys: pytest.CaptureFixture[st
     assert "iteration 1" in out and "iteration 2" in out
     assert "looked: the context" in out
     assert out.rstrip().endswith("seen it")
+
+
+def _sleeping_blocks(count: int, seconds: float) -> str:
+    block = "```repl\nimport time\ntime.sleep({s})\nprint('block', {i})\n```\n"
+    return "Working.\n" + "".join(block.format(s=seconds, i=i) for i in range(count))
+
+
+def test_max_seconds_bounds_the_blocks_of_one_reply() -> None:
+    """Six 1 s blocks under max_seconds=3: the budget is spent inside the reply, so the block
+    running then is stopped at what was left, and the later ones are not run at all."""
+    from rlm._run import MSG_BLOCK_NOT_RUN
+
+    ran: list[CodeExecuted] = []
+    finished: list[RunFinished] = []
+
+    def note(event: Event) -> None:
+        if isinstance(event, CodeExecuted):
+            ran.append(event)
+        elif isinstance(event, RunFinished):
+            finished.append(event)
+
+    root = ScriptedLLM(_sleeping_blocks(6, 1.0), "FINAL(as far as I got)")
+    answer, trajectory = RLM(root, max_seconds=3.0).query("q", "c", on_event=note)
+    outputs = trajectory[0]["outputs"]
+    assert answer == "as far as I got" and finished[0].stopped_by == "max_seconds"
+    assert len(outputs) == 6 and outputs[-1] == MSG_BLOCK_NOT_RUN
+    assert 1 <= len(ran) < 6
+    assert sum(e.seconds for e in ran) < 3.0 + 2.0  # unbounded, it would be 6 s
+    stopped = [o for o in outputs if "time budget" in o and o != MSG_BLOCK_NOT_RUN]
+    assert len(stopped) <= 1  # at most the block running when the time ran out
+
+
+def test_a_block_is_stopped_at_what_is_left_of_max_seconds() -> None:
+    root = ScriptedLLM(_sleeping_blocks(1, 30.0), "FINAL(stopped)")
+    answer, trajectory = RLM(root, max_seconds=2.0, cell_timeout=60).query("q", "c")
+    assert answer == "stopped"
+    assert "the run's time budget" in trajectory[0]["outputs"][0]
+    assert trajectory[0]["seconds"] < 2.0 + 3.0  # not the block's 30 s, nor its 60 s limit

@@ -3,44 +3,37 @@
 The worker is a fresh interpreter (never a fork of the host), started in its own temporary
 directory with an environment that holds no secrets, inside the isolation `_sandbox` chose
 (no network, no view of the host's files or processes) and, where the machine allows, a cgroup
-of its own. The host never opens anything by a path the worker can write: the context and the
-worker's stderr are files without a name that the host holds open, and every frame from the
-worker is checked against `_protocol`'s schema before the host acts on it. Each cell has one
-clock that runs whenever the host waits on the worker (reading its frames or writing to it)
-and stops only while the host itself makes the cell's sub-calls. A worker that dies or times
-out is reported as an error and replaced by a fresh one holding the same context; its
-variables are lost, and the output says so.
+of its own. The host never opens anything by a path the worker can write: the context is a
+read-only file without a name that the host holds open, the worker's stderr a pipe the host
+drains, and every frame from the worker is checked against `_protocol`'s schema, and held to
+its caps, before the host acts on it (`_frames`). Every mode is the host's: with sub-calls
+off, the host refuses their requests itself. Each cell has one clock that runs whenever the
+host waits on the worker (reading its frames or writing to it) and stops only while the host
+itself makes the cell's sub-calls; between cells nothing in the sandbox runs (`_cells`). A
+worker that dies or times out is reported as an error and replaced by a fresh one holding the
+same context; its variables are lost, and the output says so.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import os
-import re
 import shutil
 import signal
 import tempfile
-import threading
 import time
 from collections.abc import Awaitable, Callable, Collection, Sequence
 from dataclasses import dataclass
 from typing import IO, Any
 
 from rlm._exceptions import REPLError
-from rlm.repl._cgroup import SandboxCgroup, dies_first, remove_stale_cgroups
+from rlm.repl._cells import CellClock, SandboxProcesses, StderrTail, exit_detail
+from rlm.repl._cgroup import SandboxCgroup, dies_first
+from rlm.repl._files import remove_stale_workdirs, write_context
+from rlm.repl._frames import receive
 from rlm.repl._identity import UidLease, lease_uid
-from rlm.repl._protocol import (
-    LENGTH,
-    ProtocolError,
-    attach_parts,
-    check_message,
-    decode_parts,
-    header_size,
-    pack,
-    parse_header,
-)
+from rlm.repl._protocol import ProtocolError, pack
 from rlm.repl._sandbox import (
     WorkerLaunch,
     build_launch,
@@ -51,8 +44,9 @@ from rlm.repl._sandbox import (
     worker_command,
 )
 
-_BIG_MESSAGE = 1024 * 1024  # parts past this are decoded off the event loop
 _IN_CELL = ("result", "llm_query", "parallel_query")
+_WORKER_NOTE_ROOM = 200  # characters of the cap left for the worker's note of what it dropped
+MSG_SUBCALLS_OFF = "sub-calls are disabled in this prompt mode; work with `context` directly"
 
 LLMQuery = Callable[[str], Awaitable[str]]
 ParallelQuery = Callable[[str, list[str]], Awaitable[list[str]]]
@@ -65,6 +59,7 @@ class CellResult:
     seconds: float
     final: dict[str, Any] | None = None  # FINAL()/FINAL_VAR() called inside the code
     worker_lost: bool = False
+    answer_left_out: int = 0  # characters of the FINAL value past the answer cap
 
 
 @dataclass(frozen=True)
@@ -78,7 +73,8 @@ class SandboxLimits:
     Where the machine has cgroups, `memory_mb` and `processes` also bound the whole sandbox
     (every process in it, and its tmpfs). `disk_mb` is the size of the worker's directory.
     `private_paths` are more host paths to keep out of view (the database, `.env`); the
-    host's working directory and the project checkout always are.
+    host's working directory and the project checkout always are. `max_cell_output_chars`
+    is what the host keeps of one cell's output; the rest is read and dropped.
     """
 
     memory_mb: int = 4096
@@ -90,6 +86,7 @@ class SandboxLimits:
     isolation: str = "auto"
     require_isolation: bool = False
     max_message_mb: int = 256  # the largest frame the host accepts from the worker
+    max_cell_output_chars: int = 1_000_000
     private_paths: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
@@ -118,81 +115,19 @@ def clean_environment(workdir: str) -> dict[str, str]:
     }
 
 
-def write_context(context: str | Sequence[str]) -> tuple[IO[bytes], str]:
-    """The context in a file with no name (only the returned handle reaches it), open
-    read-only for the worker to inherit; returns (file, kind)."""
-    kind = "str" if isinstance(context, str) else "list"
-    with tempfile.TemporaryFile() as writable:
-        if isinstance(context, str):
-            writable.write(context.encode("utf-8"))
-        else:
-            writable.write(json.dumps([str(c) for c in context], ensure_ascii=False).encode())
-        writable.flush()
-        # A second, read-only description of the same file: the worker cannot change it.
-        read_only = os.open(f"/proc/self/fd/{writable.fileno()}", os.O_RDONLY | os.O_CLOEXEC)
-    return os.fdopen(read_only, "rb"), kind
-
-
-_STALE_DIR = re.compile(r"rlm-(?:repl|probe)-(?:(\d+)-.*|[a-z0-9_]{8})")
-_stale_lock = threading.Lock()
-_stale_checked = False
-
-
-def remove_stale_workdirs() -> int:
-    """Once per process: remove worker directories that crashed hosts left behind (a dead
-    host's pid in the name, or the unnamed ones of earlier versions)."""
-    global _stale_checked
-    with _stale_lock:
-        if _stale_checked:
-            return 0
-        _stale_checked = True
-    removed = 0
-    top = tempfile.gettempdir()
-    for name in os.listdir(top):
-        match = _STALE_DIR.fullmatch(name)
-        if match is None or (match.group(1) and os.path.exists(f"/proc/{match.group(1)}")):
-            continue  # not ours, or its host is alive
-        shutil.rmtree(os.path.join(top, name), ignore_errors=True)  # never follows a link
-        removed += 1
-    with contextlib.suppress(OSError):
-        removed += remove_stale_cgroups()
-    return removed
-
-
-def _cell_result(message: dict[str, Any], seconds: float) -> CellResult:
-    return CellResult(message["output"], message["error"], seconds, message["final"])
-
-
-_SIGNAL_CAUSES = {
-    "SIGKILL": ", likely the memory limit",
-    "SIGXCPU": ", the CPU time limit",
-    "SIGXFSZ": ", the file size limit",
-}
-
-
-def _signal_name(number: int) -> str:
-    try:
-        return signal.Signals(number).name
-    except ValueError:
-        return f"signal {number}"
-
-
-class _CellClock:
-    """One deadline for a cell, spent only while the host waits on the worker."""
-
-    def __init__(self, seconds: float) -> None:
-        self.left = seconds
-
-    async def wait(self, awaitable: Awaitable[Any]) -> Any:
-        started = time.perf_counter()
-        try:
-            return await asyncio.wait_for(awaitable, max(self.left, 0.0))
-        finally:
-            self.left -= time.perf_counter() - started
+def _cell_result(message: dict[str, Any], seconds: float, cut: dict[str, int]) -> CellResult:
+    answer_cut = cut.get("answer", 0)
+    return CellResult(
+        message["output"], message["error"], seconds, message["final"], False, answer_cut
+    )
 
 
 class REPLSession:
-    """One worker holding `context` and the namespace across cells."""
+    """One worker holding `context` and the namespace across cells.
+
+    `max_answer_chars` caps a FINAL value and the variable FINAL_VAR names, as the host reads
+    them; `limits.max_cell_output_chars` caps a cell's output.
+    """
 
     def __init__(
         self,
@@ -204,6 +139,7 @@ class REPLSession:
         cell_timeout: float = 60.0,
         limits: SandboxLimits | None = None,
         start_timeout: float = 60.0,
+        max_answer_chars: int = 1_000_000,
     ) -> None:
         self._context = context
         self._llm_query = llm_query
@@ -212,13 +148,15 @@ class REPLSession:
         self.cell_timeout = cell_timeout
         self.start_timeout = start_timeout
         self.limits = limits or SandboxLimits()
+        self.max_answer_chars = max_answer_chars
         self._dir: str | None = None
         self._context_file: IO[bytes] | None = None
         self._context_kind = "str"
-        self._stderr: IO[bytes] | None = None
+        self._stderr: StderrTail | None = None
         self._cgroup: SandboxCgroup | None = None
         self._uid_lease: UidLease | None = None  # a root host's worker runs as this uid
         self._proc: asyncio.subprocess.Process | None = None
+        self._processes: SandboxProcesses | None = None
         self._launch: WorkerLaunch | None = None
         self.restarts = 0
 
@@ -239,6 +177,11 @@ class REPLSession:
     @property
     def cgroup(self) -> SandboxCgroup | None:
         return self._cgroup
+
+    @property
+    def processes(self) -> SandboxProcesses | None:
+        """The sandbox's processes as the host tracks them (stopped between cells)."""
+        return self._processes
 
     async def __aenter__(self) -> REPLSession:
         await self.start()
@@ -291,23 +234,23 @@ class REPLSession:
             del limits["RLIMIT_NPROC"]  # it would count every process of the host's user
         argv = self._launch.argv
         argv = self._cgroup.wrap(argv) if self._cgroup is not None else dies_first(argv)
-        if self._stderr is not None:
-            self._stderr.close()
-        # The worker's stderr: a file with no name, so nothing the worker does to its
-        # directory can point the host's reads at another file.
-        self._stderr = tempfile.TemporaryFile()
         context_fd = self._context_file.fileno()
+        # stderr is a pipe, drained as it comes: no file of the host's disk behind it that
+        # the worker could grow, or reserve space in with fallocate.
         self._proc = await asyncio.create_subprocess_exec(
             *argv,
             stdin=asyncio.subprocess.PIPE,
             stdout=asyncio.subprocess.PIPE,
-            stderr=self._stderr,
+            stderr=asyncio.subprocess.PIPE,
             cwd=self._dir if self._launch.method == "none" else "/",
             env=clean_environment(self._dir),
             start_new_session=True,  # its own process group, so a kill takes its children too
             close_fds=True,
             pass_fds=(context_fd,),
         )
+        assert self._proc.stderr is not None
+        self._stderr = StderrTail(self._proc.stderr)
+        self._processes = None
         init = init_frame(
             self._launch,
             context_fd=context_fd,
@@ -315,18 +258,27 @@ class REPLSession:
             rlimits=limits,
             subcalls=self._subcalls_enabled,
         )
+        # The worker keeps less, so that its own note of what it dropped fits in the cap.
+        init["output_chars"] = max(0, self.limits.max_cell_output_chars - _WORKER_NOTE_ROOM)
         try:
             await asyncio.wait_for(self._send(init), self.start_timeout)
-            ready = await asyncio.wait_for(self._receive(("ready",)), self.start_timeout)
+            ready, _ = await asyncio.wait_for(self._receive(("ready",)), self.start_timeout)
         except (TimeoutError, OSError, asyncio.IncompleteReadError, ProtocolError) as exc:
             detail = await self._kill(grace=1.0)
             raise REPLError(f"the REPL worker did not start: {detail or exc!r}") from exc
         if "error" in ready:
             await self._kill()
             raise REPLError(f"the REPL worker could not start: {ready['error']}")
+        # What runs now is the sandbox's own: the wrapper, the namespace's init, the worker.
+        self._processes = await asyncio.to_thread(
+            SandboxProcesses.at_ready, self._proc.pid, self._cgroup, self.isolation != "none"
+        )
+        await asyncio.to_thread(self._processes.pause)
 
     async def _send(self, message: dict[str, Any]) -> None:
         assert self._proc is not None and self._proc.stdin is not None
+        if self._processes is not None and self._processes.stopped:
+            await asyncio.to_thread(self._processes.resume)  # only to read what comes now
         if isinstance(message.get("result"), list) and len(message["result"]) > 256:
             data = await asyncio.to_thread(pack, message)  # a long map's answers, item by item
         else:
@@ -334,46 +286,45 @@ class REPLSession:
         self._proc.stdin.write(data)
         await self._proc.stdin.drain()
 
-    async def _receive(self, expected: Collection[str]) -> dict[str, Any]:
-        """The next message, checked. Generated code can write to the protocol pipe too:
-        every size, count and shape here is the other side's choice."""
+    async def _receive(self, expected: Collection[str]) -> tuple[dict[str, Any], dict[str, int]]:
+        """The next message, checked and capped, and the characters each cap left out."""
         assert self._proc is not None and self._proc.stdout is not None
-        stdout = self._proc.stdout
-        size = header_size(await stdout.readexactly(LENGTH.size))
-        header, count = parse_header(await stdout.readexactly(size))
-        limit = self.limits.max_message_mb * 1024 * 1024
-        parts: list[bytes] = []
-        total = 0
-        for index in range(count):
-            (size,) = LENGTH.unpack(await stdout.readexactly(LENGTH.size))
-            total += size
-            if total > limit:
-                raise ProtocolError(f"a message of over {self.limits.max_message_mb} MB")
-            parts.append(await stdout.readexactly(size))
-            if index % 512 == 511:
-                await asyncio.sleep(0)  # buffered parts are read without a pause: make one
-        if total > _BIG_MESSAGE or count > 512:
-            texts = await asyncio.to_thread(decode_parts, parts)
-        else:
-            texts = decode_parts(parts)
-        return check_message(attach_parts(header, texts), expected)
+        caps = {"output": self.limits.max_cell_output_chars, "answer": self.max_answer_chars}
+        return await receive(
+            self._proc.stdout,
+            expected,
+            max_bytes=self.limits.max_message_mb * 1024 * 1024,
+            caps=caps,
+        )
 
-    async def run_cell(self, code: str) -> CellResult:
-        """Run `code` in the worker; errors in the code come back as output, never raise."""
+    async def _pause(self) -> None:
+        """Stop the sandbox until the host's next message, and kill what the cell started."""
+        if self._processes is not None:
+            await asyncio.to_thread(self._processes.pause)
+
+    async def run_cell(self, code: str, *, time_left: float | None = None) -> CellResult:
+        """Run `code` in the worker; errors in the code come back as output, never raise.
+
+        `time_left` is what is left of the run's time, if that is less than `cell_timeout`.
+        """
         if self._proc is None:
             await self.start()
         started = time.perf_counter()
-        clock = _CellClock(self.cell_timeout)
+        limit = self.cell_timeout if time_left is None else min(time_left, self.cell_timeout)
+        clock = CellClock(limit)
         try:
             await clock.wait(self._send({"op": "exec", "code": code}))
             while True:
-                message = await clock.wait(self._receive(_IN_CELL))
+                message, cut = await clock.wait(self._receive(_IN_CELL))
                 if message["op"] == "result":
-                    return _cell_result(message, time.perf_counter() - started)
+                    await self._pause()
+                    return _cell_result(message, time.perf_counter() - started, cut)
                 reply = await self._serve(message)  # the host's own time: off the clock
                 await clock.wait(self._send(reply))
         except TimeoutError:
-            reason = f"the cell ran longer than its {self.cell_timeout:g} s limit and was stopped"
+            reason = f"the cell ran longer than its {limit:g} s limit and was stopped"
+            if limit < self.cell_timeout:
+                reason = f"the cell ran past the run's time budget ({limit:.1f} s were left)"
         except (asyncio.IncompleteReadError, ConnectionError, BrokenPipeError):
             reason = "the REPL worker crashed"
         except ProtocolError as exc:
@@ -386,6 +337,8 @@ class REPLSession:
         return CellResult(note, True, time.perf_counter() - started, worker_lost=True)
 
     async def _serve(self, message: dict[str, Any]) -> dict[str, Any]:
+        if not self._subcalls_enabled:  # the worker checks too, in code the cell can change
+            return {"error": MSG_SUBCALLS_OFF}
         try:
             if message["op"] == "llm_query":
                 result: str | list[str] = await self._llm_query(message["prompt"])
@@ -397,18 +350,25 @@ class REPLSession:
 
     async def get_variable(self, name: str) -> str | None:
         """The value of `name` in the worker's namespace as text, or None if it is not set."""
+        return (await self.fetch_variable(name))[0]
+
+    async def fetch_variable(self, name: str) -> tuple[str | None, int]:
+        """`get_variable`, and how many characters past `max_answer_chars` were left out."""
         if self._proc is None:
-            return None
-        clock = _CellClock(self.cell_timeout)
+            return None, 0
+        clock = CellClock(self.cell_timeout)
         try:
             await clock.wait(self._send({"op": "variable", "name": name}))
-            reply = await clock.wait(self._receive(("variable",)))
+            reply, cut = await clock.wait(self._receive(("variable",)))
+            await self._pause()
         except (TimeoutError, asyncio.IncompleteReadError, ConnectionError, ProtocolError):
             await self._kill()
             await self._restart()
-            return None
+            return None, 0
         value = reply.get("value")
-        return value if reply["found"] and isinstance(value, str) else None
+        if reply["found"] and isinstance(value, str):
+            return value, cut.get("answer", 0)
+        return None, 0
 
     async def _restart(self) -> None:
         self.restarts += 1
@@ -425,12 +385,15 @@ class REPLSession:
         status is reported rather than the SIGKILL sent here, which is not news.
         """
         proc, self._proc = self._proc, None
+        processes, self._processes = self._processes, None
         if proc is None:
             return ""
         if grace and proc.returncode is None:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(proc.wait(), grace)
         stopped_here = proc.returncode is None
+        if processes is not None:  # found by the host: the cgroup, the namespace, or the tree
+            await asyncio.to_thread(processes.kill_all)
         if self._cgroup is not None:  # every process in the sandbox, however it got away
             await asyncio.to_thread(self._cgroup.kill)
         # Signal with os.kill/killpg only: Popen.kill() polls first, and that poll can reap
@@ -441,40 +404,20 @@ class REPLSession:
             except (ProcessLookupError, PermissionError):
                 with contextlib.suppress(ProcessLookupError, PermissionError):
                     os.kill(proc.pid, signal.SIGKILL)
-        # A worker that died mid-write can leave the reader paused on a full buffer; then the
-        # pipe's end is never seen and wait() never returns. Its output is of no use now.
-        with contextlib.suppress(AttributeError):
-            proc._transport.get_pipe_transport(1).close()  # type: ignore[attr-defined]
+        tail = ""
+        if self._stderr is not None:
+            await self._stderr.finish(within=0.5)
+            tail = self._stderr.last_line()
+        # A worker that died mid-write can leave the reader paused on a full buffer, and a
+        # process that got away may hold stderr open; then the pipes' end is never seen and
+        # wait() never returns. What they hold is of no use now.
+        for fd in (1, 2):
+            with contextlib.suppress(AttributeError):
+                proc._transport.get_pipe_transport(fd).close()  # type: ignore[attr-defined]
         returncode = await proc.wait()
         if proc.stdin is not None:
             proc.stdin.close()
-        if returncode and returncode > 128 and self.isolation != "none":
-            returncode = 128 - returncode  # the wrappers report a signal as 128 + its number
-        detail = []
-        if stopped_here and returncode == -signal.SIGKILL:
-            pass  # the SIGKILL sent above: the caller says why
-        elif returncode and returncode < 0:
-            name = _signal_name(-returncode)
-            detail.append(f"killed by {name}{_SIGNAL_CAUSES.get(name, '')}")
-        elif returncode:
-            detail.append(f"exit code {returncode}")
-        tail = await asyncio.to_thread(self._stderr_tail)
-        if tail:
-            detail.append(tail)
-        return "; ".join(detail)
-
-    def _stderr_tail(self, limit: int = 400) -> str:
-        """The last line of what the worker wrote to stderr, from the host's own handle."""
-        if self._stderr is None:
-            return ""
-        fd = self._stderr.fileno()
-        try:
-            size = os.fstat(fd).st_size
-            text = os.pread(fd, limit, max(0, size - limit)).decode("utf-8", "replace")
-        except OSError:
-            return ""
-        lines = [line.strip() for line in text.splitlines() if line.strip()]
-        return lines[-1] if lines else ""
+        return exit_detail(returncode, self.isolation != "none", stopped_here, tail)
 
     async def close(self) -> None:
         proc = self._proc
@@ -483,10 +426,10 @@ class REPLSession:
                 await self._send({"op": "exit"})
                 await asyncio.wait_for(proc.wait(), 1.0)
         await self._kill()
-        for handle in (self._stderr, self._context_file):
-            if handle is not None:
-                handle.close()
-        self._stderr = self._context_file = None
+        self._stderr = None
+        if self._context_file is not None:
+            self._context_file.close()
+            self._context_file = None
         if self._cgroup is not None:
             await asyncio.to_thread(self._cgroup.remove)
             self._cgroup = None

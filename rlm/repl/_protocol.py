@@ -37,6 +37,11 @@ class ProtocolError(Exception):
 
 def pack(message: dict[str, Any]) -> bytes:
     """The whole message on the wire: header, then its parts, each length-prefixed."""
+    return b"".join(pack_pieces(message))
+
+
+def pack_pieces(message: dict[str, Any]) -> list[bytes]:
+    """`pack`'s pieces, to write one by one without joining a long message into one copy."""
     parts: list[bytes] = []
     header = _lift(message, parts)
     header["$parts"] = len(parts)
@@ -44,7 +49,7 @@ def pack(message: dict[str, Any]) -> bytes:
     pieces = [LENGTH.pack(len(data)), data]
     for part in parts:
         pieces += [LENGTH.pack(len(part)), part]
-    return b"".join(pieces)
+    return pieces
 
 
 def _lift(value: dict[str, Any], parts: list[bytes]) -> dict[str, Any]:
@@ -192,13 +197,19 @@ SCHEMAS: dict[str, dict[str, _Field]] = {
 }
 
 
-def check_message(message: dict[str, Any], expected: Collection[str]) -> dict[str, Any]:
-    """`message` if it is one of the `expected` operations and fits its schema."""
-    op = message.get("op")
+def check_operation(header: dict[str, Any], expected: Collection[str]) -> str:
+    """The operation a header names, if it is one of the `expected` ones."""
+    op = header.get("op")
     if not isinstance(op, str):
         raise ProtocolError("a message without an operation")
     if op not in expected:
         raise ProtocolError(f"an unexpected {op[:40]!r} message")
+    return op
+
+
+def check_message(message: dict[str, Any], expected: Collection[str]) -> dict[str, Any]:
+    """`message` if it is one of the `expected` operations and fits its schema."""
+    op = check_operation(message, expected)
     schema = SCHEMAS[op]
     for key, value in message.items():
         if key == "op":

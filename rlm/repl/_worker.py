@@ -19,11 +19,12 @@ import signal
 import stat
 import sys
 import threading
-import time
 import traceback
 from typing import Any
 
-_OUTPUT_CAP = 1_000_000  # characters kept of one cell's output; the host truncates further
+# Characters kept of one cell's output unless the host says otherwise: a courtesy that keeps
+# frames small. The host holds the real cap, whatever a cell changes here.
+_OUTPUT_CAP = 1_000_000
 
 
 class _Channel:
@@ -50,7 +51,8 @@ class _Channel:
         return message
 
     def send(self, message: dict[str, Any]) -> None:
-        self._writer.write(self._protocol.pack(message))
+        for piece in self._protocol.pack_pieces(message):  # a long answer is not copied whole
+            self._writer.write(piece)
 
     def request(self, message: dict[str, Any]) -> dict[str, Any]:
         with self._lock:  # one request in flight; parallel_query is the way to fan out
@@ -59,9 +61,10 @@ class _Channel:
 
 
 class _CappedOutput(io.TextIOBase):
-    """Collects printed text, keeping the first `_OUTPUT_CAP` characters and counting the rest."""
+    """Collects printed text, keeping the first `cap` characters and counting the rest."""
 
-    def __init__(self) -> None:
+    def __init__(self, cap: int) -> None:
+        self.cap = cap
         self.parts: list[str] = []
         self.kept = 0
         self.dropped = 0
@@ -70,7 +73,7 @@ class _CappedOutput(io.TextIOBase):
         return True
 
     def write(self, text: str) -> int:
-        room = _OUTPUT_CAP - self.kept
+        room = self.cap - self.kept
         if room > 0:
             piece = text[:room]
             self.parts.append(piece)
@@ -240,7 +243,8 @@ def confine(spec: dict[str, Any], limits: dict[str, int]) -> list[str]:
     libc.check(libc.prctl(_PR_SET_NO_NEW_PRIVS, 1), "no_new_privs")
     if spec.get("pdeathsig"):  # unisolated: die with the host, not outlive it
         libc.check(libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL), "pdeathsig")
-        # and adopt the orphans of the code's own children, so a cell's end can find them
+        # and adopt the orphans of the code's own children, so the host finds them among
+        # this process's descendants at a cell's end
         libc.check(libc.prctl(_PR_SET_CHILD_SUBREAPER, 1), "child_subreaper")
     try:
         _load_sibling("_seccomp").install_filter()
@@ -263,70 +267,17 @@ def _load_sibling(name: str) -> Any:
     return module
 
 
-def end_cell_processes(own_namespace: bool) -> None:
-    """Kill every process a cell started (its children, their children, daemons), keeping
-    this one: in a PID namespace of our own, kill(-1) reaches exactly those, atomically;
-    unisolated, the subreaper's descendants, found in /proc, until none are left."""
-    if own_namespace:
-        try:
-            os.kill(-1, signal.SIGKILL)
-        except ProcessLookupError:
-            pass  # nothing else running
-    else:
-        for _ in range(100):
-            found = _descendants(os.getpid())
-            if not found:
-                break
-            for pid in found:
-                try:
-                    os.kill(pid, signal.SIGKILL)
-                except OSError:
-                    pass
-            _reap(0.01)
-    _reap()
-
-
-def _reap(seconds: float = 1.0) -> None:
-    """Collect the children just killed (SIGKILL lands a moment later), so that none is left
-    a zombie holding a slot of the process limit."""
-    deadline = time.monotonic() + seconds
+def _reap() -> None:
+    """Collect children that have ended (the host kills what a cell started while this process
+    is stopped), so that none is left a zombie holding a slot of the process limit. Nothing
+    depends on this: a zombie is dead already."""
     while True:
         try:
             pid, _ = os.waitpid(-1, os.WNOHANG)
         except ChildProcessError:
             return  # no children left
         if pid == 0:
-            if time.monotonic() > deadline:
-                return
-            time.sleep(0.001)
-
-
-def _descendants(root: int) -> set[int]:
-    parents: dict[int, int] = {}
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            try:
-                with open(f"/proc/{entry}/stat", "rb") as f:
-                    fields = f.read().rsplit(b")", 1)[1].split()
-            except OSError:
-                continue
-            if fields[0] != b"Z":
-                parents[int(entry)] = int(fields[1])
-    found: set[int] = set()
-    frontier = {root}
-    while frontier:
-        frontier = {pid for pid, ppid in parents.items() if ppid in frontier} - found
-        found |= frontier
-    return found
-
-
-def in_own_pid_namespace(host_namespace: str) -> bool:
-    """True when this process sits in another PID namespace than the host's, so that
-    kill(-1) cannot reach anything of the host."""
-    try:
-        return bool(host_namespace) and os.readlink("/proc/self/ns/pid") != host_namespace
-    except OSError:
-        return False
+            return  # the rest are alive
 
 
 def _run_as_init() -> None:
@@ -341,6 +292,7 @@ def _run_as_init() -> None:
     devnull = os.open(os.devnull, os.O_RDWR)
     os.dup2(devnull, 0)
     os.dup2(devnull, 1)
+    os.closerange(3, os.sysconf("SC_OPEN_MAX"))  # the context's file too: only stderr stays
     while True:
         pid, status = os.wait()
         if pid == child:
@@ -362,6 +314,7 @@ class Worker:
         self.channel = channel
         self.subcalls_enabled = subcalls_enabled
         self.final: dict[str, Any] | None = None
+        self.output_cap = _OUTPUT_CAP
         self.namespace: dict[str, Any] = {
             "__name__": "__repl__",
             "__builtins__": __builtins__,
@@ -416,7 +369,7 @@ class Worker:
         raise _Final
 
     def run(self, code: str) -> dict[str, Any]:
-        output = _CappedOutput()
+        output = _CappedOutput(self.output_cap)
         real_stdout, real_stderr = sys.stdout, sys.stderr
         sys.stdout = sys.stderr = output
         error = False
@@ -471,10 +424,8 @@ def main() -> None:
     except OSError as exc:
         channel.send({"op": "ready", "error": f"the sandbox could not be set up ({exc})"})
         return
-    own_namespace = bool(spec.get("pid_namespace")) and in_own_pid_namespace(
-        str(spec.get("host_pid_namespace", ""))
-    )
     worker = Worker(channel, init.get("subcalls", True))
+    worker.output_cap = int(init.get("output_chars", _OUTPUT_CAP))
     try:
         worker.namespace["context"] = _load_context(init["context_fd"], init["context_kind"])
     except MemoryError:
@@ -488,11 +439,12 @@ def main() -> None:
             message = channel.receive()
         except EOFError:
             return
+        _reap()
         op = message["op"]
         if op == "exec":
-            result = worker.run(message["code"])
-            end_cell_processes(own_namespace)  # nothing a cell started outlives it
-            channel.send(result)
+            # What the cell starts is the host's to end: it stops this process when the
+            # result arrives and kills the rest of the sandbox, whatever the cell changed here.
+            channel.send(worker.run(message["code"]))
         elif op == "variable":
             channel.send(worker.variable(message["name"]))
         elif op == "exit":

@@ -405,13 +405,14 @@ print('blocked after' if len(children) < {PROCESS_LIMIT} else 'LEAK forked', len
         needs_isolation=False,
     ),
     Attack(
+        # stderr is a pipe the host drains into a few KB: four times the file size limit go
+        # through, and neither the host's disk nor its memory (the harness checks) holds them.
         "stderr_flood",
-        lambda t: _try(
+        lambda t: (
             "import os\nchunk = b'x' * 2 ** 20\n"
-            f"for _ in range({FILE_SIZE_MB * 4}):\n    os.write(2, chunk)\nprint('LEAK wrote all')",
-            blocked="blocked by the file size limit",
+            f"for _ in range({FILE_SIZE_MB * 4}):\n    os.write(2, chunk)\nprint('drained')"
         ),
-        _said("blocked by the file size limit"),
+        _said("drained"),
         needs_isolation=False,
     ),
     Attack(
