@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -101,7 +102,8 @@ async def main():
 asyncio.run(main())
 """
 
-# 8 children of 45 MiB each, every page touched; each says "ok" once it holds its share.
+# 8 children of 45 MiB each, every page touched; each says "ok" once it holds its share;
+# the cell reports how many hold theirs at the same time.
 _SPREAD = """
 import os, signal, time
 children = {}
@@ -118,14 +120,16 @@ for _ in range(8):
         os._exit(0)
     os.close(w)
     children[pid] = r
-held = 0
 for pid, r in children.items():
-    held += os.read(r, 2) == b'ok'  # empty: the child died first
-for pid in children:
+    os.read(r, 2)  # "ok", or empty: the child died first
+# A child may hold its share and be killed later, when a sibling's pages push the sandbox
+# over its limit: count those still alive once all have had their turn.
+time.sleep(0.2)
+alive = [pid for pid in children if os.waitpid(pid, os.WNOHANG) == (0, 0)]
+for pid in alive:
     os.kill(pid, signal.SIGKILL)
-for pid in children:
     os.waitpid(pid, 0)
-print(held, 'children held their share')
+print(len(alive), 'children held their share')
 """
 
 
@@ -198,5 +202,6 @@ def test_a_host_in_a_memory_limited_cgroup_outlives_the_sandbox(
     assert limit is None or limit <= HOST_LIMIT - HOST_HEAP, "asked more than the host has left"
     output, _, worker_lost = report["spread"]
     # The sandbox lost: the worker was replaced, or some children were killed before holding.
-    assert worker_lost or not output.startswith("8 children"), output
+    held = re.match(r"(\d) children held their share", output)
+    assert worker_lost or (held is not None and int(held.group(1)) < 8), output
     assert report["after"] == ["still here\n", False]
