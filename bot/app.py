@@ -16,33 +16,33 @@ from typing import TYPE_CHECKING, Any
 import aiohttp
 from slack_bolt.async_app import AsyncAck, AsyncApp, AsyncBoltContext
 
-from bot import messages
-from bot.actions import register_actions
-from bot.budgets import BudgetBook, Budgets
-from bot.config_command import config_reply
-from bot.config_modal import add_config_modal_listener
-from bot.context import ContextGatherer, UserDirectory
-from bot.http_server import EVENTS_PATH, HttpServer, serve_http
-from bot.installs import OAuth, Uninstaller, add_uninstall_listeners
-from bot.isolation import check_sandbox, sandbox_limits
-from bot.lifecycle import Housekeeping, forget_channel, register_file_events
-from bot.logs import configure_logging
-from bot.progress import ChannelPacer
-from bot.replicas import open_shared_limits, recover_orphans, watch_for_orphans
-from bot.run_queue import SharedRunQueue
-from bot.runner import EngineConfig, Question, Runner
-from bot.scope_files import ScopeFiles
+from bot.gather.context import ContextGatherer, UserDirectory
+from bot.gather.scope_files import ScopeFiles
+from bot.gather.uploads import Uploads
+from bot.listeners.actions import register_actions
+from bot.listeners.lifecycle import Housekeeping, forget_channel, register_file_events
+from bot.listeners.surfaces import register_surfaces, send_history
+from bot.ops.http_server import EVENTS_PATH, HttpServer, serve_http
+from bot.ops.isolation import check_sandbox, sandbox_limits
+from bot.ops.logs import configure_logging
+from bot.ops.replicas import open_shared_limits, recover_orphans, watch_for_orphans
+from bot.presence.pacer import ChannelPacer
+from bot.runs.budgets import BudgetBook, Budgets
+from bot.runs.queue import SharedRunQueue
+from bot.runs.runner import EngineConfig, Question, Runner
+from bot.runs.slots import RunSlots
 from bot.settings import Settings
-from bot.slack_api import SlackPoster, event_team, make_web_client
-from bot.slots import RunSlots
+from bot.slack import messages
+from bot.slack.api import SlackPoster, event_team, make_web_client
 from bot.storage import Store
-from bot.surfaces import register_surfaces, send_history
-from bot.tenants import Tenants, Workspace, attach_tenancy
-from bot.uploads import Uploads
+from bot.workspaces.config_command import config_reply
+from bot.workspaces.config_modal import add_config_modal_listener
+from bot.workspaces.installs import OAuth, Uninstaller, add_uninstall_listeners
+from bot.workspaces.tenants import Tenants, Workspace, attach_tenancy
 from rlm import KeyedLimiter, LLMInterface, interface_from_spec, provider_limits
 
 if TYPE_CHECKING:  # redis is an optional extra, imported only when REDIS_URL is set
-    from bot.shared_limits import SharedKeyedLimiter, SharedLimits
+    from bot.runs.shared_limits import SharedKeyedLimiter, SharedLimits
 
 __all__ = [
     "EVENTS_PATH",

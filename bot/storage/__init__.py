@@ -1,5 +1,6 @@
 """The bot's storage: runs, their iterations, channel files and handled events, kept through
-SQLAlchemy's async ORM in a database that Alembic migrations (in `bot/migrations/`) define.
+SQLAlchemy's async ORM in a database that the Alembic migrations in `migrations/` define, and
+the encryption of the Slack tokens it stores (`_crypto`).
 """
 
 from __future__ import annotations

@@ -20,9 +20,9 @@ from typing import Any
 from slack_sdk.errors import SlackApiError
 from slack_sdk.web.async_client import AsyncWebClient
 
-from bot import messages as texts
-from bot.scope_files import FileReading, ScopeFiles, file_refs
-from bot.slack_api import BotIdentity
+from bot.gather.scope_files import FileReading, ScopeFiles, file_refs
+from bot.slack import messages as texts
+from bot.slack.api import BotIdentity
 from bot.storage import FileRecord, RunRecord, Store
 
 PAGE_SIZE = 200

@@ -8,8 +8,14 @@ import json
 from collections.abc import Sequence
 from typing import Any
 
-from bot import messages
-from bot.render import MARKDOWN_BLOCK_LIMIT, SECTION_LIMIT, clip, escape_mrkdwn, plan_sentence
+from bot.presence.render import (
+    MARKDOWN_BLOCK_LIMIT,
+    SECTION_LIMIT,
+    clip,
+    escape_mrkdwn,
+    plan_sentence,
+)
+from bot.slack import messages
 from bot.storage import IterationRecord
 
 CANCEL = "rlm_cancel"

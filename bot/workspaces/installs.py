@@ -29,14 +29,14 @@ from slack_bolt.oauth.async_oauth_settings import AsyncOAuthSettings
 from slack_sdk.oauth.installation_store import Installation
 from slack_sdk.web.async_client import AsyncWebClient
 
-from bot.crypto import TokenCipher
 from bot.settings import Settings
 from bot.storage import Store
+from bot.storage._crypto import TokenCipher
 from bot.storage._installations import InstallationStore, StateStore
 from bot.storage._tenants import TenantStore
 
 if TYPE_CHECKING:
-    from bot.tenants import Tenants
+    from bot.workspaces.tenants import Tenants
 
 logger = logging.getLogger("bot.installs")
 

@@ -21,15 +21,15 @@ from slack_bolt.middleware.assistant.async_assistant import AsyncAssistant
 from slack_sdk.errors import SlackApiError
 from slack_sdk.web.async_client import AsyncWebClient
 
-from bot import surface_messages as text
-from bot.home import Home
-from bot.runner import Question
-from bot.slack_api import event_team
+from bot.listeners.home import Home
+from bot.runs.runner import Question
+from bot.slack import surface_messages as text
+from bot.slack.api import event_team
 from bot.storage import Store
 
 if TYPE_CHECKING:
     from bot.app import Services
-    from bot.tenants import Workspace
+    from bot.workspaces.tenants import Workspace
 
 logger = logging.getLogger("bot.surfaces")
 

@@ -75,7 +75,7 @@ def web_application(
     web_app.router.add_post(EVENTS_PATH, events)
     web_app.router.add_get("/healthz", healthz)
     if app.oauth_flow is not None:  # OAuth installs: the install page and the redirect
-        from bot.installs import oauth_routes
+        from bot.workspaces.installs import oauth_routes
 
         web_app.add_routes(oauth_routes(app.oauth_flow))
     return web_app

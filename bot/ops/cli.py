@@ -148,7 +148,7 @@ async def _check_slack(settings: Settings) -> str:
     import aiohttp
     from slack_sdk.errors import SlackApiError
 
-    from bot.slack_api import make_web_client
+    from bot.slack.api import make_web_client
 
     async with aiohttp.ClientSession() as session:
         client = make_web_client(settings.slack_bot_token, settings.slack_api_url, session)

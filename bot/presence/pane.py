@@ -14,9 +14,9 @@ from collections.abc import Mapping
 import aiohttp
 from slack_sdk.errors import SlackApiError
 
-from bot import blocks
-from bot import surface_messages as text
-from bot.presence import RunPresence
+from bot.presence import blocks
+from bot.presence.run import RunPresence
+from bot.slack import surface_messages as text
 
 logger = logging.getLogger("bot.pane_status")
 

@@ -15,9 +15,9 @@ from typing import TYPE_CHECKING
 from urllib.parse import urlsplit, urlunsplit
 
 if TYPE_CHECKING:
-    from bot.runner import Runner
+    from bot.runs.runner import Runner
+    from bot.runs.shared_limits import SharedLimits
     from bot.settings import Settings
-    from bot.shared_limits import SharedLimits
 
 logger = logging.getLogger("bot.replicas")
 
@@ -42,7 +42,7 @@ async def open_shared_limits(settings: Settings) -> SharedLimits:
     try:
         from redis.exceptions import RedisError
 
-        from bot.shared_limits import SharedLimits
+        from bot.runs.shared_limits import SharedLimits
     except ImportError:
         raise ValueError(_NO_REDIS_PACKAGE) from None
     limits = SharedLimits.from_url(

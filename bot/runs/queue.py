@@ -18,8 +18,8 @@ from typing import TYPE_CHECKING, Any
 from bot.storage import RunRecord, Store
 
 if TYPE_CHECKING:
-    from bot.runner import Question, Runner
-    from bot.shared_limits import SharedLimits
+    from bot.runs.runner import Question, Runner
+    from bot.runs.shared_limits import SharedLimits
 
 logger = logging.getLogger("bot.run_queue")
 
@@ -28,7 +28,7 @@ Spawn = Callable[[Coroutine[Any, Any, Any], str], "asyncio.Task[Any]"]
 
 def question_of(run: RunRecord) -> Question:
     """The question a queued run answers, as any replica can rebuild it from its row."""
-    from bot.runner import Question
+    from bot.runs.runner import Question
 
     return Question(
         team_id=run.team_id,

@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-from bot import messages
+from bot.slack import messages
 from bot.storage import Store
 
 

@@ -22,9 +22,10 @@ import aiohttp
 from slack_sdk.errors import SlackApiError
 from slack_sdk.web.async_client import AsyncWebClient
 
-from bot import blocks, messages, render
-from bot.progress import ChannelPacer
-from bot.slack_api import error_code
+from bot.presence import blocks, render
+from bot.presence.pacer import ChannelPacer
+from bot.slack import messages
+from bot.slack.api import error_code
 from rlm import (
     CodeExecuted,
     Event,

@@ -15,8 +15,8 @@ import aiohttp
 from slack_sdk.errors import SlackApiError
 from slack_sdk.web.async_client import AsyncWebClient
 
-from bot import surface_messages as text
-from bot.budgets import BudgetBook
+from bot.runs.budgets import BudgetBook
+from bot.slack import surface_messages as text
 from bot.storage import RunRecord, Store
 
 logger = logging.getLogger("bot.home")

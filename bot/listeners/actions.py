@@ -16,14 +16,15 @@ import aiohttp
 from slack_bolt.async_app import AsyncAck, AsyncApp, AsyncBoltContext
 from slack_sdk.errors import SlackApiError
 
-from bot import blocks, messages
-from bot.runner import Question
-from bot.slack_api import is_slack_host
+from bot.presence import blocks
+from bot.runs.runner import Question
+from bot.slack import messages
+from bot.slack.api import is_slack_host
 from bot.storage import RunRecord
 
 if TYPE_CHECKING:
     from bot.app import Services
-    from bot.tenants import Workspace
+    from bot.workspaces.tenants import Workspace
 
 logger = logging.getLogger("bot.actions")
 

@@ -19,19 +19,19 @@ from typing import TYPE_CHECKING, Any
 
 from slack_sdk.web.async_client import AsyncWebClient
 
-from bot import messages
-from bot.budgets import BudgetBook
-from bot.context import ContextGatherer, UserDirectory
-from bot.crypto import parse_keys
-from bot.installs import OAuth, Uninstaller, build_oauth
-from bot.runner import EngineConfig, Runner
-from bot.scope_files import ScopeFiles
-from bot.slack_api import SlackPoster, make_web_client
-from bot.slots import RunSlots
+from bot.gather.context import ContextGatherer, UserDirectory
+from bot.gather.scope_files import ScopeFiles
+from bot.gather.uploads import Uploads
+from bot.runs.budgets import BudgetBook
+from bot.runs.runner import EngineConfig, Runner
+from bot.runs.slots import RunSlots
+from bot.slack import messages
+from bot.slack.api import SlackPoster, make_web_client
+from bot.storage._crypto import parse_keys
 from bot.storage._installations import InstallationStore
 from bot.storage._tenants import TenantStore
-from bot.uploads import Uploads
-from bot.workspace_settings import (
+from bot.workspaces.installs import OAuth, Uninstaller, build_oauth
+from bot.workspaces.settings import (
     WorkspaceSettings,
     WorkspaceSettingsBook,
     bounds_from,

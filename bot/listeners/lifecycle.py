@@ -21,13 +21,13 @@ import aiohttp
 from slack_bolt.async_app import AsyncApp, AsyncBoltContext
 from slack_sdk.errors import SlackApiError
 
-from bot import messages
-from bot.slack_api import error_code
+from bot.slack import messages
+from bot.slack.api import error_code
 from bot.storage import Purged, Store
 
 if TYPE_CHECKING:
     from bot.app import Services
-    from bot.tenants import Workspace
+    from bot.workspaces.tenants import Workspace
 
 logger = logging.getLogger("bot.lifecycle")
 

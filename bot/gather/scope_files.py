@@ -21,9 +21,9 @@ import aiohttp
 from slack_sdk.errors import SlackApiError
 from slack_sdk.web.async_client import AsyncWebClient
 
-from bot.files import is_not_text
+from bot.gather.files import is_not_text
+from bot.gather.uploads import Unreadable, Uploads, file_changed, shared_in
 from bot.storage import FileRecord, Store
-from bot.uploads import Unreadable, Uploads, file_changed, shared_in
 
 logger = logging.getLogger("bot.scope_files")
 

@@ -12,7 +12,7 @@ import logging
 from slack_sdk.errors import SlackApiError
 from slack_sdk.web.async_client import AsyncWebClient
 
-from bot.workspace_settings import (
+from bot.workspaces.settings import (
     NAMES,
     UNKNOWN_NAME,
     SettingRefused,
@@ -93,7 +93,7 @@ async def _open_form(
     trigger_id: str | None,
     channel_id: str,
 ) -> str:
-    from bot.config_modal import config_view  # the form's module imports this one
+    from bot.workspaces.config_modal import config_view  # the form's module imports this one
 
     try:
         if not await is_admin(client, user_id):

@@ -16,8 +16,8 @@ from typing import Any
 from slack_bolt.async_app import AsyncAck, AsyncApp, AsyncBoltContext
 from slack_sdk.errors import SlackApiError
 
-from bot.config_command import CANNOT_CHECK_ADMIN, is_admin
-from bot.workspace_settings import (
+from bot.workspaces.config_command import CANNOT_CHECK_ADMIN, is_admin
+from bot.workspaces.settings import (
     NAMES,
     SettingRefused,
     WorkspaceSettings,

@@ -19,9 +19,9 @@ import aiohttp
 from slack_sdk.errors import SlackApiError
 from slack_sdk.web.async_client import AsyncWebClient
 
-from bot import messages
-from bot.files import FileRejected, extract_text, human_size, is_not_text
-from bot.slack_api import SlackPoster, error_code, explain, is_slack_host
+from bot.gather.files import FileRejected, extract_text, human_size, is_not_text
+from bot.slack import messages
+from bot.slack.api import SlackPoster, error_code, explain, is_slack_host
 from bot.storage import Store
 
 logger = logging.getLogger("bot.uploads")

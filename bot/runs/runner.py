@@ -18,16 +18,16 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from slack_sdk.errors import SlackApiError
 
-from bot import messages
-from bot.budgets import BudgetBook, RunCaps
-from bot.context import CITE_INSTRUCTION, ContextGatherer, GatheredContext
-from bot.pane_status import PanePresence
-from bot.presence import RunPresence, StreamSupport
-from bot.problems import record_operator_problem
-from bot.progress import ChannelPacer
-from bot.run_ends import RunEnds, Totals, clip, describe, provider_failure, tell_operator
-from bot.slack_api import SlackPoster, error_code, explain
-from bot.slots import RunSlots
+from bot.gather.context import CITE_INSTRUCTION, ContextGatherer, GatheredContext
+from bot.presence.pacer import ChannelPacer
+from bot.presence.pane import PanePresence
+from bot.presence.run import RunPresence, StreamSupport
+from bot.runs.budgets import BudgetBook, RunCaps
+from bot.runs.ends import RunEnds, Totals, clip, describe, provider_failure, tell_operator
+from bot.runs.problems import record_operator_problem
+from bot.runs.slots import RunSlots
+from bot.slack import messages
+from bot.slack.api import SlackPoster, error_code, explain
 from bot.storage import RunRecord, Store
 from rlm import (
     RLM,
@@ -41,8 +41,8 @@ from rlm import (
 )
 
 if TYPE_CHECKING:  # redis is an optional extra
-    from bot.run_queue import SharedRunQueue
-    from bot.shared_limits import SharedKeyedLimiter
+    from bot.runs.queue import SharedRunQueue
+    from bot.runs.shared_limits import SharedKeyedLimiter
 
 logger = logging.getLogger("bot.runner")
 

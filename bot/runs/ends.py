@@ -17,9 +17,9 @@ from dataclasses import dataclass, field
 import aiohttp
 from slack_sdk.errors import SlackApiError
 
-from bot import messages
-from bot.blocks import summary_blocks
-from bot.slack_api import SlackPoster
+from bot.presence.blocks import summary_blocks
+from bot.slack import messages
+from bot.slack.api import SlackPoster
 from bot.storage import Store
 from rlm import (
     AuthenticationError,
