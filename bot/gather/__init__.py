@@ -4,6 +4,6 @@ Owns `ContextGatherer` (`context`), the files in a question's scope (`scope_file
 uploads kept as text (`uploads`) and text extraction from PDF, Word, HTML and the like
 (`files`).
 
-May import: `bot.slack`, `bot.storage`, `bot.settings` and `rlm`. Never `bot.presence`
+May import: `bot.slack`, `bot.storage` and `rlm`. Never `bot.presence`
 (its sibling), nor runs, workspaces, listeners or operations above it.
 """

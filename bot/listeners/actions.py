@@ -23,7 +23,7 @@ from bot.slack.api import is_slack_host
 from bot.storage import RunRecord
 
 if TYPE_CHECKING:
-    from bot.app import Services
+    from bot.services import Services
     from bot.workspaces.tenants import Workspace
 
 logger = logging.getLogger("bot.actions")

@@ -1,20 +1,15 @@
-"""How long stored data lives: the retention purge, files deleted or changed in Slack, and
-`/rlm forget` for a channel.
+"""What ends stored data early: files deleted or changed in Slack, and `/rlm forget` for a
+channel (the retention purge is `bot.ops.housekeeping`).
 
-`Housekeeping` purges at start and then periodically: runs (with their steps and outputs)
-and file text older than RLM_RETENTION_DAYS, handled event ids older than a day (Slack stops
-retrying a delivery within the hour). `file_deleted` drops a file's kept text, `file_change`
-reads it again. `/rlm forget` is for workspace admins and owners, as Slack's `users.info`
-reports them, and answers only the person who asked.
+`file_deleted` drops a file's kept text, `file_change` reads it again. `/rlm forget` is for
+workspace admins and owners, as Slack's `users.info` reports them, and answers only the
+person who asked.
 """
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import logging
 from collections.abc import Awaitable, Callable
-from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 import aiohttp
@@ -23,67 +18,14 @@ from slack_sdk.errors import SlackApiError
 
 from bot.slack import messages
 from bot.slack.api import error_code
-from bot.storage import Purged, Store
 
 if TYPE_CHECKING:
-    from bot.app import Services
+    from bot.services import Services
     from bot.workspaces.tenants import Workspace
 
 logger = logging.getLogger("bot.lifecycle")
 
-EVENT_IDS_KEPT = timedelta(days=1)
-PURGE_INTERVAL_SECONDS = 3600.0
 ADMIN_FLAGS = ("is_admin", "is_owner", "is_primary_owner")
-
-
-class Housekeeping:
-    """The periodic retention purge of one store."""
-
-    def __init__(
-        self,
-        store: Store,
-        *,
-        retention_days: int,
-        interval: float = PURGE_INTERVAL_SECONDS,
-    ) -> None:
-        self.store = store
-        self.retention = timedelta(days=retention_days)
-        self.interval = interval
-        self._task: asyncio.Task[None] | None = None
-
-    async def run_once(self, now: datetime | None = None) -> Purged:
-        """Purge what is past its time as of `now` (default: this moment)."""
-        now = now or datetime.now(UTC)
-        purged = await self.store.purge(
-            data_before=now - self.retention, events_before=now - EVENT_IDS_KEPT
-        )
-        if purged.runs or purged.files:
-            logger.info(
-                "retention: purged %d run(s) and %d file(s) older than %d days",
-                purged.runs,
-                purged.files,
-                self.retention.days,
-            )
-        return purged
-
-    def start(self) -> Housekeeping:
-        self._task = asyncio.create_task(self._loop(), name="housekeeping")
-        return self
-
-    async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
-
-    async def _loop(self) -> None:
-        while True:
-            try:
-                await self.run_once()
-            except Exception as exc:  # a database hiccup: try again next time
-                logger.warning("retention purge failed (%s); retrying later", type(exc).__name__)
-            await asyncio.sleep(self.interval)
 
 
 async def is_workspace_admin(client: Any, user_id: str) -> bool:

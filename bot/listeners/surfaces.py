@@ -28,7 +28,7 @@ from bot.slack.api import event_team
 from bot.storage import Store
 
 if TYPE_CHECKING:
-    from bot.app import Services
+    from bot.services import Services
     from bot.workspaces.tenants import Workspace
 
 logger = logging.getLogger("bot.surfaces")

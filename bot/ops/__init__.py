@@ -5,6 +5,6 @@ Owns the `rlm-bot` sub-commands (`cli`), the HTTP server with health and metrics
 (`isolation`), replicas finding each other's orphaned runs (`replicas`) and the retention
 purge (`housekeeping`).
 
-May import: `bot.services` and every room below it. Only `bot.app` and `bot.__main__`
-import it.
+May import: `bot.workspaces` and every room below it, `bot.settings` and `rlm`.
+Imported by `bot.services` (the purge it stops), `bot.app` and `bot.__main__`.
 """

@@ -4,6 +4,6 @@ Owns `RunPresence` (`run`) and the assistant pane's variant (`pane`), the Block 
 posts (`blocks`), model text rendered for Slack (`render`) and the per-channel pacing of
 edits (`pacer`).
 
-May import: `bot.slack`, `bot.storage`, `bot.settings` and `rlm`. Never `bot.gather` (its
+May import: `bot.slack`, `bot.storage` and `rlm`. Never `bot.gather` (its
 sibling), nor runs, workspaces, listeners or operations above it.
 """

@@ -13,12 +13,12 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Callable, Coroutine
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
+from bot.runs.question import Question
 from bot.storage import RunRecord, Store
 
 if TYPE_CHECKING:
-    from bot.runs.runner import Question, Runner
     from bot.runs.shared_limits import SharedLimits
 
 logger = logging.getLogger("bot.run_queue")
@@ -28,8 +28,6 @@ Spawn = Callable[[Coroutine[Any, Any, Any], str], "asyncio.Task[Any]"]
 
 def question_of(run: RunRecord) -> Question:
     """The question a queued run answers, as any replica can rebuild it from its row."""
-    from bot.runs.runner import Question
-
     return Question(
         team_id=run.team_id,
         channel_id=run.channel_id,
@@ -40,6 +38,15 @@ def question_of(run: RunRecord) -> Question:
         thread_ts=run.thread_ts,
         exclude_ts=tuple(ts for ts in (run.exclude_ts or "").split(",") if ts),
     )
+
+
+class Runner(Protocol):
+    """What the queue needs of `bot.runs.runner.Runner` (declared here: the runner imports
+    this module, not the other way round)."""
+
+    stopping: bool
+
+    async def run_claimed(self, run_id: int, q: Question, thread_ts: str) -> None: ...
 
 
 def _no_spawn(work: Coroutine[Any, Any, Any], name: str) -> asyncio.Task[Any]:

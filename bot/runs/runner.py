@@ -13,8 +13,8 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Callable, Coroutine, Iterable
-from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Literal
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 
 from slack_sdk.errors import SlackApiError
 
@@ -25,6 +25,7 @@ from bot.presence.run import RunPresence, StreamSupport
 from bot.runs.budgets import BudgetBook, RunCaps
 from bot.runs.ends import RunEnds, Totals, clip, describe, provider_failure, tell_operator
 from bot.runs.problems import record_operator_problem
+from bot.runs.question import EngineConfig, Question, StopFlag
 from bot.runs.slots import RunSlots
 from bot.slack import messages
 from bot.slack.api import SlackPoster, error_code, explain
@@ -34,10 +35,8 @@ from rlm import (
     Event,
     IterationFinished,
     KeyedLimiter,
-    LLMInterface,
     ProviderError,
     RunFinished,
-    SandboxLimits,
 )
 
 if TYPE_CHECKING:  # redis is an optional extra
@@ -49,50 +48,6 @@ logger = logging.getLogger("bot.runner")
 # Past its time budget the engine still asks the root model for a best answer; a run not
 # ended one provider timeout plus this slack (at most the budget itself) later is stopped.
 DEADLINE_SLACK_SECONDS = 5.0
-
-
-@dataclass(frozen=True)
-class Question:
-    """A question as the listeners hand it over."""
-
-    team_id: str
-    channel_id: str
-    user_id: str
-    text: str
-    trigger: Literal["command", "mention", "assistant", "dm"]
-    scope: Literal["channel", "thread"]
-    # Where to answer; None for a slash command, whose question is posted first.
-    thread_ts: str | None = None
-    # Messages to leave out of the context (the mention itself).
-    exclude_ts: tuple[str, ...] = ()
-    response_url: str | None = None
-    retry_of: int | None = None  # the run a Retry button repeats
-    # The channel to read when it is not the one answered in (the assistant pane's viewed
-    # channel, checked by the caller); None: `channel_id`.
-    context_channel_id: str | None = None
-    # How progress shows: one status message in the thread, or the pane's status line.
-    progress: Literal["replies", "pane"] = "replies"
-
-
-@dataclass(frozen=True)
-class EngineConfig:
-    root_llm: LLMInterface
-    sub_llm: LLMInterface
-    root_model: str
-    sub_model: str
-    prompt_mode: Literal["standard", "conservative", "no_subcalls"] = "standard"
-    sandbox_limits: SandboxLimits = field(default_factory=SandboxLimits)
-    provider_timeout: float = 120.0
-    max_map_chunks: int = 10_000  # chunks in one parallel_query
-    max_prompt_bytes: int = 64 * 1024 * 1024  # one llm_query prompt, or one map's prompts
-    provider_max_concurrency: int = 256  # ceiling of the adaptive limit per provider key
-
-
-@dataclass
-class StopFlag:
-    """Set at shutdown; one for every runner of the process."""
-
-    stopping: bool = False
 
 
 @dataclass

@@ -1,6 +1,8 @@
 """The bot's storage: runs, their iterations, channel files and handled events, kept through
 SQLAlchemy's async ORM in a database that the Alembic migrations in `migrations/` define, and
 the encryption of the Slack tokens it stores (`_crypto`).
+
+The bottom room: it imports nothing else of `bot`, and every room above may import it.
 """
 
 from __future__ import annotations

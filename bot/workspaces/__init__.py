@@ -2,8 +2,9 @@
 
 Owns `Tenants` and `Workspace` (`tenants`), OAuth installs and uninstalls (`installs`),
 the settings a workspace's admins may change (`settings`) and `/rlm config` with its form
-(`config_command`, `config_modal`).
+(`config_command`, `config_form`, `config_modal`).
 
-May import: `bot.runs` and every room below it, `bot.settings` and `rlm`. Never the
-listeners or operations above it.
+May import: `bot.runs` and every room below it, `bot.settings` and `rlm`. Never
+operations, `bot.services` or the listeners above it (`Tenants` names what it needs of
+the services as a protocol).
 """

@@ -12,6 +12,7 @@ import logging
 from slack_sdk.errors import SlackApiError
 from slack_sdk.web.async_client import AsyncWebClient
 
+from bot.workspaces.config_form import config_view
 from bot.workspaces.settings import (
     NAMES,
     UNKNOWN_NAME,
@@ -93,8 +94,6 @@ async def _open_form(
     trigger_id: str | None,
     channel_id: str,
 ) -> str:
-    from bot.workspaces.config_modal import config_view  # the form's module imports this one
-
     try:
         if not await is_admin(client, user_id):
             return NOT_ADMIN.format(name="<name>", value="<value>")

@@ -15,7 +15,7 @@ import logging
 import re
 from collections import OrderedDict
 from dataclasses import dataclass, field, replace
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from slack_sdk.web.async_client import AsyncWebClient
 
@@ -27,20 +27,20 @@ from bot.runs.runner import EngineConfig, Runner
 from bot.runs.slots import RunSlots
 from bot.slack import messages
 from bot.slack.api import SlackPoster, make_web_client
-from bot.storage._crypto import parse_keys
 from bot.storage._installations import InstallationStore
 from bot.storage._tenants import TenantStore
-from bot.workspaces.installs import OAuth, Uninstaller, build_oauth
+from bot.workspaces.installs import OAuth
 from bot.workspaces.settings import (
     WorkspaceSettings,
     WorkspaceSettingsBook,
-    bounds_from,
-    defaults_from,
 )
 from rlm import KeyedLimiter, LLMInterface, interface_from_spec
 
 if TYPE_CHECKING:
-    from bot.app import Services
+    import aiohttp
+
+    from bot.settings import Settings
+    from bot.storage import Store
 
 logger = logging.getLogger("bot.tenants")
 
@@ -78,6 +78,19 @@ class Workspace:
             )
 
 
+class ProcessParts(Protocol):
+    """What every workspace shares with the process, or starts from: `bot.services.Services`
+    provides it (declared here so tenancy does not import the services built over it)."""
+
+    settings: Settings
+    store: Store
+    session: aiohttp.ClientSession
+    poster: SlackPoster
+    gatherer: ContextGatherer
+    uploads: Uploads
+    runner: Runner
+
+
 @dataclass
 class _Slack:
     poster: SlackPoster
@@ -94,7 +107,7 @@ class _Gate:
 
 @dataclass
 class Tenants:
-    services: Services
+    services: ProcessParts
     book: WorkspaceSettingsBook
     rows: TenantStore
     _slack: OrderedDict[str, _Slack] = field(default_factory=OrderedDict)
@@ -319,33 +332,3 @@ class Tenants:
         for llm in self._llms.values():
             await llm.aclose()
         self._llms.clear()
-
-
-async def attach_tenancy(services: Services, client: AsyncWebClient) -> None:
-    """Give `services` its per-workspace parts: settings, OAuth (when on), uninstalls.
-    With more than one encryption key, stored tokens are first written again with the
-    newest, so the older keys can be dropped after one start."""
-    settings = services.settings
-    tenant_store = TenantStore(services.store)
-    services.tenants = Tenants(
-        services=services,
-        rows=tenant_store,
-        book=WorkspaceSettingsBook(
-            tenants=tenant_store, defaults=defaults_from(settings), bounds=bounds_from(settings)
-        ),
-    )
-    if settings.oauth_enabled:
-        services.oauth = build_oauth(
-            settings, store=services.store, tenants=tenant_store, client=client
-        )
-        if len(parse_keys(settings.rlm_encryption_key)) > 1:
-            count = await services.oauth.installations.reencrypt()
-            logger.info("re-encrypted %d stored token(s) with the newest key", count)
-    services.uninstaller = Uninstaller(
-        installations=services.oauth.installations if services.oauth else None,
-        tenants=tenant_store,
-        runs=services.tenants,
-        retention_days=settings.rlm_retention_days,
-        purge_at_once=settings.rlm_purge_on_uninstall,
-    )
-    services.uninstaller.start()
