@@ -2,7 +2,7 @@
 
 The messages a question reads carry `files` arrays; each file not already kept (or changed
 since it was kept) is fetched on demand with `files.info` and downloaded with the same host
-and HTML checks as an upload (bot.uploads), then kept by file id and last change. Only files
+and HTML checks as an upload (bot.gather.uploads), then kept by file id and last change. Only files
 shared in the channel being read are used. A question reads at most `max_files` files and
 `max_bytes` of them; images and other non-text files are skipped without a call, and what
 was left out is counted so the run can say so.

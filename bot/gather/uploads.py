@@ -5,7 +5,7 @@ An HTML page where a file should be is Slack's sign-in page: an authorization fa
 content. Each file is handled once, whichever of `file_shared` or the file-share message
 arrives first; a question asked meanwhile waits for it. A file kept is acknowledged with a
 reaction; images and other non-text files are skipped without a word; only a problem gets a
-reply, once per file. `text_of` serves files read on demand (bot.scope_files) the same way.
+reply, once per file. `text_of` serves files read on demand (bot.gather.scope_files) the same way.
 """
 
 from __future__ import annotations

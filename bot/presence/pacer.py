@@ -1,6 +1,6 @@
 """Pacing: at most one post per key (a channel, or a workspace's status edits) per interval.
 
-A run's status and answer (bot/presence.py) take their turn here, so many runs in one channel
+A run's status and answer (bot/presence/run.py) take their turn here, so many runs in one channel
 do not flood it, and status edits stay within chat.update's rate tier per workspace.
 """
 

@@ -4,7 +4,7 @@ Each workspace (`team_id`) has one sub-call limiter shared by all its runs, and 
 at once; a run beyond the cap waits its turn. A run is capped by the per-run budgets and what
 is left of its workspace's daily tokens; one a budget stops answers with the best it has and
 says which limit stopped it. The runner gathers, thinks and records; everything the run shows
-in Slack goes through its `RunPresence` (bot/presence.py). A run in progress can be cancelled
+in Slack goes through its `RunPresence` (bot/presence/run.py). A run in progress can be cancelled
 (`Runner.cancel`), and a question in a run's thread keeps that run's scope.
 """
 
@@ -18,25 +18,21 @@ from typing import TYPE_CHECKING, Any
 
 from slack_sdk.errors import SlackApiError
 
-from bot.gather.context import CITE_INSTRUCTION, ContextGatherer, GatheredContext
+from bot.gather.context import ContextGatherer, GatheredContext
 from bot.presence.pacer import ChannelPacer
 from bot.presence.pane import PanePresence
 from bot.presence.run import RunPresence, StreamSupport
 from bot.runs.budgets import BudgetBook, RunCaps
-from bot.runs.ends import RunEnds, Totals, clip, describe, provider_failure, tell_operator
+from bot.runs.ends import RunEnds, describe, tell_operator
 from bot.runs.problems import record_operator_problem
 from bot.runs.question import EngineConfig, Question, StopFlag
 from bot.runs.slots import RunSlots
+from bot.runs.thinking import think
 from bot.slack import messages
 from bot.slack.api import SlackPoster, error_code, explain
 from bot.storage import RunRecord, Store
 from rlm import (
-    RLM,
-    Event,
-    IterationFinished,
     KeyedLimiter,
-    ProviderError,
-    RunFinished,
 )
 
 if TYPE_CHECKING:  # redis is an optional extra
@@ -44,10 +40,6 @@ if TYPE_CHECKING:  # redis is an optional extra
     from bot.runs.shared_limits import SharedKeyedLimiter
 
 logger = logging.getLogger("bot.runner")
-
-# Past its time budget the engine still asks the root model for a best answer; a run not
-# ended one provider timeout plus this slack (at most the budget itself) later is stopped.
-DEADLINE_SLACK_SECONDS = 5.0
 
 
 @dataclass
@@ -332,101 +324,17 @@ class Runner:
         gathered: GatheredContext,
         caps: RunCaps,
     ) -> None:
-        totals = Totals()
-
-        async def on_event(event: Event) -> None:
-            presence.on_event(event)
-            if isinstance(event, IterationFinished):
-                totals.add(event)
-                await self.store.record_iteration(
-                    run_id,
-                    iteration=event.iteration,
-                    root_reply=event.root_reply,
-                    code="\n\n".join(event.code_blocks),
-                    output="\n\n".join(event.outputs),
-                    subcalls=event.subcalls,
-                    input_tokens=event.input_tokens,
-                    output_tokens=event.output_tokens,
-                    seconds=event.seconds,
-                )
-            elif isinstance(event, RunFinished):
-                totals.end(event)
-
-        engine = RLM(
-            root_llm=self.engine.root_llm,
-            sub_llm=self.engine.sub_llm,
-            prompt_mode=self.engine.prompt_mode,
-            max_iterations=caps.max_iterations,
-            max_subcalls=caps.max_subcalls,
-            max_tokens=caps.max_tokens,
-            max_seconds=caps.max_seconds,
-            max_map_chunks=self.engine.max_map_chunks,
-            max_prompt_bytes=self.engine.max_prompt_bytes,
-            sandbox_limits=self.engine.sandbox_limits,
-            limiter=self.limiters.get(q.team_id),
-            on_event=on_event,
-            provider_max_concurrency=self.engine.provider_max_concurrency,
-        )
-        deadline = None
-        if caps.max_seconds is not None:
-            slack = min(DEADLINE_SLACK_SECONDS, caps.max_seconds)
-            deadline = caps.max_seconds + self.engine.provider_timeout + slack
-        logger.info("run %d running over %d chars", run_id, gathered.chars)
-        timer = asyncio.timeout(deadline)
-        try:
-            async with timer:
-                answer, _ = await engine.query_async(q.text + CITE_INSTRUCTION, gathered.documents)
-        except ProviderError as exc:
-            await record_operator_problem(self.store, q.team_id, exc)
-            kind = provider_failure(exc)
-            if kind.startswith("operator:"):
-                tell_operator(run_id, kind, str(exc))
-                await presence.failed(messages.SETUP_PROBLEM)
-            else:
-                logger.warning("run %d: provider failed: %s", run_id, exc)
-                await presence.failed(messages.PROVIDER_DOWN)
-            await self.ends.fail(
-                run_id, f"provider: {clip(str(exc), 500)}", totals, error_kind=kind
-            )
-            return
-        except Exception as exc:
-            if isinstance(exc, TimeoutError) and timer.expired():
-                logger.warning("run %d: no answer within its time budget; stopped", run_id)
-                await presence.failed(messages.out_of_time(caps.max_seconds or 0.0))
-                await self.ends.fail(
-                    run_id, "time budget", totals, stopped_by="max_seconds", error_kind="user:time"
-                )
-            else:
-                logger.exception("run %d failed", run_id)
-                await presence.failed(messages.CRASHED)
-                await self.ends.fail(run_id, describe(exc), totals, error_kind="internal")
-            return
-        text = answer.strip() or messages.EMPTY_ANSWER
-        if totals.stopped_by:
-            text += "\n\n" + self.budget.stopped_by(totals.stopped_by, caps)
-        footer = messages.answer_footer(
-            iterations=totals.iterations,
-            subcalls=totals.subcalls,
-            tokens=totals.input_tokens + totals.output_tokens,
-            seconds=totals.seconds,
+        await think(
             run_id=run_id,
-        )
-        summary = messages.summary_finished(
-            iterations=totals.iterations,
-            subcalls=totals.subcalls,
-            seconds=totals.seconds,
-            read=gathered.summary(),
-            stopped_by=totals.stopped_by,
-        )
-        await presence.answered(answer=text, footer=footer, links=gathered.links, summary=summary)
-        await self.ends.end(run_id, "finished", totals, answer=answer, stopped_by=totals.stopped_by)
-        logger.info(
-            "run %d finished: %d iterations, %d sub-calls, %.1f s%s",
-            run_id,
-            totals.iterations,
-            totals.subcalls,
-            totals.seconds,
-            f", stopped by {totals.stopped_by}" if totals.stopped_by else "",
+            q=q,
+            presence=presence,
+            gathered=gathered,
+            caps=caps,
+            engine=self.engine,
+            limiter=self.limiters.get(q.team_id),
+            store=self.store,
+            ends=self.ends,
+            budget=self.budget,
         )
 
     async def _daily_use(self, team_id: str) -> tuple[int, int]:

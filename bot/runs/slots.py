@@ -1,6 +1,6 @@
 """Runs at once per workspace: a run beyond the cap waits its turn, in arrival order.
 
-This is the cap of one process; replicas share theirs through bot.run_queue.
+This is the cap of one process; replicas share theirs through bot.runs.queue.
 """
 
 from __future__ import annotations

@@ -1,5 +1,5 @@
 """The strings of the app's own surfaces: App Home, `/rlm history`, the assistant pane and
-DMs, kept together (the thread and command strings are in bot.messages)."""
+DMs, kept together (the thread and command strings are in bot.slack.messages)."""
 
 from __future__ import annotations
 
