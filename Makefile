@@ -35,7 +35,7 @@ test-postgres: $(TEST_STAMP)
 
 # ruff, mypy --strict on the engine, and the import contracts in pyproject.toml.
 lint: $(TEST_STAMP)
-	$(VENV)/bin/ruff check rlm bot migrations tests benchmarks
+	$(VENV)/bin/ruff check rlm bot migrations tests benchmarks scripts
 	$(VENV)/bin/mypy
 	$(VENV)/bin/lint-imports
 
