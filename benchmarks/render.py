@@ -7,8 +7,8 @@ from __future__ import annotations
 
 import time
 
-from bot.answer_parts import render_answer
-from bot.render import split_markdown
+from bot.presence.answer_parts import render_answer
+from bot.presence.render import split_markdown
 
 PARAGRAPH = (
     "The team met on <!here> Friday [m1] and chose **Friday**; see `x < y` and "

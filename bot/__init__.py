@@ -1,1 +1,4 @@
-"""The Slack app: listeners, context gathering, progress replies and storage, on top of rlm."""
+"""The Slack app on top of rlm, in rooms by the part each plays for a question: it arrives
+(`listeners`), becomes a run (`runs`), gathers what it reads (`gather`), shows itself
+(`presence`) and is stored (`storage`), with `slack` (the Web API client and the words),
+tenancy (`workspaces`) and operations (`ops`) beside them. `app` puts them together."""

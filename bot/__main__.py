@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 from bot.settings import Settings, SettingsError
 
 if TYPE_CHECKING:
-    from bot.slack_api import SlackPoster
+    from bot.slack.api import SlackPoster
 
 logger = logging.getLogger("bot")
 
@@ -31,8 +31,8 @@ async def serve(settings: Settings, stop: asyncio.Event | None = None) -> None:
     it cannot start."""
     # The sandbox is proved before anything else is imported or opened, so a machine that
     # cannot isolate is refused with one line and nothing else.
-    from bot.isolation import SandboxUnavailable, check_sandbox, sandbox_limits
-    from bot.logs import configure_logging
+    from bot.ops.isolation import SandboxUnavailable, check_sandbox, sandbox_limits
+    from bot.ops.logs import configure_logging
 
     configure_logging(settings.rlm_log_level, settings.secrets)
     try:
@@ -78,7 +78,7 @@ async def serve(settings: Settings, stop: asyncio.Event | None = None) -> None:
             logger.info("connected to Slack in Socket Mode")
             pages = None
             if app.oauth_flow is not None:  # Socket Mode has no HTTP server for them
-                from bot.installs import serve_install_pages
+                from bot.workspaces.installs import serve_install_pages
 
                 pages = await serve_install_pages(
                     app.oauth_flow,
@@ -136,7 +136,7 @@ async def _finish(services: Any, grace: float) -> None:
 
 
 def main(argv: list[str] | None = None) -> None:
-    from bot.cli import build_parser, run_command
+    from bot.ops.cli import build_parser, run_command
 
     args = build_parser().parse_args(sys.argv[1:] if argv is None else argv)
     if args.command is not None:

@@ -210,7 +210,7 @@ class Settings(BaseSettings):
                 f"{', '.join(missing)} not set"
             )
         if self.oauth_enabled:
-            from bot.crypto import check_keys  # cryptography is imported only when needed
+            from bot.storage._crypto import check_keys  # cryptography is imported only when needed
 
             check_keys(self.rlm_encryption_key)
         return self

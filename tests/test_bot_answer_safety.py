@@ -12,8 +12,8 @@ from bot_harness import block_action
 from slack_markup import CORPUS, markup_in, strings
 
 from bot import blocks, messages
-from bot.answer_parts import MAX_ANSWER_PARTS
 from bot.presence import RunPresence
+from bot.presence.answer_parts import MAX_ANSWER_PARTS
 
 ASKED = "*<@U1> asked:*"
 

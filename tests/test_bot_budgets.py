@@ -8,7 +8,7 @@ import time
 import pytest
 from bot_harness import mention, wait_until
 
-from bot import messages
+from bot.slack import messages
 
 ASKED = "*<@U1> asked:*"
 BEST = "FINAL(best so far)"

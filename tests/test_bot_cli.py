@@ -13,7 +13,7 @@ from bot_harness import harness_settings
 from sqlalchemy import text
 
 from bot.__main__ import StartupError, serve
-from bot.cli import EXIT_CHECK_FAILED, EXIT_OK, check
+from bot.ops.cli import EXIT_CHECK_FAILED, EXIT_OK, check
 from bot.storage import Store
 from bot.storage._engine import create_engine
 from bot.storage._migrate import head_revision

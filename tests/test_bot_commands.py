@@ -8,7 +8,7 @@ import time
 from bot_harness import SlackEvents
 from slack_server import BOT_TOKEN, SlackServer
 
-from bot import messages
+from bot.slack import messages
 
 ANSWER_PREFIX = "*<@U1> asked:*"
 

@@ -9,7 +9,7 @@ import os
 import pytest
 from slack_server import BOT_TOKEN, SIGNING_SECRET
 
-from bot import messages
+from bot.slack import messages
 from tests.security.attacks import skip_unless_available
 
 PROVIDER_KEY = "sk-proj-containment-key-0451"

@@ -8,7 +8,8 @@ import time
 
 from bot_harness import MAP_EVERY_LINE, block_action, wait_until
 
-from bot import blocks, messages
+from bot.presence import blocks
+from bot.slack import messages
 
 ASKED = "*<@U1> asked:*"
 

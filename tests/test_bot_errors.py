@@ -7,7 +7,7 @@ import logging
 
 import pytest
 
-from bot import messages
+from bot.slack import messages
 
 ASKED = "*<@U1> asked:*"
 

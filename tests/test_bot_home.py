@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from slack_surfaces import home_opened
 
-from bot import messages, surface_messages
+from bot.slack import messages, surface_messages
 
 
 def home_text(view: dict) -> str:

@@ -10,8 +10,8 @@ from datetime import UTC, datetime, timedelta
 from bot_harness import file_shared
 from sqlalchemy import text
 
-from bot import messages
-from bot.lifecycle import Housekeeping
+from bot.ops.housekeeping import Housekeeping
+from bot.slack import messages
 from bot.storage import Purged, Store
 from bot.storage._engine import create_engine
 

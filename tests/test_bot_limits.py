@@ -7,7 +7,7 @@ import itertools
 
 from bot_harness import MAP_EVERY_LINE, wait_until
 
-from bot import messages
+from bot.slack import messages
 
 
 async def test_two_workspaces_at_once_each_stay_within_their_own_limit(make_bot, slack, llm_server):

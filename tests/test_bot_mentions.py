@@ -5,7 +5,7 @@ from __future__ import annotations
 from bot_harness import file_shared, mention
 from slack_server import BOT_USER
 
-from bot import messages
+from bot.slack import messages
 
 
 def sub_prompts(llm_server) -> str:

@@ -16,8 +16,8 @@ from oauth_flow import ENCRYPTION_KEY, Browser, oauth_settings, org_event
 from slack_oauth import CLIENT_ID, CLIENT_SECRET, STATE_SECRET
 from sqlalchemy import inspect, text
 
-from bot import config_command
-from bot.installs import INSTALL_PATH
+from bot.workspaces import config_command
+from bot.workspaces.installs import INSTALL_PATH
 
 
 @pytest.fixture
@@ -433,7 +433,7 @@ async def test_a_new_key_is_rolled_in_at_start_and_the_old_one_can_go(make_bot, 
 async def test_socket_mode_serves_the_install_pages_on_a_listener_of_their_own(
     oauth_bot, two_teams
 ):
-    from bot.installs import serve_install_pages
+    from bot.workspaces.installs import serve_install_pages
 
     bot, _ = oauth_bot
     pages = await serve_install_pages(bot.services.oauth.flow, host="127.0.0.1", port=0)

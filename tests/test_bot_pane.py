@@ -7,7 +7,7 @@ from __future__ import annotations
 from slack_server import BOT_ID, BOT_USER
 from slack_surfaces import context_changed, dm_message, thread_started
 
-from bot import surface_messages
+from bot.slack import surface_messages
 
 
 def sub_prompts(llm_server) -> str:

@@ -9,10 +9,10 @@ import asyncio
 from bot_harness import wait_until
 from slack_server import BOT_TOKEN
 
-from bot import messages
-from bot.presence import RunPresence, StreamSupport
-from bot.progress import ChannelPacer
-from bot.slack_api import is_slack_host, make_web_client
+from bot.presence.pacer import ChannelPacer
+from bot.presence.run import RunPresence, StreamSupport
+from bot.slack import messages
+from bot.slack.api import is_slack_host, make_web_client
 from rlm import (
     CodeExecuted,
     IterationFinished,

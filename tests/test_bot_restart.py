@@ -12,8 +12,8 @@ import pytest
 from bot_harness import SlackEvents, harness_settings, wait_until
 from slack_server import APP_TOKEN, BOT_TOKEN, SIGNING_SECRET
 
-from bot import messages
 from bot.__main__ import StartupError, serve
+from bot.slack import messages
 
 RLM_BOT = str(Path(sys.executable).parent / "rlm-bot")
 PROCESS_KEY = "sk-proc-key-for-rlm-bot-0451"

@@ -12,7 +12,7 @@ import pytest
 from bot_harness import harness_settings
 
 from bot.app import start_services
-from bot.isolation import SandboxUnavailable, sandbox_limits
+from bot.ops.isolation import SandboxUnavailable, sandbox_limits
 from rlm.repl import REPLSession
 from tests.security.attacks import skip_unless_available
 

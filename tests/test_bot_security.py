@@ -16,10 +16,10 @@ import pytest
 from bot_harness import SlackEvents, file_shared, harness_settings, mention, wait_until
 from slack_server import BOT_TOKEN, SIGNING_SECRET
 
-from bot import messages
 from bot.__main__ import serve
-from bot.http_server import DEFAULT_MAX_REQUEST_BYTES, TOO_LARGE
-from bot.logs import REDACTED, QuietLibraries, RedactingFilter, configure_logging
+from bot.ops.http_server import DEFAULT_MAX_REQUEST_BYTES, TOO_LARGE
+from bot.ops.logs import REDACTED, QuietLibraries, RedactingFilter, configure_logging
+from bot.slack import messages
 
 PROVIDER_KEY = "sk-proj-provider-key-0451"
 # What people paste into Slack by mistake: shaped like credentials, never configured here.

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from bot_harness import wait_until
 
-from bot import messages
+from bot.slack import messages
 
 
 async def test_within_the_grace_a_run_finishes_and_a_waiting_one_does_not_start(

@@ -134,7 +134,7 @@ async def test_a_follow_up_in_a_thread_runs_thread_keeps_to_that_thread(bot, sla
 def test_permalinks_are_built_as_slack_builds_them():
     from datetime import UTC, datetime
 
-    from bot.context import file_link, message_link
+    from bot.gather.context import file_link, message_link
     from bot.storage import FileRecord
 
     base = "https://acme.slack.com/"

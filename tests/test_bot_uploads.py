@@ -6,7 +6,7 @@ from __future__ import annotations
 from bot_harness import file_shared
 from slack_server import BOT_TOKEN, BOT_USER, SlackServer
 
-from bot import messages
+from bot.slack import messages
 
 
 def file_share_message(file: dict, *, channel: str = "C1", user: str = "U1") -> dict:

@@ -13,7 +13,7 @@ import docx
 import pytest
 from pypdf import PdfReader, PdfWriter
 
-from bot.files import FileRejected, extract_text, human_size
+from bot.gather.files import FileRejected, extract_text, human_size
 
 MB = 1024 * 1024
 LIMIT = 5 * MB

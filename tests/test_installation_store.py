@@ -12,8 +12,8 @@ from cryptography.fernet import Fernet
 from slack_sdk.oauth.installation_store import Installation
 from sqlalchemy import text
 
-from bot.crypto import TokenCipher, TokenDecryptError
 from bot.storage import Store
+from bot.storage._crypto import TokenCipher, TokenDecryptError
 from bot.storage._installations import InstallationStore, StateStore
 from bot.storage._tenants import TenantStore
 

@@ -8,7 +8,7 @@ from datetime import UTC, datetime
 import pytest
 from slack_runs import check_blocks
 
-from bot import blocks, render
+from bot.presence import blocks, render
 from bot.storage import IterationRecord
 
 LINKS = {"m1": "https://t.slack.com/archives/C1/p1", "f2": "https://t.slack.com/files/U1/F2"}
@@ -118,7 +118,7 @@ async def test_the_loopback_slack_refuses_what_slack_would(slack):
     from slack_sdk.errors import SlackApiError
     from slack_server import BOT_TOKEN
 
-    from bot.slack_api import make_web_client
+    from bot.slack.api import make_web_client
 
     client = make_web_client(BOT_TOKEN, slack.api_url)
     refusals = []

@@ -31,7 +31,7 @@ from replica_cluster import (
 from slack_server import BOT_USER
 from sqlalchemy import text
 
-from bot import messages
+from bot.slack import messages
 from bot.storage import Store
 
 pytestmark = pytest.mark.slow

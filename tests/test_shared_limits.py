@@ -13,9 +13,9 @@ import pytest
 
 redis_asyncio = pytest.importorskip("redis.asyncio", reason="redis-py is not installed")
 
-from bot.replicas import open_shared_limits  # noqa: E402
+from bot.ops.replicas import open_shared_limits  # noqa: E402
+from bot.runs.shared_limits import SharedLimits  # noqa: E402
 from bot.settings import SettingsError  # noqa: E402
-from bot.shared_limits import SharedLimits  # noqa: E402
 
 REDIS_URL = "redis://127.0.0.1:6379/0"
 
@@ -104,7 +104,7 @@ async def test_workspaces_have_caps_of_their_own(replicas, prefix):
 
 HOLDER = """
 import asyncio, sys
-from bot.shared_limits import SharedLimits
+from bot.runs.shared_limits import SharedLimits
 
 async def main():
     limits = SharedLimits.from_url(sys.argv[1], prefix=sys.argv[2], lease_seconds=1.0)

@@ -11,13 +11,13 @@ import pytest
 from slack_sdk.errors import SlackApiError
 from slack_sdk.web.async_slack_response import AsyncSlackResponse
 
-from bot import surface_messages
-from bot.files import FileRejected, extract_text, is_not_text
-from bot.home import home_view
-from bot.problems import operator_problem
-from bot.scope_files import file_refs
+from bot.gather.files import FileRejected, extract_text, is_not_text
+from bot.gather.scope_files import file_refs
+from bot.gather.uploads import file_changed, shared_in
+from bot.listeners.home import home_view
+from bot.runs.problems import operator_problem
+from bot.slack import surface_messages
 from bot.storage import Store
-from bot.uploads import file_changed, shared_in
 from rlm import AuthenticationError, BadResponseError, ProviderUnavailableError
 
 

@@ -8,10 +8,10 @@ import logging
 import pytest
 from cryptography.fernet import Fernet
 
-from bot.crypto import TokenCipher, TokenDecryptError, parse_keys
-from bot.logs import RedactingFilter
+from bot.ops.logs import RedactingFilter
 from bot.settings import Settings, SettingsError
-from bot.workspace_settings import SettingRefused, bounds_from, defaults_from, parse_value
+from bot.storage._crypto import TokenCipher, TokenDecryptError, parse_keys
+from bot.workspaces.settings import SettingRefused, bounds_from, defaults_from, parse_value
 
 VARIABLES = [name.upper() for name in Settings.model_fields]
 KEY = Fernet.generate_key().decode()

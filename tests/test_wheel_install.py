@@ -21,7 +21,7 @@ import pytest
 from bot_harness import SlackEvents
 from test_bot_restart import bot_env
 
-from bot import messages
+from bot.slack import messages
 from bot.storage._migrate import head_revision
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -42,7 +42,7 @@ def installed(tmp_path_factory: pytest.TempPathFactory) -> Path:
     for name in ("pyproject.toml", "README.md"):
         shutil.copy2(ROOT / name, source / name)
     ignore = shutil.ignore_patterns("__pycache__", "*.pyc")
-    for name in ("rlm", "bot"):
+    for name in ("rlm", "bot", "migrations"):
         shutil.copytree(ROOT / name, source / name, ignore=ignore)
     pip = [sys.executable, "-m", "pip", "--isolated", "--disable-pip-version-check", "--quiet"]
     dist = base / "dist"

@@ -22,7 +22,7 @@ from slack_sdk.oauth.installation_store.async_installation_store import AsyncIns
 from slack_sdk.oauth.state_store.async_state_store import AsyncOAuthStateStore
 from sqlalchemy import ColumnElement, and_, delete, select, update
 
-from bot.crypto import TokenCipher
+from bot.storage._crypto import TokenCipher
 from bot.storage._models import OAuthState, SlackBot, SlackInstallation
 from bot.storage._store import Store
 

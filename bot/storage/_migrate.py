@@ -1,4 +1,5 @@
-"""Applying the Alembic migrations shipped in `bot/migrations/` from async code.
+"""Applying the Alembic migrations from async code: those in `migrations/` at the top of a
+checkout, or in `bot/migrations/` inside an installed wheel.
 
 Alembic is synchronous; handing it a connection through `AsyncConnection.run_sync` lets it
 run on the caller's event loop (no second loop, no thread), inside one write transaction.
@@ -31,7 +32,13 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from bot.storage._engine import for_writes
 
-MIGRATIONS_DIR = Path(__file__).resolve().parents[1] / "migrations"
+# In a checkout the migrations sit at its top (migrations/); a wheel carries them inside the
+# package as bot/migrations (pyproject.toml maps one onto the other).
+_PACKAGE_DIR = Path(__file__).resolve().parents[1]
+MIGRATIONS_DIR = next(
+    (d for d in (_PACKAGE_DIR / "migrations", _PACKAGE_DIR.parent / "migrations") if d.is_dir()),
+    _PACKAGE_DIR.parent / "migrations",
+)
 
 # pg_advisory_xact_lock key: any fixed 64-bit number; this one spells "rlmslack".
 ADVISORY_LOCK_KEY = 0x726C6D736C61636B

@@ -1,6 +1,6 @@
 """ORM models for the bot's tables; the schema itself is created only by the migrations.
 
-A test checks that `bot/migrations/` produces exactly these tables (autogenerate finds no
+A test checks that `migrations/` produces exactly these tables (autogenerate finds no
 differences), so a change here needs a new migration in the same change.
 """
 
@@ -270,7 +270,7 @@ class HandledEvent(Base):
     created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utc_now)
 
 
-# Many workspaces: OAuth installations (tokens encrypted, see bot/crypto.py), install states,
+# Many workspaces: OAuth installations (tokens encrypted: bot/storage/_crypto.py), install states,
 # per-workspace settings and uninstalls awaiting their purge. Created by migration 0006.
 
 

@@ -7,6 +7,13 @@ from datetime import datetime
 
 from bot.storage._models import File, Iteration, Run
 
+RUN_STATUSES = ("queued", "running", "finished", "failed", "interrupted", "stopped")
+FINAL_STATUSES = ("finished", "failed", "interrupted", "stopped")
+TRIGGERS = ("command", "mention", "assistant", "dm")
+CONTEXT_KINDS = ("channel_history", "thread", "file", "earlier_answers")
+SCOPES = ("channel", "thread")
+FEEDBACK_VALUES = ("up", "down")
+
 
 @dataclass(frozen=True, slots=True)
 class RunRecord:

@@ -7,23 +7,20 @@ visible to the others at once, and nothing is lost if the process dies a moment 
 from __future__ import annotations
 
 import asyncio
-import dataclasses
-from collections.abc import AsyncIterator, Iterable, Mapping
+from collections.abc import AsyncIterator
 from contextlib import AbstractAsyncContextManager, asynccontextmanager, nullcontext
-from datetime import datetime
 from types import TracebackType
-from typing import Any, TypeVar
+from typing import Any
 
-from sqlalchemy import func, or_, select, update
+from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from bot.storage._engine import for_writes
+from bot.storage._files import FileRecords
 from bot.storage._lifecycle import DataLifecycle
 from bot.storage._models import (
-    Base,
     ContextSource,
-    File,
     HandledEvent,
     Iteration,
     Run,
@@ -32,26 +29,27 @@ from bot.storage._models import (
     utc_now,
 )
 from bot.storage._operator import open_migrated
-from bot.storage._records import FileRecord, IterationRecord, RunRecord
+from bot.storage._queue import RunQueueRecords
+from bot.storage._records import (
+    CONTEXT_KINDS,
+    FEEDBACK_VALUES,
+    FINAL_STATUSES,
+    RUN_STATUSES,
+    SCOPES,
+    TRIGGERS,
+    IterationRecord,
+    RunRecord,
+)
+from bot.storage._usage import UsageRecords
 from bot.storage._writes import check_choice as _check_choice
 from bot.storage._writes import uncancellable as _uncancellable
-
-RUN_STATUSES = ("queued", "running", "finished", "failed", "interrupted", "stopped")
-ACTIVE_STATUSES = ("queued", "running")
-FINAL_STATUSES = ("finished", "failed", "interrupted", "stopped")
-TRIGGERS = ("command", "mention", "assistant", "dm")
-CONTEXT_KINDS = ("channel_history", "thread", "file", "earlier_answers")
-SCOPES = ("channel", "thread")
-FEEDBACK_VALUES = ("up", "down")
+from bot.storage._writes import upsert as _upsert
 
 _NO_SUCH_RUN = "Run {run_id} does not exist."
 _EMPTY_EVENT_ID = "An event id must not be empty."
-_NAIVE_SINCE = "`since` must be a timezone-aware datetime, such as datetime.now(UTC)."
-
-ModelT = TypeVar("ModelT", bound=Base)
 
 
-class Store(DataLifecycle):
+class Store(DataLifecycle, RunQueueRecords, FileRecords, UsageRecords):
     """The bot's database. Make one with `await Store.open(url)` and `await store.close()` it."""
 
     def __init__(self, engine: AsyncEngine) -> None:
@@ -342,175 +340,7 @@ class Store(DataLifecycle):
         async with self._read() as session:
             return [IterationRecord.from_row(row) for row in await session.scalars(query)]
 
-    async def active_run_owners(self, statuses: Iterable[str] = ACTIVE_STATUSES) -> set[str | None]:
-        """The replicas owning runs in `statuses` (None: runs without an owner)."""
-        query = select(Run.owner).where(Run.status.in_(tuple(statuses))).distinct()
-        async with self._read() as session:
-            return set(await session.scalars(query))
-
-    @_uncancellable
-    async def claim_queued_run(self, team_id: str, owner: str) -> RunRecord | None:
-        """Take the workspace's oldest queued run for `owner` and mark it running; None if
-        none is queued. A conditional UPDATE: of replicas claiming at once, one gets each."""
-        while True:
-            async with self._writing() as session:
-                run_id = await session.scalar(
-                    select(Run.id)
-                    .where(Run.team_id == team_id, Run.status == "queued")
-                    .order_by(Run.id)
-                    .limit(1)
-                )
-                if run_id is None:
-                    return None
-                result = await session.execute(
-                    update(Run)
-                    .where(Run.id == run_id, Run.status == "queued")
-                    .values(status="running", owner=owner)
-                    .execution_options(synchronize_session=False)
-                )
-                if result.rowcount == 1:  # type: ignore[attr-defined]
-                    run = await session.get(Run, run_id, populate_existing=True)
-                    assert run is not None
-                    return RunRecord.from_row(run)
-            # Another replica took that one between our look and our claim: the next.
-
-    async def queued_teams(self) -> list[str]:
-        """Workspaces with queued runs."""
-        query = select(Run.team_id).where(Run.status == "queued").distinct()
-        async with self._read() as session:
-            return sorted(await session.scalars(query))
-
-    async def runs_ahead(self, team_id: str, run_id: int) -> int:
-        """The workspace's queued or running runs older than `run_id`."""
-        query = select(func.count(Run.id)).where(
-            Run.team_id == team_id, Run.status.in_(ACTIVE_STATUSES), Run.id < run_id
-        )
-        async with self._read() as session:
-            return int(await session.scalar(query) or 0)
-
-    @_uncancellable
-    async def mark_interrupted_runs(
-        self,
-        owners: Iterable[str | None] | None = None,
-        statuses: Iterable[str] = ACTIVE_STATUSES,
-    ) -> list[RunRecord]:
-        """Mark runs in `statuses` (queued or running) interrupted, all of them or those of
-        `owners` (None in it: runs without an owner); return the runs this call marked.
-
-        Each run is marked by a conditional UPDATE, so when several replicas recover at
-        once every run is marked, and reported, by exactly one of them.
-        """
-        wanted_statuses = tuple(statuses)
-        query = select(Run).where(Run.status.in_(wanted_statuses)).order_by(Run.id)
-        if owners is not None:
-            wanted = set(owners)
-            named = [o for o in wanted if o is not None]
-            matches = [Run.owner.in_(named)] if named else []
-            if None in wanted:
-                matches.append(Run.owner.is_(None))
-            if not matches:
-                return []
-            query = query.where(or_(*matches))
-        marked: list[RunRecord] = []
-        async with self._writing() as session:
-            now = utc_now()
-            for run in list(await session.scalars(query)):
-                result = await session.execute(
-                    update(Run)
-                    .where(
-                        Run.id == run.id,
-                        Run.status.in_(wanted_statuses),
-                        Run.owner.is_(None) if run.owner is None else Run.owner == run.owner,
-                    )
-                    .values(status="interrupted", finished_at=now)
-                    .execution_options(synchronize_session=False)
-                )
-                if result.rowcount == 1:  # type: ignore[attr-defined]
-                    marked.append(RunRecord.from_row(run))
-        return [dataclasses.replace(r, status="interrupted", finished_at=now) for r in marked]
-
-    # Files
-
-    @_uncancellable
-    async def save_file(
-        self,
-        *,
-        team_id: str,
-        channel_id: str,
-        file_id: str,
-        name: str,
-        mimetype: str | None,
-        size: int,
-        text: str,
-        thread_ts: str | None,
-        user_id: str | None,
-        changed: str | None = None,
-    ) -> None:
-        """Keep a file's text for its channel; saving the same file again replaces it."""
-        values = {
-            "changed": changed,
-            "team_id": team_id,
-            "thread_ts": thread_ts,
-            "name": name,
-            "mimetype": mimetype,
-            "size": size,
-            "text": text,
-            "user_id": user_id,
-        }
-        async with self._writing() as session:
-            await self._ensure_workspace(session, team_id, None)
-            await _upsert(session, File, {"channel_id": channel_id, "file_id": file_id}, values)
-
-    async def channel_files(self, team_id: str, channel_id: str) -> list[FileRecord]:
-        """Every file kept for the channel, in threads or not, oldest first."""
-        query = select(File).where(File.team_id == team_id, File.channel_id == channel_id)
-        return await self._files(query)
-
-    async def thread_files(self, team_id: str, channel_id: str, thread_ts: str) -> list[FileRecord]:
-        query = select(File).where(
-            File.team_id == team_id, File.channel_id == channel_id, File.thread_ts == thread_ts
-        )
-        return await self._files(query)
-
-    # Budgets
-
-    async def tokens_used_since(self, team_id: str, since: datetime) -> int:
-        """Input plus output tokens of the workspace's runs created at or after `since`."""
-        if since.tzinfo is None:
-            raise ValueError(_NAIVE_SINCE)
-        query = select(func.coalesce(func.sum(Run.input_tokens + Run.output_tokens), 0)).where(
-            Run.team_id == team_id, Run.created_at >= since
-        )
-        async with self._read() as session:
-            return int(await session.scalar(query) or 0)
-
-    async def count_runs(
-        self,
-        team_id: str,
-        *,
-        since: datetime | None = None,
-        statuses: Iterable[str] | None = None,
-    ) -> int:
-        """How many of the workspace's runs were created at or after `since`, in `statuses`."""
-        query = select(func.count(Run.id)).where(Run.team_id == team_id)
-        if since is not None:
-            if since.tzinfo is None:
-                raise ValueError(_NAIVE_SINCE)
-            query = query.where(Run.created_at >= since)
-        if statuses is not None:
-            wanted = tuple(statuses)
-            for status in wanted:
-                _check_choice("status", status, RUN_STATUSES)
-            query = query.where(Run.status.in_(wanted))
-        async with self._read() as session:
-            return int(await session.scalar(query) or 0)
-
     # Helpers
-
-    async def _files(self, query: Any) -> list[FileRecord]:
-        async with self._read() as session:
-            rows = await session.scalars(query.order_by(File.created_at, File.id))
-            return [FileRecord.from_row(row) for row in rows]
 
     @staticmethod
     async def _get_run(session: AsyncSession, run_id: int, *, lock: bool = False) -> Run:
@@ -526,28 +356,3 @@ class Store(DataLifecycle):
     async def _ensure_workspace(session: AsyncSession, team_id: str, name: str | None) -> None:
         values = {"name": name} if name is not None else {}
         await _upsert(session, Workspace, {"team_id": team_id}, values)
-
-
-async def _upsert(
-    session: AsyncSession,
-    model: type[ModelT],
-    key: Mapping[str, Any],
-    values: Mapping[str, Any],
-) -> None:
-    """Insert the row with `key`, or update it with `values` if it exists.
-
-    On SQLite writes are serialised by BEGIN IMMEDIATE, so the row cannot appear between the
-    look-up and the insert; on other databases it can, and the savepoint catches that case.
-    """
-    row = await session.scalar(select(model).filter_by(**key))
-    if row is None:
-        try:
-            async with session.begin_nested():
-                session.add(model(**key, **values))
-            return
-        except IntegrityError:
-            row = await session.scalar(select(model).filter_by(**key))
-            if row is None:
-                raise
-    for field, value in values.items():
-        setattr(row, field, value)

@@ -15,7 +15,8 @@ from sqlalchemy import select
 from bot.storage._models import AssistantThread, Problem, Run, utc_now
 from bot.storage._records import RunRecord
 from bot.storage._store import Store as _BaseStore
-from bot.storage._store import _uncancellable, _upsert
+from bot.storage._writes import uncancellable as _uncancellable
+from bot.storage._writes import upsert as _upsert
 
 MAX_LISTED = 50
 _BAD_LIMIT = "`limit` must be between 1 and {most}; got {limit}."

@@ -18,7 +18,8 @@ from bot.storage._models import (
     WorkspaceEnterprise,
     WorkspaceSetting,
 )
-from bot.storage._store import Store, _upsert
+from bot.storage._store import Store
+from bot.storage._writes import upsert as _upsert
 
 # The columns of workspace_settings an admin may set.
 SETTING_COLUMNS = (

@@ -64,7 +64,7 @@ MSG_METHOD_BROKEN = (
 )
 MSG_LAYER_MISSING = (
     "REPL sandbox: %s runs without one of its layers: %s. The other layers still hold; the "
-    "README's Security section says what this one would add."
+    "security guide (docs/security.md) says what this one would add."
 )
 MSG_BAD_CHOICE = "isolation must be one of {choices}, got {value!r}."
 MSG_NONE_REQUIRED = "isolation='none' contradicts require_isolation=True; choose one."

@@ -7,7 +7,7 @@ import re
 
 from slack_runs import blocks_text
 
-from bot import messages
+from bot.slack import messages
 
 # First root call: map over every line (no answer yet); second: answer. A run thus has two
 # iterations, and as many sub-calls as its channel has lines.

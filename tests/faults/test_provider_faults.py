@@ -8,7 +8,7 @@ import asyncio
 
 from fake_llm import HANG, MALFORMED
 
-from bot import messages
+from bot.slack import messages
 from tests.faults.checks import check_run_ended_cleanly, map_then_answer
 
 FAULTS = [429, 500, HANG, MALFORMED]

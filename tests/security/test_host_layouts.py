@@ -192,7 +192,7 @@ def _build_checkout(checkout: Path) -> None:
     ignore = shutil.ignore_patterns("__pycache__")
     for name in ("pyproject.toml", "README.md"):
         shutil.copy2(ROOT / name, checkout / name)
-    for name in ("rlm", "bot"):
+    for name in ("rlm", "bot", "migrations"):
         shutil.copytree(ROOT / name, checkout / name, ignore=ignore)
     base_python = getattr(sys, "_base_executable", sys.executable)
     _run([base_python, "-m", "venv", str(checkout / ".venv")])

@@ -19,8 +19,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-
 from bot.isolation import LIMITS, MEMORY_UNBOUNDED
+
 from rlm.repl import SandboxLimits, sandbox_limits_report
 from rlm.repl._cgroup import probe_cgroups
 from tests.security.attacks import ISOLATED, skip_unless_available

@@ -1,0 +1,100 @@
+"""`/rlm`: the slash command's listener, parsed and acknowledged here, handed over after.
+
+`ask` starts a run; `history`, `config` and `forget` answer after the ack; `usage` and
+`help` answer in the ack itself.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from slack_bolt.async_app import AsyncAck, AsyncApp, AsyncBoltContext
+
+from bot.listeners.lifecycle import forget_channel
+from bot.listeners.surfaces import send_history
+from bot.ops.isolation import sandbox_report_for
+from bot.runs.runner import Question
+from bot.slack import messages
+from bot.workspaces.config_command import config_reply
+from rlm import provider_limits
+
+if TYPE_CHECKING:
+    from bot.services import Services
+    from bot.workspaces.tenants import Workspace
+
+COMMAND = "/rlm"
+
+
+def register_commands(app: AsyncApp, services: Services) -> None:
+    """The `/rlm` listener; each verb is acknowledged within Slack's 3 seconds."""
+
+    @app.command(COMMAND)
+    async def on_command(ack: AsyncAck, command: dict[str, Any], context: AsyncBoltContext) -> None:
+        words = (command.get("text") or "").split(None, 1)
+        verb = words[0].lower() if words else "help"
+        question = words[1].strip() if len(words) > 1 else ""
+        if verb == "help" or (verb == "ask" and not question):
+            await ack(text=messages.USAGE, response_type="ephemeral")
+            return
+        ws = await services.workspace(command["team_id"], context)
+        runner = ws.runner
+        if verb == "config":
+            await ack()
+            services.spawn(answer_config(ws, command, question), name="config")
+            return
+        if verb == "history":
+            await ack()
+            services.spawn(send_history(ws, command), name="history")
+            return
+        if verb == "usage":
+            report = await runner.budget.usage_report(command["team_id"])
+            report += messages.provider_limits_report(provider_limits())
+            report += await sandbox_report_for(
+                ws.poster.client, command["user_id"], runner.engine.sandbox_limits
+            )
+            await ack(text=report, response_type="ephemeral")
+            return
+        if verb == "forget":
+            await ack()
+            services.spawn(forget_channel(services, ws, command), name="forget")
+            return
+        if verb != "ask":
+            await ack(text=messages.unknown_subcommand(words[0]), response_type="ephemeral")
+            return
+        await ack()
+        services.spawn_run(
+            runner.ask(
+                Question(
+                    team_id=command["team_id"],
+                    channel_id=command["channel_id"],
+                    user_id=command["user_id"],
+                    text=question,
+                    trigger="command",
+                    scope="channel",
+                    response_url=command.get("response_url"),
+                )
+            ),
+            name="command",
+            team_id=command["team_id"],
+            context=context,
+        )
+
+    async def answer_config(ws: Workspace, command: dict[str, Any], text: str) -> None:
+        assert services.tenants is not None
+        reply = await config_reply(
+            book=services.tenants.book,
+            client=ws.poster.client,
+            team_id=command["team_id"],
+            user_id=command["user_id"],
+            text=text,
+            trigger_id=command.get("trigger_id"),
+            channel_id=command["channel_id"],
+        )
+        if not reply:  # the settings form opened
+            return
+        await ws.poster.tell_user(
+            command["channel_id"],
+            command["user_id"],
+            reply,
+            response_url=command.get("response_url"),
+        )

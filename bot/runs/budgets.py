@@ -1,0 +1,121 @@
+"""What a run may use, and what a workspace has used today.
+
+Per-run budgets (iterations, sub-calls, tokens, wall time) come from settings; a workspace's
+daily token budget counts the tokens of its runs created since 00:00 UTC. A run's token cap
+is the smaller of its own budget and what is left of its workspace's day.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+from bot.slack import messages
+from bot.storage import Store
+
+
+def day_start(now: datetime | None = None) -> datetime:
+    """00:00 UTC of the current day: daily budgets reset then."""
+    now = now or datetime.now(UTC)
+    return now.astimezone(UTC).replace(hour=0, minute=0, second=0, microsecond=0)
+
+
+@dataclass(frozen=True)
+class Budgets:
+    """The limits from settings; 0 means no limit for all but iterations."""
+
+    max_iterations: int
+    max_subcalls: int = 0
+    max_run_tokens: int = 0
+    max_run_seconds: float = 0.0
+    daily_tokens: int = 0
+
+
+@dataclass(frozen=True)
+class RunCaps:
+    """What one run may use, as the engine takes it (None: no limit)."""
+
+    max_iterations: int
+    max_subcalls: int | None
+    max_tokens: int | None
+    max_seconds: float | None
+    tokens_are_daily: bool = False  # the token cap is what was left of the workspace's day
+
+
+@dataclass(frozen=True)
+class Usage:
+    tokens_today: int
+    runs_today: int
+    in_flight: int
+
+
+class BudgetBook:
+    """Reads a workspace's use from the store and turns budgets into caps and messages."""
+
+    def __init__(self, *, store: Store, budgets: Budgets) -> None:
+        self.store = store
+        self.budgets = budgets
+
+    async def tokens_today(self, team_id: str) -> int:
+        return await self.store.tokens_used_since(team_id, day_start())
+
+    async def refusal(self, team_id: str) -> str | None:
+        """Why a new run may not start (the day's tokens are used up), or None."""
+        limit = self.budgets.daily_tokens
+        if not limit:
+            return None
+        used = await self.tokens_today(team_id)
+        return messages.daily_budget_used(used, limit) if used >= limit else None
+
+    async def caps(self, team_id: str) -> RunCaps | None:
+        """The caps for a run starting now; None if the workspace's day is used up."""
+        b = self.budgets
+        tokens: int | None = b.max_run_tokens or None
+        daily = False
+        if b.daily_tokens:
+            left = b.daily_tokens - await self.tokens_today(team_id)
+            if left <= 0:
+                return None
+            if tokens is None or left < tokens:
+                tokens, daily = left, True
+        return RunCaps(
+            max_iterations=b.max_iterations,
+            max_subcalls=b.max_subcalls or None,
+            max_tokens=tokens,
+            max_seconds=b.max_run_seconds or None,
+            tokens_are_daily=daily,
+        )
+
+    def stopped_by(self, limit: str, caps: RunCaps) -> str:
+        """The line that tells a thread which limit stopped its run."""
+        if limit == "max_tokens" and caps.tokens_are_daily:
+            return messages.stopped_by_daily_tokens(self.budgets.daily_tokens)
+        amounts: dict[str, float | None] = {
+            "max_iterations": caps.max_iterations,
+            "max_subcalls": caps.max_subcalls,
+            "max_tokens": caps.max_tokens,
+            "max_seconds": caps.max_seconds,
+        }
+        return messages.stopped_by(limit, amounts.get(limit))
+
+    async def usage(self, team_id: str) -> Usage:
+        since = day_start()
+        return Usage(
+            tokens_today=await self.store.tokens_used_since(team_id, since),
+            runs_today=await self.store.count_runs(team_id, since=since),
+            in_flight=await self.store.count_runs(team_id, statuses=("queued", "running")),
+        )
+
+    async def usage_report(self, team_id: str) -> str:
+        usage = await self.usage(team_id)
+        b = self.budgets
+        return messages.usage_report(
+            tokens_today=usage.tokens_today,
+            daily_tokens=b.daily_tokens,
+            runs_today=usage.runs_today,
+            in_flight=usage.in_flight,
+            max_iterations=b.max_iterations,
+            max_subcalls=b.max_subcalls,
+            max_run_tokens=b.max_run_tokens,
+            max_run_seconds=b.max_run_seconds,
+        )

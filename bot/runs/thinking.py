@@ -1,0 +1,137 @@
+"""A run's thinking: the engine run over the gathered context, each iteration recorded, and
+the run ended with its answer or with what went wrong, in the asker's words.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Any
+
+from bot.gather.context import CITE_INSTRUCTION
+from bot.gather.gathered import GatheredContext
+from bot.presence.run import RunPresence
+from bot.runs.budgets import BudgetBook, RunCaps
+from bot.runs.ends import RunEnds, Totals, clip, describe, provider_failure, tell_operator
+from bot.runs.problems import record_operator_problem
+from bot.runs.question import EngineConfig, Question
+from bot.slack import messages
+from bot.storage import Store
+from rlm import RLM, Event, IterationFinished, ProviderError, RunFinished
+
+logger = logging.getLogger("bot.runner")
+
+# Past its time budget the engine still asks the root model for a best answer; a run not
+# ended one provider timeout plus this slack (at most the budget itself) later is stopped.
+DEADLINE_SLACK_SECONDS = 5.0
+
+
+async def think(
+    *,
+    run_id: int,
+    q: Question,
+    presence: RunPresence,
+    gathered: GatheredContext,
+    caps: RunCaps,
+    engine: EngineConfig,
+    limiter: Any,
+    store: Store,
+    ends: RunEnds,
+    budget: BudgetBook,
+) -> None:
+    """Run the engine over `gathered` for `q`, record each iteration, and end the run: its
+    answer through `presence`, or the failure said in plain words."""
+    totals = Totals()
+
+    async def on_event(event: Event) -> None:
+        presence.on_event(event)
+        if isinstance(event, IterationFinished):
+            totals.add(event)
+            await store.record_iteration(
+                run_id,
+                iteration=event.iteration,
+                root_reply=event.root_reply,
+                code="\n\n".join(event.code_blocks),
+                output="\n\n".join(event.outputs),
+                subcalls=event.subcalls,
+                input_tokens=event.input_tokens,
+                output_tokens=event.output_tokens,
+                seconds=event.seconds,
+            )
+        elif isinstance(event, RunFinished):
+            totals.end(event)
+
+    rlm = RLM(
+        root_llm=engine.root_llm,
+        sub_llm=engine.sub_llm,
+        prompt_mode=engine.prompt_mode,
+        max_iterations=caps.max_iterations,
+        max_subcalls=caps.max_subcalls,
+        max_tokens=caps.max_tokens,
+        max_seconds=caps.max_seconds,
+        max_map_chunks=engine.max_map_chunks,
+        max_prompt_bytes=engine.max_prompt_bytes,
+        sandbox_limits=engine.sandbox_limits,
+        limiter=limiter,
+        on_event=on_event,
+        provider_max_concurrency=engine.provider_max_concurrency,
+    )
+    deadline = None
+    if caps.max_seconds is not None:
+        slack = min(DEADLINE_SLACK_SECONDS, caps.max_seconds)
+        deadline = caps.max_seconds + engine.provider_timeout + slack
+    logger.info("run %d running over %d chars", run_id, gathered.chars)
+    timer = asyncio.timeout(deadline)
+    try:
+        async with timer:
+            answer, _ = await rlm.query_async(q.text + CITE_INSTRUCTION, gathered.documents)
+    except ProviderError as exc:
+        await record_operator_problem(store, q.team_id, exc)
+        kind = provider_failure(exc)
+        if kind.startswith("operator:"):
+            tell_operator(run_id, kind, str(exc))
+            await presence.failed(messages.SETUP_PROBLEM)
+        else:
+            logger.warning("run %d: provider failed: %s", run_id, exc)
+            await presence.failed(messages.PROVIDER_DOWN)
+        await ends.fail(run_id, f"provider: {clip(str(exc), 500)}", totals, error_kind=kind)
+        return
+    except Exception as exc:
+        if isinstance(exc, TimeoutError) and timer.expired():
+            logger.warning("run %d: no answer within its time budget; stopped", run_id)
+            await presence.failed(messages.out_of_time(caps.max_seconds or 0.0))
+            await ends.fail(
+                run_id, "time budget", totals, stopped_by="max_seconds", error_kind="user:time"
+            )
+        else:
+            logger.exception("run %d failed", run_id)
+            await presence.failed(messages.CRASHED)
+            await ends.fail(run_id, describe(exc), totals, error_kind="internal")
+        return
+    text = answer.strip() or messages.EMPTY_ANSWER
+    if totals.stopped_by:
+        text += "\n\n" + budget.stopped_by(totals.stopped_by, caps)
+    footer = messages.answer_footer(
+        iterations=totals.iterations,
+        subcalls=totals.subcalls,
+        tokens=totals.input_tokens + totals.output_tokens,
+        seconds=totals.seconds,
+        run_id=run_id,
+    )
+    summary = messages.summary_finished(
+        iterations=totals.iterations,
+        subcalls=totals.subcalls,
+        seconds=totals.seconds,
+        read=gathered.summary(),
+        stopped_by=totals.stopped_by,
+    )
+    await presence.answered(answer=text, footer=footer, links=gathered.links, summary=summary)
+    await ends.end(run_id, "finished", totals, answer=answer, stopped_by=totals.stopped_by)
+    logger.info(
+        "run %d finished: %d iterations, %d sub-calls, %.1f s%s",
+        run_id,
+        totals.iterations,
+        totals.subcalls,
+        totals.seconds,
+        f", stopped by {totals.stopped_by}" if totals.stopped_by else "",
+    )
