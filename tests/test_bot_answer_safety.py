@@ -11,9 +11,10 @@ import base64
 from bot_harness import block_action
 from slack_markup import CORPUS, markup_in, strings
 
-from bot import blocks, messages
-from bot.presence import RunPresence
+from bot.presence import blocks
 from bot.presence.answer_parts import MAX_ANSWER_PARTS
+from bot.presence.run import RunPresence
+from bot.slack import messages
 
 ASKED = "*<@U1> asked:*"
 

@@ -19,8 +19,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from bot.isolation import LIMITS, MEMORY_UNBOUNDED
 
+from bot.ops.isolation import LIMITS, MEMORY_UNBOUNDED
 from rlm.repl import SandboxLimits, sandbox_limits_report
 from rlm.repl._cgroup import probe_cgroups
 from tests.security.attacks import ISOLATED, skip_unless_available
@@ -70,7 +70,7 @@ def test_the_report_without_isolation_says_what_is_lost() -> None:
 # start-up check, as it would run with RLM_REQUIRE_SANDBOX false and true.
 _HOST_SCRIPT = r"""
 import asyncio, json, logging, sys
-from bot.isolation import SandboxUnavailable, check_sandbox, sandbox_limits
+from bot.ops.isolation import SandboxUnavailable, check_sandbox, sandbox_limits
 from rlm.repl import REPLSession, SandboxLimits, sandbox_limits_report
 from rlm.repl._cgroup import probe_cgroups
 
