@@ -29,12 +29,14 @@ class StartupError(Exception):
 async def serve(settings: Settings, stop: asyncio.Event | None = None) -> None:
     """Run the app until `stop` is set (by default: on SIGINT or SIGTERM); `StartupError` if
     it cannot start."""
-    # The sandbox is proved before anything else is imported or opened, so a machine that
-    # cannot isolate is refused with one line and nothing else.
-    from bot.ops.isolation import SandboxUnavailable, check_sandbox, sandbox_limits
+    # Logging is set up before anything that logs as it is imported (alembic does), and the
+    # sandbox is proved before anything else is opened, so a machine that cannot isolate is
+    # refused with one line and nothing else.
     from bot.ops.logs import configure_logging
 
     configure_logging(settings.rlm_log_level, settings.secrets)
+    from bot.ops.isolation import SandboxUnavailable, check_sandbox, sandbox_limits
+
     try:
         isolation = await check_sandbox(
             sandbox_limits(

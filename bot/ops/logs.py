@@ -27,6 +27,8 @@ MIN_SECRET_LENGTH = 6
 
 # Loggers that log whole bodies (events as received, Web API replies) at INFO or DEBUG.
 BODY_LOGGERS = ("slack_bolt", "slack_sdk")
+# Below WARNING these only chatter: alembic 1.20 names each plugin it sets up at INFO.
+CHATTY_LOGGERS = ("alembic.runtime.plugins",)
 
 
 class RedactingFilter(logging.Filter):
@@ -64,13 +66,13 @@ class RedactingFilter(logging.Filter):
 
 
 class QuietLibraries(logging.Filter):
-    """Drops records below WARNING from the loggers that log bodies.
+    """Drops records below WARNING from the loggers that log bodies, or only chatter.
 
     A handler filter rather than logger levels: Bolt copies the root level onto each of its
     loggers when it makes them, so a level set on `slack_bolt` would not reach them.
     """
 
-    def __init__(self, names: Iterable[str] = BODY_LOGGERS) -> None:
+    def __init__(self, names: Iterable[str] = (*BODY_LOGGERS, *CHATTY_LOGGERS)) -> None:
         super().__init__("quiet-libraries")
         self.prefixes = tuple(names)
 
