@@ -34,7 +34,7 @@ async def serve(settings: Settings, stop: asyncio.Event | None = None) -> None:
     # refused with one line and nothing else.
     from bot.ops.logs import configure_logging
 
-    configure_logging(settings.rlm_log_level, settings.secrets)
+    configure_logging(settings.rlm_log_level, settings.secrets, log_format=settings.rlm_log_format)
     from bot.ops.isolation import SandboxUnavailable, check_sandbox, sandbox_limits
 
     try:
@@ -49,7 +49,7 @@ async def serve(settings: Settings, stop: asyncio.Event | None = None) -> None:
         raise StartupError(str(exc)) from None
     # Imported here, after the settings are known good: the provider SDKs take seconds to
     # import, and a missing variable should be reported at once.
-    from bot.app import EVENTS_PATH, build_app, serve_http, start_services
+    from bot.app import EVENTS_PATH, build_app, readiness_of, serve_http, start_services
     from rlm import ConfigurationError
 
     try:
@@ -75,21 +75,15 @@ async def serve(settings: Settings, stop: asyncio.Event | None = None) -> None:
         if settings.socket_mode:
             from slack_bolt.adapter.socket_mode.aiohttp import AsyncSocketModeHandler
 
-            handler = AsyncSocketModeHandler(app, settings.slack_app_token)
-            await handler.connect_async()  # type: ignore[no-untyped-call]
-            logger.info("connected to Slack in Socket Mode")
-            pages = None
-            if app.oauth_flow is not None:  # Socket Mode has no HTTP server for them
-                from bot.workspaces.installs import serve_install_pages
-
-                pages = await serve_install_pages(
-                    app.oauth_flow,
-                    host=settings.rlm_http_host,
-                    port=settings.rlm_install_port or settings.port,
-                )
-                logger.info("install pages at %s", app.oauth_flow.install_path)
-            await stop.wait()
-            if pages is not None:
+            # Socket Mode has no HTTP server of its own: a small listener serves health,
+            # readiness, metrics and, with OAuth, the install pages.
+            pages = await _serve_listener(settings, app, readiness_of(services))
+            try:
+                handler = AsyncSocketModeHandler(app, settings.slack_app_token)
+                await handler.connect_async()  # type: ignore[no-untyped-call]
+                logger.info("connected to Slack in Socket Mode")
+                await stop.wait()
+            finally:
                 await pages.cleanup()
             await handler.close_async()  # type: ignore[no-untyped-call]
             await _finish(services, settings.rlm_shutdown_grace_seconds)
@@ -99,6 +93,7 @@ async def serve(settings: Settings, stop: asyncio.Event | None = None) -> None:
                 host=settings.rlm_http_host,
                 port=settings.port,
                 max_request_bytes=settings.rlm_max_request_bytes,
+                readiness=readiness_of(services),
             )
             logger.info("listening on port %d at %s", server.port, EVENTS_PATH)
             await stop.wait()
@@ -107,6 +102,32 @@ async def serve(settings: Settings, stop: asyncio.Event | None = None) -> None:
     finally:
         logger.info("shutting down")
         await services.close()
+
+
+async def _serve_listener(settings: Settings, app: Any, readiness: Any) -> Any:
+    """Socket Mode's listener on RLM_INSTALL_PORT (or PORT); StartupError if it cannot bind."""
+    from bot.ops.health import serve_health
+
+    routes = []
+    if app.oauth_flow is not None:
+        from bot.workspaces.installs import oauth_routes
+
+        routes = oauth_routes(app.oauth_flow)
+    port = settings.rlm_install_port if settings.rlm_install_port is not None else settings.port
+    try:
+        runner = await serve_health(
+            readiness, host=settings.rlm_http_host, port=port, extra_routes=routes
+        )
+    except OSError as exc:
+        raise StartupError(
+            f"the health listener could not listen on port {port} ({exc.strerror}): set "
+            "RLM_INSTALL_PORT (or PORT) to a free port."
+        ) from None
+    bound = int(runner.addresses[0][1])
+    logger.info("health, readiness and metrics on port %d (/healthz, /readyz, /metrics)", bound)
+    if app.oauth_flow is not None:
+        logger.info("install pages at %s", app.oauth_flow.install_path)
+    return runner
 
 
 async def _check_slack_token(poster: SlackPoster, api_url: str) -> None:

@@ -24,6 +24,7 @@ from bot.listeners.commands import register_commands
 from bot.listeners.events import register_message_events
 from bot.listeners.lifecycle import register_file_events
 from bot.listeners.surfaces import register_surfaces
+from bot.ops.health import Readiness
 from bot.ops.housekeeping import Housekeeping
 from bot.ops.http_server import EVENTS_PATH, HttpServer, serve_http
 from bot.ops.isolation import check_sandbox, sandbox_limits
@@ -55,6 +56,7 @@ __all__ = [
     "Services",
     "build_app",
     "create_app",
+    "readiness_of",
     "serve_http",
     "start_services",
 ]
@@ -70,7 +72,7 @@ async def start_services(settings: Settings, *, isolation: str | None = None) ->
     `bot.ops.isolation.SandboxUnavailable` when the configured sandbox cannot run, ValueError
     for an unusable DATABASE_URL.
     """
-    configure_logging(settings.rlm_log_level, settings.secrets)
+    configure_logging(settings.rlm_log_level, settings.secrets, log_format=settings.rlm_log_format)
     llms = tuple(
         interface_from_spec(
             spec,
@@ -251,6 +253,12 @@ async def attach_tenancy(services: Services, client: AsyncWebClient) -> None:
         purge_at_once=settings.rlm_purge_on_uninstall,
     )
     services.uninstaller.start()
+
+
+def readiness_of(services: Services) -> Readiness:
+    """What /readyz checks for these services: their database, and Redis when shared."""
+    limits = services.limits
+    return Readiness(services.store, limits.redis if limits is not None else None)
 
 
 def build_app(services: Services) -> AsyncApp:

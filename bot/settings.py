@@ -78,6 +78,7 @@ class Settings(BaseSettings):
     rlm_status_wait_notice: float = Field(default=10.0, ge=0.0, le=600.0)
     rlm_http_host: str = "0.0.0.0"  # the interface HTTP mode listens on
     rlm_log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    rlm_log_format: Literal["text", "json"] = "text"
 
     # Budgets: per run (0: no limit) and per workspace per UTC day (0: no limit).
     rlm_max_subcalls: int = Field(default=2000, ge=0)
@@ -105,7 +106,8 @@ class Settings(BaseSettings):
     slack_authorize_url: str = SLACK_DEFAULT_AUTHORIZE_URL
     slack_scopes: str = DEFAULT_BOT_SCOPES
     slack_token_rotation_minutes: int = Field(default=120, ge=1, le=720)
-    rlm_install_port: int | None = Field(default=None, ge=0, le=65535)  # Socket Mode pages
+    # Socket Mode's small HTTP listener: health, readiness, metrics, install pages.
+    rlm_install_port: int | None = Field(default=None, ge=0, le=65535)
     rlm_encryption_key: str | None = None
     # Data lifecycle: runs, their outputs and file text older than this are purged; also how
     # long an uninstalled workspace's data is kept (unless RLM_PURGE_ON_UNINSTALL).

@@ -20,7 +20,7 @@ from typing import Any
 import aiohttp
 from slack_server import BOT_TOKEN, BOT_USER, SIGNING_SECRET
 
-from bot.app import HttpServer, Services, create_app, serve_http
+from bot.app import HttpServer, Services, create_app, readiness_of, serve_http
 from bot.settings import Settings
 
 # A root reply that makes one sub-call per non-empty line of the context: a long map.
@@ -235,7 +235,11 @@ class BotHarness:
     async def start(self) -> BotHarness:
         app, self.services = await create_app(self.settings)
         self.http = await serve_http(
-            app, host="127.0.0.1", port=0, max_request_bytes=self.settings.rlm_max_request_bytes
+            app,
+            host="127.0.0.1",
+            port=0,
+            max_request_bytes=self.settings.rlm_max_request_bytes,
+            readiness=readiness_of(self.services),
         )
         self.events = SlackEvents(self.http.url, response_base=self.response_base)
         return self

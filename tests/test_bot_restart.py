@@ -222,6 +222,7 @@ async def test_socket_mode_receives_commands_and_events_over_the_websocket(
         database_url=database_url,
         slack_app_token=APP_TOKEN,
         slack_signing_secret=None,
+        rlm_install_port=0,  # the health listener on a free port
     )
     stop = asyncio.Event()
     serving = asyncio.create_task(serve(settings, stop))

@@ -1,7 +1,8 @@
 """Operations: what an operator runs, reads and relies on around the app.
 
-Owns the `rlm-bot` sub-commands (`cli`), the HTTP server with health and metrics
-(`http_server`), logging with secrets redacted (`logs`), the REPL sandbox probe at start-up
+Owns the `rlm-bot` sub-commands (`cli`), the HTTP server (`http_server`), health and
+readiness with Socket Mode's listener (`health`), /metrics (`metrics`), logging with secrets
+redacted and JSON lines (`logs`), the REPL sandbox probe at start-up
 (`isolation`), replicas finding each other's orphaned runs (`replicas`) and the retention
 purge (`housekeeping`).
 

@@ -100,6 +100,11 @@ MEANINGS: dict[str, tuple[str, str | None]] = {
     ),
     "rlm_http_host": ("the interface HTTP mode listens on", None),
     "rlm_log_level": ("`DEBUG`, `INFO`, `WARNING`, `ERROR`", None),
+    "rlm_log_format": (
+        "`text`, or `json`: one object per line, with `run_id` and `team_id` on every line "
+        "about a run, and `replica`",
+        None,
+    ),
     "rlm_max_subcalls": ("sub-calls per run (0: no limit)", None),
     "rlm_max_run_tokens": ("tokens per run, root and sub-calls together (0: no limit)", None),
     "rlm_max_run_seconds": (
@@ -161,7 +166,8 @@ MEANINGS: dict[str, tuple[str, str | None]] = {
         None,
     ),
     "rlm_install_port": (
-        "Socket Mode with OAuth: port of the small HTTP listener for the install pages",
+        "Socket Mode: port of the small HTTP listener serving `/healthz`, `/readyz`, "
+        "`/metrics` and, with OAuth, the install pages",
         "`PORT`",
     ),
     "rlm_encryption_key": (

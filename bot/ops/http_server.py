@@ -1,5 +1,5 @@
-"""The HTTP server for HTTP mode: Slack's requests at /slack/events, a health check, and a
-body size limit enforced before Bolt reads a byte.
+"""The HTTP server for HTTP mode: Slack's requests at /slack/events, health, readiness and
+metrics (bot.ops.health), and a body size limit enforced before Bolt reads a byte.
 
 A body declared larger than the limit is refused (413) from its headers alone; one sent
 without a length is refused as soon as it passes the limit. Bolt then verifies the signature
@@ -15,6 +15,9 @@ from aiohttp import web
 from aiohttp.typedefs import Handler, Middleware
 from slack_bolt.adapter.aiohttp import to_aiohttp_response, to_bolt_request
 from slack_bolt.async_app import AsyncApp
+
+from bot.ops.health import Readiness, health_routes
+from bot.ops.metrics import count_requests
 
 logger = logging.getLogger("bot.http")
 
@@ -59,21 +62,23 @@ def _size_limit(limit: int) -> Middleware:
 
 
 def web_application(
-    app: AsyncApp, *, max_request_bytes: int = DEFAULT_MAX_REQUEST_BYTES
+    app: AsyncApp,
+    *,
+    max_request_bytes: int = DEFAULT_MAX_REQUEST_BYTES,
+    readiness: Readiness | None = None,
 ) -> web.Application:
     async def events(request: web.Request) -> web.Response:
         bolt_response = await app.async_dispatch(await to_bolt_request(request))
         return await to_aiohttp_response(bolt_response)
 
-    async def healthz(_: web.Request) -> web.Response:
-        return web.Response(text="ok")
-
     # client_max_size makes aiohttp stop reading a body at the limit.
     web_app = web.Application(
-        client_max_size=max_request_bytes, middlewares=[_size_limit(max_request_bytes)]
+        client_max_size=max_request_bytes,
+        # Counting first: it sees what the size limit refuses too.
+        middlewares=[count_requests(EVENTS_PATH), _size_limit(max_request_bytes)],
     )
     web_app.router.add_post(EVENTS_PATH, events)
-    web_app.router.add_get("/healthz", healthz)
+    web_app.add_routes(health_routes(readiness))
     if app.oauth_flow is not None:  # OAuth installs: the install page and the redirect
         from bot.workspaces.installs import oauth_routes
 
@@ -87,10 +92,13 @@ async def serve_http(
     host: str = "0.0.0.0",
     port: int = 3000,
     max_request_bytes: int = DEFAULT_MAX_REQUEST_BYTES,
+    readiness: Readiness | None = None,
 ) -> HttpServer:
-    """Serve `app` at /slack/events (plus /healthz) until `close()`; port 0 picks one."""
+    """Serve `app` at /slack/events (plus /healthz, /metrics, and /readyz checking
+    `readiness`) until `close()`; port 0 picks one."""
     runner = web.AppRunner(
-        web_application(app, max_request_bytes=max_request_bytes), access_log=None
+        web_application(app, max_request_bytes=max_request_bytes, readiness=readiness),
+        access_log=None,
     )
     await runner.setup()
     site = web.TCPSite(runner, host, port)

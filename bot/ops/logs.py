@@ -1,16 +1,22 @@
-"""Keeping secrets and people's words out of the logs.
+"""The logs: secrets and people's words kept out, and, in JSON, what each line is about.
 
 `RedactingFilter` blanks Slack tokens, provider keys and the configured credentials in every
 record a handler emits (message, arguments, traceback, stack). `QuietLibraries` drops what
 Bolt and slack_sdk log below WARNING, which includes whole request and response bodies, and
-so what people wrote. `configure_logging` puts both on the root logger's handlers.
+so what people wrote. `JsonFormatter` (`RLM_LOG_FORMAT=json`) writes one object per line
+with the run and workspace the line is about (bot.telemetry.context) and the replica.
+`configure_logging` puts them on the root logger's handlers.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import re
 from collections.abc import Iterable
+from datetime import UTC, datetime
+
+from bot.telemetry.context import fields
 
 REDACTED = "[redacted]"
 
@@ -65,6 +71,34 @@ class RedactingFilter(logging.Filter):
         return True
 
 
+class JsonFormatter(logging.Formatter):
+    """One JSON object per line: time, level, logger, message, the run (`run_id`) and
+    workspace (`team_id`) when the line is about one, `replica`, and the traceback if any.
+
+    The run and workspace come from the context the line was logged in (a run's task sets
+    them), or from `extra={"run_id": ..., "team_id": ...}` on the call.
+    """
+
+    def format(self, record: logging.LogRecord) -> str:
+        line: dict[str, object] = {
+            "time": datetime.fromtimestamp(record.created, UTC).isoformat(timespec="milliseconds"),
+            "level": record.levelname,
+            "logger": record.name,
+            "message": record.getMessage(),
+        }
+        line.update(fields())
+        for name in ("run_id", "team_id"):
+            if (value := getattr(record, name, None)) is not None:
+                line[name] = value
+        if record.exc_info and not record.exc_text:
+            record.exc_text = self.formatException(record.exc_info)
+        if record.exc_text:
+            line["exc"] = record.exc_text
+        if record.stack_info:
+            line["stack"] = record.stack_info
+        return json.dumps(line, ensure_ascii=False, default=str)
+
+
 class QuietLibraries(logging.Filter):
     """Drops records below WARNING from the loggers that log bodies, or only chatter.
 
@@ -83,10 +117,15 @@ class QuietLibraries(logging.Filter):
 
 
 def configure_logging(
-    level: str, secrets: Iterable[str], logger: logging.Logger | None = None
+    level: str,
+    secrets: Iterable[str],
+    logger: logging.Logger | None = None,
+    *,
+    log_format: str = "text",
 ) -> int:
     """Put a `RedactingFilter` for `secrets` on each handler of `logger` (default: root) and,
-    unless `level` is DEBUG, `QuietLibraries`; filters installed before are replaced.
+    unless `level` is DEBUG, `QuietLibraries`; filters installed before are replaced. With
+    `log_format` "json" each handler writes with `JsonFormatter`.
     Returns how many handlers were set up."""
     target = logger or logging.getLogger()
     filters: list[logging.Filter] = [RedactingFilter(secrets)]
@@ -97,4 +136,6 @@ def configure_logging(
             handler.removeFilter(old)
         for new in filters:
             handler.addFilter(new)
+        if log_format == "json":
+            handler.setFormatter(JsonFormatter())
     return len(target.handlers)

@@ -14,6 +14,8 @@ import logging
 from typing import TYPE_CHECKING
 from urllib.parse import urlsplit, urlunsplit
 
+from bot.telemetry.context import set_replica
+
 if TYPE_CHECKING:
     from bot.runs.runner import Runner
     from bot.runs.shared_limits import SharedLimits
@@ -57,6 +59,7 @@ async def open_shared_limits(settings: Settings) -> SharedLimits:
         shown = _shown(settings.redis_url)
         detail = str(exc).replace(settings.redis_url, shown)
         raise ValueError(_CANNOT_REACH.format(url=shown, detail=detail)) from None
+    set_replica(limits.replica_id)  # log lines name the replica as the others know it
     logger.info("replica %s sharing limits through Redis", limits.replica_id)
     return limits
 

@@ -5,6 +5,7 @@ the asker (`ends`), budgets per run and per day (`budgets`), run slots per works
 run queue and limits shared across replicas (`queue`, `shared_limits`), and the problems a
 run records for operators (`problems`).
 
-May import: `bot.gather`, `bot.presence`, `bot.slack`, `bot.storage` and `rlm`; settings
-are passed in. Never the workspaces, operations, services or listeners above it.
+May import: `bot.gather`, `bot.presence`, `bot.slack`, `bot.storage`, `bot.telemetry` and
+`rlm`; settings are passed in. Never the workspaces, operations, services or listeners above
+it.
 """

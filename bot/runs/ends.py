@@ -21,6 +21,7 @@ from bot.presence.blocks import summary_blocks
 from bot.slack import messages
 from bot.slack.api import SlackPoster
 from bot.storage import Store
+from bot.telemetry.metrics import RUNS
 from rlm import (
     AuthenticationError,
     BadResponseError,
@@ -143,6 +144,7 @@ class RunEnds:
             stopped_by=stopped_by,
             error_kind=error_kind,
         )
+        RUNS.labels(status).inc()
 
     async def interrupted(self, run_id: int, tell: Callable[[str], Awaitable[None]]) -> None:
         """On shutdown: mark the run and `tell` its thread, briefly (the next start would
@@ -153,6 +155,7 @@ class RunEnds:
                 if run is None or run.status not in ("queued", "running"):
                     return  # it ended just as the shutdown came
                 await self.store.set_run_status(run_id, "interrupted")
+                RUNS.labels("interrupted").inc()
                 await tell(messages.INTERRUPTED)
         except Exception:
             logger.warning("could not mark run %d interrupted at shutdown", run_id)

@@ -31,6 +31,8 @@ from bot.runs.thinking import think
 from bot.slack import messages
 from bot.slack.api import SlackPoster, error_code, explain
 from bot.storage import RunRecord, Store
+from bot.telemetry.runs import counts_in_flight
+from bot.telemetry.spans import start_run
 from rlm import (
     KeyedLimiter,
 )
@@ -223,7 +225,7 @@ class Runner:
     ) -> None:
         """Do `work` for the run as a task Cancel can stop; however it ends, the run is
         stored as ended and its status says so."""
-        task = asyncio.create_task(work(), name=f"run-{run_id}")
+        task = start_run(work(), run_id=run_id, team_id=q.team_id)  # its logs name it
         entry = self.active[run_id] = _Active(task, presence, q.user_id)
         try:
             await task
@@ -268,6 +270,7 @@ class Runner:
             await self.store.set_run_status(run_id, "running")
             await self._run(run_id, q, scope, earlier, presence)
 
+    @counts_in_flight
     async def _run(
         self,
         run_id: int,

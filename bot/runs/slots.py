@@ -10,6 +10,8 @@ from collections import Counter
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 
+from bot.telemetry.metrics import RUNS_QUEUED
+
 
 class RunSlots:
     """At most `limit` runs at once per workspace; the rest wait in arrival order."""
@@ -26,11 +28,13 @@ class RunSlots:
         slot = self._slots.setdefault(team_id, asyncio.Semaphore(self.limit))
         if slot.locked():
             self._waiting[team_id] += 1
+            RUNS_QUEUED.labels(team_id).inc()
             try:
                 await on_wait(self.limit + self._waiting[team_id] - 1)
                 await slot.acquire()
             finally:
                 self._waiting[team_id] -= 1
+                RUNS_QUEUED.labels(team_id).dec()
         else:
             await slot.acquire()
         try:

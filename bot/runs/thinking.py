@@ -17,6 +17,7 @@ from bot.runs.problems import record_operator_problem
 from bot.runs.question import EngineConfig, Question
 from bot.slack import messages
 from bot.storage import Store
+from bot.telemetry.runs import RunObserver
 from rlm import RLM, Event, IterationFinished, ProviderError, RunFinished
 
 logger = logging.getLogger("bot.runner")
@@ -42,8 +43,10 @@ async def think(
     """Run the engine over `gathered` for `q`, record each iteration, and end the run: its
     answer through `presence`, or the failure said in plain words."""
     totals = Totals()
+    observer = RunObserver(team_id=q.team_id, provider=engine.sub_model)
 
     async def on_event(event: Event) -> None:
+        observer.on_event(event)
         presence.on_event(event)
         if isinstance(event, IterationFinished):
             totals.add(event)
@@ -86,6 +89,7 @@ async def think(
         async with timer:
             answer, _ = await rlm.query_async(q.text + CITE_INSTRUCTION, gathered.documents)
     except ProviderError as exc:
+        observer.close()
         await record_operator_problem(store, q.team_id, exc)
         kind = provider_failure(exc)
         if kind.startswith("operator:"):
@@ -97,6 +101,7 @@ async def think(
         await ends.fail(run_id, f"provider: {clip(str(exc), 500)}", totals, error_kind=kind)
         return
     except Exception as exc:
+        observer.close()
         if isinstance(exc, TimeoutError) and timer.expired():
             logger.warning("run %d: no answer within its time budget; stopped", run_id)
             await presence.failed(messages.out_of_time(caps.max_seconds or 0.0))

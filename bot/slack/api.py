@@ -14,14 +14,19 @@ from urllib.parse import urlsplit
 
 import aiohttp
 from slack_sdk.errors import SlackApiError
+from slack_sdk.http_retry.async_handler import AsyncRetryHandler
 from slack_sdk.http_retry.builtin_async_handlers import (
     AsyncConnectionErrorRetryHandler,
     AsyncRateLimitErrorRetryHandler,
 )
+from slack_sdk.http_retry.request import HttpRequest
+from slack_sdk.http_retry.response import HttpResponse
+from slack_sdk.http_retry.state import RetryState
 from slack_sdk.web.async_client import AsyncWebClient
 from slack_sdk.webhook.async_client import AsyncWebhookClient
 
 from bot.slack import messages
+from bot.telemetry.metrics import SLACK_CALLS, SLACK_RATE_LIMITED
 
 logger = logging.getLogger("bot.slack")
 
@@ -37,10 +42,31 @@ def make_web_client(
         base_url=api_url,
         session=session,
         retry_handlers=[
+            CountingHandler(),
             AsyncConnectionErrorRetryHandler(),
             AsyncRateLimitErrorRetryHandler(max_retry_count=RATE_LIMIT_RETRIES),
         ],
     )
+
+
+class CountingHandler(AsyncRetryHandler):
+    """Retries nothing: first in the client's list, it sees every answer Slack gives (each
+    attempt) and counts it by method, and the 429s apart, for /metrics."""
+
+    async def can_retry_async(
+        self,
+        *,
+        state: RetryState,
+        request: HttpRequest,
+        response: HttpResponse | None = None,
+        error: Exception | None = None,
+    ) -> bool:
+        if response is not None:
+            method = urlsplit(request.url).path.rsplit("/", 1)[-1] or "unknown"
+            SLACK_CALLS.labels(method).inc()
+            if response.status_code == 429:
+                SLACK_RATE_LIMITED.labels(method).inc()
+        return False
 
 
 def _origin(url: str) -> tuple[str, str, int | None]:

@@ -12,7 +12,7 @@ from contextlib import AbstractAsyncContextManager, asynccontextmanager, nullcon
 from types import TracebackType
 from typing import Any
 
-from sqlalchemy import func, select
+from sqlalchemy import func, select, text
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
@@ -73,6 +73,11 @@ class Store(DataLifecycle, RunQueueRecords, FileRecords, UsageRecords):
         while self._pending:  # writes whose callers were cancelled still finish first
             await asyncio.gather(*list(self._pending), return_exceptions=True)
         await self._engine.dispose()
+
+    async def ping(self) -> None:
+        """One round trip to the database (SELECT 1); raises what the driver raises."""
+        async with self._engine.connect() as connection:
+            await connection.execute(text("SELECT 1"))
 
     async def __aenter__(self) -> Store:
         return self
