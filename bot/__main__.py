@@ -71,9 +71,9 @@ async def serve(settings: Settings, stop: asyncio.Event | None = None) -> None:
                 loop.add_signal_handler(sig, stop.set)
     try:
         if settings.socket_mode:
-            from slack_bolt.adapter.socket_mode.aiohttp import AsyncSocketModeHandler
+            from bot.ops.socket_mode import CheckedSocketModeHandler
 
-            handler = AsyncSocketModeHandler(app, settings.slack_app_token)
+            handler = CheckedSocketModeHandler(app, settings.slack_app_token)
             await handler.connect_async()  # type: ignore[no-untyped-call]
             logger.info("connected to Slack in Socket Mode")
             pages = None

@@ -106,11 +106,13 @@ class RequestStats:
         self._logged_at = now
 
 
-def refusal(outcome: str) -> web.Response:
-    """The response for a refused request; the connection is closed rather than drained, so
-    an unread body is not read after all."""
+def refusal(outcome: str, request: web.Request | None = None) -> web.Response:
+    """The response for a refused request. While part of its body is still to come, the
+    connection is closed rather than drained, so an unread body is not read after all; a
+    small body already in the buffer keeps its keep-alive connection."""
     response = web.Response(status=REFUSED[outcome], text=_TEXT.get(outcome, MALFORMED))
-    response.force_close()
+    if request is None or not request.content.is_eof():
+        response.force_close()
     return response
 
 
@@ -124,22 +126,22 @@ class SlackRequestGate:
         timestamp = request.headers.get("X-Slack-Request-Timestamp", "")
         signature = request.headers.get("X-Slack-Signature", "")
         if not timestamp and not signature:
-            return self._refuse("unsigned")
+            return self._refuse(request, "unsigned")
         if not _TIMESTAMP.fullmatch(timestamp) or not _SIGNATURE.fullmatch(signature):
-            return self._refuse("bad_signature", "malformed signature headers")
+            return self._refuse(request, "bad_signature", "malformed signature headers")
         if abs(time.time() - int(timestamp)) > WINDOW_SECONDS:
-            return self._refuse("stale")
+            return self._refuse(request, "stale")
         raw = await request.read()  # capped by the application's client_max_size
         if not self._signed(raw, timestamp, signature):
-            return self._refuse("bad_signature")
+            return self._refuse(request, "bad_signature")
         try:
             text = raw.decode("utf-8")
             body = _parse(text, request.content_type)
-        except ValueError:  # not UTF-8, not JSON (json's errors are ValueErrors)
-            return self._refuse("malformed", "not parseable")
+        except (ValueError, RecursionError):  # not UTF-8, not JSON, or nested past reason
+            return self._refuse(request, "malformed", "not parseable")
         wrong = problem(body)
         if wrong:
-            return self._refuse("malformed", wrong)
+            return self._refuse(request, "malformed", wrong)
         try:
             bolt_request = AsyncBoltRequest(
                 body=text,
@@ -147,7 +149,7 @@ class SlackRequestGate:
                 headers=dict(request.headers),
             )
         except Exception as exc:  # whatever Bolt cannot build a context from: still a 400
-            return self._refuse("malformed", type(exc).__name__)
+            return self._refuse(request, "malformed", type(exc).__name__)
         self.stats.accepted()
         return bolt_request
 
@@ -156,14 +158,14 @@ class SlackRequestGate:
         digest = hmac.new(self.signing_secret.encode(), base, hashlib.sha256).hexdigest()
         return hmac.compare_digest(f"v0={digest}", signature)
 
-    def _refuse(self, outcome: str, detail: str = "") -> web.Response:
+    def _refuse(self, request: web.Request, outcome: str, detail: str = "") -> web.Response:
         self.stats.refused(outcome, detail)
-        return refusal(outcome)
+        return refusal(outcome, request)
 
 
 def _parse(text: str, content_type: str) -> Any:
     """The body as Bolt will parse it (`slack_bolt.request.internals.parse_body`), raising
-    ValueError where Bolt would raise anything."""
+    ValueError (or RecursionError) where Bolt would raise anything."""
     if not text:
         return {}
     if content_type == "application/json" or text.startswith("{"):
