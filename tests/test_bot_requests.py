@@ -199,3 +199,46 @@ def test_refusals_are_summed_up_once_per_interval(caplog):
     stats.flush()  # nothing left to tell
     assert len(caplog.records) == 2
     assert stats.counts == {"unsigned": 10, "stale": 1}
+
+
+class _Socket:
+    """Stands in for Slack's end of the Socket Mode websocket: keeps the acks sent."""
+
+    def __init__(self) -> None:
+        self.acks: list[str] = []
+        self.logger = logging.getLogger("test.socket")
+
+    async def send_socket_mode_response(self, response) -> None:
+        self.acks.append(response.envelope_id)
+
+
+async def test_socket_mode_checks_the_same_shapes(bot, slack):
+
+    from bot.app import build_app
+    from bot.ops.socket_mode import CheckedSocketModeHandler
+
+    handler = CheckedSocketModeHandler(build_app(bot.services), "xapp-1-A1-socket-test")
+    try:
+        await _two_payloads(handler, bot, slack)
+    finally:
+        await handler.client.close()
+
+
+async def _two_payloads(handler, bot, slack) -> None:
+    from slack_sdk.socket_mode.request import SocketModeRequest
+
+    socket = _Socket()
+    odd = event_body(mention("C1", "<@UBOT> hi", "1.1", thread_ts="\ud800"))
+    await handler.handle(socket, SocketModeRequest("events_api", "env-odd", odd))
+    assert socket.acks == ["env-odd"]  # acknowledged, so Slack does not send it again
+    assert handler.stats.counts == {"malformed": 1}
+    assert await bot.store.list_runs() == []
+
+    slack.add_message("C1", "Something to read.", user="U2")
+    ts = slack.add_message("C1", "<@UBOT> what is there?", user="U1")
+    good = event_body(mention("C1", "<@UBOT> what is there?", ts))
+    await handler.handle(socket, SocketModeRequest("events_api", "env-good", good))
+    await bot.settle()
+    assert socket.acks == ["env-odd", "env-good"]
+    assert handler.stats.counts == {"malformed": 1, "accepted": 1}
+    assert [r.status for r in await bot.store.list_runs()] == ["finished"]

@@ -18,7 +18,7 @@ from bot.slack.payloads import problem
 class CheckedSocketModeHandler(AsyncSocketModeHandler):
     def __init__(self, app: AsyncApp, app_token: str | None = None) -> None:
         super().__init__(app, app_token)
-        self.stats = RequestStats()  # payloads by outcome, as HttpServer.stats
+        self.stats = RequestStats(where="Socket Mode")  # payloads by outcome, as HttpServer.stats
 
     async def handle(self, client: SocketModeClient, req: SocketModeRequest) -> None:  # type: ignore[override]
         wrong = problem(req.payload)

@@ -66,6 +66,7 @@ class RequestStats:
     seconds, otherwise summed up in the next line, so a flood writes one line a minute."""
 
     interval: float = SUMMARY_INTERVAL
+    where: str = "/slack/events"
     counts: Counter[str] = field(default_factory=Counter)
     _pending: Counter[str] = field(default_factory=Counter)
     _logged_at: float = float("-inf")
@@ -81,7 +82,8 @@ class RequestStats:
             return
         if sum(self._pending.values()) == 1:  # a lone refusal, told with why
             logger.warning(
-                "refused a request to /slack/events: %s%s",
+                "refused a request to %s: %s%s",
+                self.where,
                 outcome.replace("_", " "),
                 f" ({detail})" if detail else "",
             )
@@ -97,8 +99,9 @@ class RequestStats:
         now = time.monotonic() if now is None else now
         parts = ", ".join(f"{n} {k.replace('_', ' ')}" for k, n in self._pending.most_common())
         logger.warning(
-            "refused %d request(s) to /slack/events in the last %.0f s: %s",
+            "refused %d request(s) to %s in the last %.0f s: %s",
             sum(self._pending.values()),
+            self.where,
             now - self._logged_at,
             parts,
         )
