@@ -45,5 +45,6 @@ run: $(APP_STAMP)
 bench: $(TEST_STAMP)
 	$(PY) benchmarks/parallel_query.py
 	$(PY) benchmarks/bot_load.py
+	$(PY) benchmarks/endpoint_flood.py
 	$(PY) benchmarks/sandbox.py
 	$(PY) benchmarks/robustness.py

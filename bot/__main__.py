@@ -73,13 +73,13 @@ async def serve(settings: Settings, stop: asyncio.Event | None = None) -> None:
                 loop.add_signal_handler(sig, stop.set)
     try:
         if settings.socket_mode:
-            from slack_bolt.adapter.socket_mode.aiohttp import AsyncSocketModeHandler
+            from bot.ops.socket_mode import CheckedSocketModeHandler
 
             # Socket Mode has no HTTP server of its own: a small listener serves health,
             # readiness, metrics and, with OAuth, the install pages.
             pages = await _serve_listener(settings, app, readiness_of(services))
             try:
-                handler = AsyncSocketModeHandler(app, settings.slack_app_token)
+                handler = CheckedSocketModeHandler(app, settings.slack_app_token)
                 await handler.connect_async()  # type: ignore[no-untyped-call]
                 logger.info("connected to Slack in Socket Mode")
                 await stop.wait()

@@ -18,6 +18,7 @@ from slack_sdk.errors import SlackApiError
 from bot.presence import blocks
 from bot.runs.runner import Question
 from bot.slack import messages
+from bot.slack.api import serving_team
 from bot.slack.files import UPLOAD_FAILURES, upload_text_file
 from bot.storage import RunRecord
 
@@ -28,6 +29,7 @@ if TYPE_CHECKING:
 logger = logging.getLogger("bot.actions")
 
 RETRYABLE = ("failed", "stopped", "interrupted")
+_MAX_RUN_ID = 2**63 - 1  # a run id the database can hold: a larger value names no run
 
 
 @dataclass(frozen=True)
@@ -42,14 +44,19 @@ class Click:
     action_id: str
 
     @classmethod
-    def parse(cls, body: dict[str, Any]) -> Click:
+    def parse(cls, body: dict[str, Any], context: AsyncBoltContext | None = None) -> Click:
         action = (body.get("actions") or [{}])[0]
         try:
             run_id: int | None = int(str(action.get("value")))
         except ValueError:
             run_id = None
+        if run_id is not None and not 0 < run_id <= _MAX_RUN_ID:
+            run_id = None
+        team = body.get("team")
         return cls(
-            team_id=str((body.get("team") or {}).get("id") or body.get("team_id") or ""),
+            # The workspace whose installation serves the click, as for events.
+            team_id=serving_team(context)
+            or str((team if isinstance(team, dict) else {}).get("id") or body.get("team_id") or ""),
             user_id=str((body.get("user") or {}).get("id") or ""),
             channel_id=(body.get("channel") or {}).get("id"),
             run_id=run_id,
@@ -78,7 +85,7 @@ def _listener(
     # Bolt fills a listener's arguments by name, so the handler is bound here, not as one.
     async def on_click(ack: AsyncAck, body: dict[str, Any], context: AsyncBoltContext) -> None:
         await ack()
-        services.spawn(serve(Click.parse(body), context), name="action")
+        services.spawn(serve(Click.parse(body, context), context), name="action")
 
     async def serve(click: Click, context: AsyncBoltContext) -> None:
         # The click is handled with its own workspace's token and runs, never another's.

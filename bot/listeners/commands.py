@@ -15,6 +15,7 @@ from bot.listeners.surfaces import send_history
 from bot.ops.isolation import sandbox_report_for
 from bot.runs.runner import Question
 from bot.slack import messages
+from bot.slack.api import serving_team
 from bot.workspaces.config_command import config_reply
 from rlm import provider_limits
 
@@ -36,7 +37,8 @@ def register_commands(app: AsyncApp, services: Services) -> None:
         if verb == "help" or (verb == "ask" and not question):
             await ack(text=messages.USAGE, response_type="ephemeral")
             return
-        ws = await services.workspace(command["team_id"], context)
+        team_id = serving_team(context) or str(command["team_id"])  # the authorizing one
+        ws = await services.workspace(team_id, context)
         runner = ws.runner
         if verb == "config":
             await ack()
@@ -47,7 +49,7 @@ def register_commands(app: AsyncApp, services: Services) -> None:
             services.spawn(send_history(ws, command), name="history")
             return
         if verb == "usage":
-            report = await runner.budget.usage_report(command["team_id"])
+            report = await runner.budget.usage_report(team_id)
             report += messages.provider_limits_report(provider_limits())
             report += await sandbox_report_for(
                 ws.poster.client, command["user_id"], runner.engine.sandbox_limits
@@ -65,7 +67,7 @@ def register_commands(app: AsyncApp, services: Services) -> None:
         services.spawn_run(
             runner.ask(
                 Question(
-                    team_id=command["team_id"],
+                    team_id=team_id,
                     channel_id=command["channel_id"],
                     user_id=command["user_id"],
                     text=question,
@@ -75,7 +77,7 @@ def register_commands(app: AsyncApp, services: Services) -> None:
                 )
             ),
             name="command",
-            team_id=command["team_id"],
+            team_id=team_id,
             context=context,
         )
 
@@ -84,7 +86,7 @@ def register_commands(app: AsyncApp, services: Services) -> None:
         reply = await config_reply(
             book=services.tenants.book,
             client=ws.poster.client,
-            team_id=command["team_id"],
+            team_id=ws.team_id,
             user_id=command["user_id"],
             text=text,
             trigger_id=command.get("trigger_id"),

@@ -27,7 +27,7 @@ def register_message_events(app: AsyncApp, services: Services) -> None:
     ) -> None:
         if not await claimed(body):
             return
-        team_id = event_team(body, event)
+        team_id = event_team(body, event, context)
         ws = await services.workspace(team_id, context)
         channel, ts, thread_ts = event["channel"], event["ts"], event.get("thread_ts")
         await ws.keep_attached(event)
@@ -55,7 +55,7 @@ def register_message_events(app: AsyncApp, services: Services) -> None:
         services.spawn_run(
             answer_mention(body, event, context),
             name="mention",
-            team_id=event_team(body, event),
+            team_id=event_team(body, event, context),
             context=context,
         )
 
@@ -64,7 +64,7 @@ def register_message_events(app: AsyncApp, services: Services) -> None:
     ) -> None:
         if not await claimed(body):
             return
-        team_id = event_team(body, event)
+        team_id = event_team(body, event, context)
         uploads = (await services.workspace(team_id, context)).uploads
         if event.get("type") == "file_shared":
             found = [(event["channel_id"], event["file_id"], None, None)]

@@ -37,7 +37,7 @@ async def is_workspace_admin(client: Any, user_id: str) -> bool:
 async def forget_channel(services: Services, ws: Workspace, command: dict[str, Any]) -> None:
     """`/rlm forget`: an admin's request to delete this channel's stored runs and files,
     checked and answered with the workspace's own token (`ws`)."""
-    team_id, channel_id = str(command["team_id"]), str(command["channel_id"])
+    team_id, channel_id = ws.team_id, str(command["channel_id"])
     user_id = str(command["user_id"])
     poster = ws.poster
     response_url = command.get("response_url")
@@ -77,15 +77,17 @@ def register_file_events(
     app: AsyncApp,
     services: Services,
     claimed: Callable[[dict[str, Any]], Awaitable[bool]],
-    team_of: Callable[[dict[str, Any], dict[str, Any]], str],
+    team_of: Callable[[dict[str, Any], dict[str, Any], AsyncBoltContext], str],
 ) -> None:
     """Listeners for files deleted or changed in Slack; the work runs after the ack."""
 
-    async def deleted(body: dict[str, Any], event: dict[str, Any]) -> None:
+    async def deleted(
+        body: dict[str, Any], event: dict[str, Any], context: AsyncBoltContext
+    ) -> None:
         file_id = _file_id(event)
         if not file_id or not await claimed(body):
             return
-        removed = await services.store.delete_file(team_of(body, event), file_id)
+        removed = await services.store.delete_file(team_of(body, event, context), file_id)
         if removed:
             logger.info("file %s deleted in Slack: %d kept copy(ies) removed", file_id, removed)
 
@@ -95,13 +97,15 @@ def register_file_events(
         file_id = _file_id(event)
         if not file_id or not await claimed(body):
             return
-        team_id = team_of(body, event)
+        team_id = team_of(body, event, context)
         uploads = (await services.workspace(team_id, context)).uploads  # its own token
         await uploads.refresh(team_id=team_id, file_id=file_id)
 
     @app.event("file_deleted")
-    async def on_file_deleted(body: dict[str, Any], event: dict[str, Any]) -> None:
-        services.spawn(deleted(body, event), name="file_deleted")
+    async def on_file_deleted(
+        body: dict[str, Any], event: dict[str, Any], context: AsyncBoltContext
+    ) -> None:
+        services.spawn(deleted(body, event, context), name="file_deleted")
 
     @app.event("file_change")
     async def on_file_change(

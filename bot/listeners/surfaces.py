@@ -97,16 +97,18 @@ def register_surfaces(app: AsyncApp, services: Services) -> None:
 
     claimed = services.claimed
 
-    async def remember_view(body: dict[str, Any], event: dict[str, Any]) -> None:
+    async def remember_view(
+        body: dict[str, Any], event: dict[str, Any], context: AsyncBoltContext
+    ) -> None:
         thread = event["assistant_thread"]
-        context = thread.get("context") or {}
+        viewing = thread.get("context") or {}  # what the member has open beside the pane
         await store.save_pane_context(
             channel_id=thread["channel_id"],
             thread_ts=thread["thread_ts"],
-            team_id=event_team(body, event),
+            team_id=event_team(body, event, context),
             user_id=thread.get("user_id"),
-            viewed_channel_id=context.get("channel_id"),
-            viewed_team_id=context.get("team_id"),
+            viewed_channel_id=viewing.get("channel_id"),
+            viewed_team_id=viewing.get("team_id"),
         )
 
     async def start_pane(
@@ -114,9 +116,9 @@ def register_surfaces(app: AsyncApp, services: Services) -> None:
     ) -> None:
         if not await claimed(body):
             return
-        await remember_view(body, event)
+        await remember_view(body, event, context)
         thread = event["assistant_thread"]
-        client = (await services.workspace(event_team(body, event), context)).poster.client
+        client = (await services.workspace(event_team(body, event, context), context)).poster.client
         try:
             await client.assistant_threads_setSuggestedPrompts(
                 channel_id=thread["channel_id"],
@@ -134,15 +136,21 @@ def register_surfaces(app: AsyncApp, services: Services) -> None:
         services.spawn(start_pane(body, payload, context), name="pane_started")
 
     @assistant.thread_context_changed
-    async def on_pane_context(body: dict[str, Any], payload: dict[str, Any]) -> None:
-        services.spawn(remember_view(body, payload), name="pane_context")
+    async def on_pane_context(
+        body: dict[str, Any], payload: dict[str, Any], context: AsyncBoltContext
+    ) -> None:
+        services.spawn(remember_view(body, payload, context), name="pane_context")
 
     async def answer_in_pane(
         body: dict[str, Any], event: dict[str, Any], context: AsyncBoltContext
     ) -> None:
         if not await claimed(body):
             return
-        team_id, channel, thread_ts = event_team(body, event), event["channel"], event["thread_ts"]
+        team_id, channel, thread_ts = (
+            event_team(body, event, context),
+            event["channel"],
+            event["thread_ts"],
+        )
         ws = await services.workspace(team_id, context)
         client = ws.poster.client
         user = event.get("user") or ""
@@ -194,7 +202,7 @@ def register_surfaces(app: AsyncApp, services: Services) -> None:
     async def on_pane_message(
         body: dict[str, Any], payload: dict[str, Any], context: AsyncBoltContext
     ) -> None:
-        team_id = event_team(body, payload)
+        team_id = event_team(body, payload, context)
         services.spawn_run(answer_in_pane(body, payload, context), "pane_message", team_id, context)
 
     app.assistant(assistant)
@@ -204,7 +212,7 @@ def register_surfaces(app: AsyncApp, services: Services) -> None:
     ) -> None:
         if not await claimed(body):
             return
-        team_id = event_team(body, event)
+        team_id = event_team(body, event, context)
         ws = await services.workspace(team_id, context)
         await ws.keep_attached(event)
         question = await ws.question_in(event)
@@ -233,12 +241,14 @@ def register_surfaces(app: AsyncApp, services: Services) -> None:
 
     @app.event("message", matchers=[top_level_dm])
     async def on_dm(body: dict[str, Any], event: dict[str, Any], context: AsyncBoltContext) -> None:
-        services.spawn_run(answer_dm(body, event, context), "dm", event_team(body, event), context)
+        services.spawn_run(
+            answer_dm(body, event, context), "dm", event_team(body, event, context), context
+        )
 
     async def publish_home(
         body: dict[str, Any], event: dict[str, Any], context: AsyncBoltContext
     ) -> None:
-        team_id = event_team(body, event)
+        team_id = event_team(body, event, context)
         try:
             await home_for(await services.workspace(team_id, context)).publish(
                 team_id, event["user"]
@@ -261,7 +271,7 @@ def home_for(ws: Workspace) -> Home:
 
 async def send_history(ws: Workspace, command: dict[str, Any]) -> None:
     """`/rlm history`: the channel's recent runs, to the one who asked only."""
-    report = await home_for(ws).history(command["team_id"], command["channel_id"])
+    report = await home_for(ws).history(ws.team_id, command["channel_id"])
     await ws.poster.tell_user(
         command["channel_id"],
         command.get("user_id"),

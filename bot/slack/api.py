@@ -8,6 +8,7 @@ who asked, ephemerally; `is_slack_host` decides where the bot token may be sent.
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
@@ -168,6 +169,21 @@ def _short(exc: BaseException) -> str:
     return type(exc).__name__
 
 
-def event_team(body: dict[str, Any], event: dict[str, Any]) -> str:
-    """The workspace an event comes from (an org-wide install's events carry their own)."""
-    return str(body.get("team_id") or event.get("team") or event.get("user_team") or "unknown")
+def serving_team(context: Mapping[str, Any] | None) -> str | None:
+    """The workspace whose installation Bolt authorized the request with (its token is the
+    one the request is served with), when Bolt found one: for an event,
+    `authorizations[0].team_id`, which in a Slack Connect channel differs from the sender's
+    `team_id`. None for an org-wide install's events, which name no single workspace."""
+    team = context.get("team_id") if context is not None else None
+    return team if isinstance(team, str) and team else None
+
+
+def event_team(
+    body: dict[str, Any], event: dict[str, Any], context: Mapping[str, Any] | None = None
+) -> str:
+    """The workspace an event is read with, stored, budgeted and configured under: the one
+    that authorized it (`serving_team`), else the event's own (an org-wide install's events
+    carry the workspace they come from)."""
+    return serving_team(context) or str(
+        body.get("team_id") or event.get("team") or event.get("user_team") or "unknown"
+    )
