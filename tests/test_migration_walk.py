@@ -38,7 +38,7 @@ def _value(column: sa.Column[Any], table: str, serial: int) -> Any:
     return f"{table[:4]}{column.name[:6]}{serial}"[:length]
 
 
-def _fill(connection: Connection, serial: int) -> None:
+def fill_every_table(connection: Connection, serial: int) -> None:
     """One more row in every table (alembic_version aside), parents before children."""
     metadata = sa.MetaData()
     metadata.reflect(connection)
@@ -59,7 +59,7 @@ def _fill(connection: Connection, serial: int) -> None:
         connection.execute(table.insert().values(**row))
 
 
-def _snapshot(connection: Connection) -> Snapshot:
+def snapshot_tables(connection: Connection) -> Snapshot:
     metadata = sa.MetaData()
     metadata.reflect(connection)
     shot: Snapshot = {}
@@ -96,13 +96,13 @@ async def test_every_revision_down_and_back_up_keeps_every_row(database_url):
         nonlocal serial
         serial += 1
         async with engine.begin() as connection:
-            await connection.run_sync(_fill, serial)
+            await connection.run_sync(fill_every_table, serial)
         async with engine.connect() as connection:
-            return await connection.run_sync(_snapshot)
+            return await connection.run_sync(snapshot_tables)
 
     async def snapshot() -> Snapshot:
         async with engine.connect() as connection:
-            return await connection.run_sync(_snapshot)
+            return await connection.run_sync(snapshot_tables)
 
     try:
         await upgrade(engine)

@@ -58,6 +58,10 @@ _BROKEN_REFERENCES = (
     "the migration would leave {count} row(s) referring to rows that do not exist (first: "
     "{table} row {rowid} -> {parent}); nothing was changed"
 )
+_SQL_NEEDS_LIVE_TABLES = (
+    "on SQLite the SQL of this step cannot be printed: altering a table there copies it, "
+    "which needs the live table; run `rlm-bot migrate --to {revision}` (back up the file first)"
+)
 _IN_TRANSACTION = "SQLite migrations need a connection outside a transaction (foreign keys off)"
 _MIGRATION_FAILED = "migrating the database failed ({detail}); fix that, then run `rlm-bot migrate`"
 
@@ -215,6 +219,8 @@ def migration_sql(database_url: str, start: str | None, revision: str = "head") 
             else:
                 command.upgrade(config, f"{start}:{revision}", sql=True)
         except CommandError as exc:
+            if "--sql mode" in str(exc):  # a batch table copy on SQLite reflects the table
+                raise MigrationError(_SQL_NEEDS_LIVE_TABLES.format(revision=revision)) from None
             raise _explain(exc) from None
     return buffer.getvalue()
 
