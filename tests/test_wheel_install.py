@@ -139,5 +139,6 @@ async def test_rlm_bot_from_the_wheel_starts_in_an_empty_directory_migrates_and_
         "ok   slack",
         "ok   model openai",
         "ok   model openai",
+        "ok   sandbox",
     ]
     assert f"schema at {head_revision()} (newest)" in lines[1]
