@@ -131,7 +131,8 @@ async def test_check_in_oauth_mode_proves_the_key_on_stored_tokens_and_tests_no_
     assert "slack" not in lines and "auth.test" not in [c.method for c in slack.calls]
     assert lines["installations"] == (
         "ok   installations: 2 workspace(s) installed; RLM_ENCRYPTION_KEY decrypts all 4 "
-        "stored token(s); 4 written with an older key (`/rlm reencrypt`, then drop it)"
+        "stored token(s); 4 written with an older key (the app rewrites them with the newest "
+        "at start; then the old key can go)"
     )
 
 

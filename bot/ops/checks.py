@@ -44,7 +44,10 @@ NO_INSTALL_TABLES = (
 INSTALLS_OK = (
     "{workspaces} workspace(s) installed; RLM_ENCRYPTION_KEY decrypts all {total} stored token(s)"
 )
-INSTALLS_OLDER_KEY = "; {n} written with an older key (`/rlm reencrypt`, then drop it)"
+INSTALLS_OLDER_KEY = (
+    "; {n} written with an older key (the app rewrites them with the newest at start; "
+    "then the old key can go)"
+)
 SANDBOX_REFUSED = "the app would refuse to start: {reason}"
 
 
