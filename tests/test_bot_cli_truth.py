@@ -250,3 +250,5 @@ def test_migrate_to_an_unknown_revision_is_one_line(tmp_path, database_url):
     assert done.returncode == 2
     assert done.stderr.startswith("rlm-bot: there is no revision 0999; the revisions are 0001, ")
     assert done.stderr.count("\n") == 1
+    base = rlm_bot("migrate", "--to", "base", cwd=tmp_path, DATABASE_URL=database_url)
+    assert base.returncode == 2 and "would drop every table" in base.stderr

@@ -32,6 +32,10 @@ _SQL_NEEDS_DATABASE = (
     "for an empty database) to print without connecting"
 )
 _EMPTY = "an empty database"
+_NOT_TO_BASE = (
+    "`--to base` would drop every table and its rows; to start afresh, drop the database "
+    "(or delete the SQLite file) yourself, after a backup"
+)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -107,6 +111,8 @@ async def migrate(*, sql: bool = False, to: str = "head", start: str | None = No
         return _fail(problem)
     if sql:
         return await _print_sql(url, to, start)
+    if to == "base":
+        return _fail(_NOT_TO_BASE)
     try:
         before, after = await migrate_database(url, to)
     except ValueError as exc:
