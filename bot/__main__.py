@@ -1,8 +1,9 @@
 """`rlm-bot`: read settings, migrate the database, then serve Slack in Socket Mode or HTTP.
-`rlm-bot migrate` and `rlm-bot check` are the operator's commands (bot/cli.py).
+`rlm-bot migrate` and `rlm-bot check` are the operator's commands (bot/ops/cli.py).
 
 Bad settings stop it before anything starts, with one line naming the variable; so does a
-database it cannot reach or migrate, and a bot token Slack refuses.
+database it cannot reach or migrate, a bot token Slack refuses, and an RLM_ENCRYPTION_KEY that
+cannot decrypt the workspace tokens stored.
 """
 
 from __future__ import annotations
@@ -56,7 +57,8 @@ async def serve(settings: Settings, stop: asyncio.Event | None = None) -> None:
         services = await start_services(settings, isolation=isolation)
     except ConfigurationError as exc:
         raise StartupError(str(exc)) from None
-    except ValueError as exc:  # an unusable DATABASE_URL, unreachable, or not migratable
+    except ValueError as exc:  # an unusable DATABASE_URL, unreachable, or not migratable;
+        # Redis unreachable; an RLM_ENCRYPTION_KEY that cannot read the stored tokens
         raise StartupError(str(exc)) from None
     try:
         if settings.slack_bot_token:  # with OAuth alone, tokens come per workspace

@@ -242,6 +242,11 @@ async def attach_tenancy(services: Services, client: AsyncWebClient) -> None:
         services.oauth = build_oauth(
             settings, store=services.store, tenants=tenant_store, client=client
         )
+        # A key that cannot read the stored tokens would fail every event of those
+        # workspaces (and the re-encryption below): refuse to start, saying which key.
+        keys = await services.oauth.installations.check_key()
+        if not keys.ok:
+            raise ValueError(keys.problem())
         if len(parse_keys(settings.rlm_encryption_key)) > 1:
             count = await services.oauth.installations.reencrypt()
             logger.info("re-encrypted %d stored token(s) with the newest key", count)

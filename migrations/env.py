@@ -1,6 +1,10 @@
 """Alembic environment: migrates through a connection handed over by `Store.open`, or, from
 the `alembic` command line, through its own async engine for the configured database URL.
 
+On SQLite, foreign keys are off while migrations run and every reference is checked before
+the transaction commits (see bot/storage/_migrate.py: a table rebuild would otherwise
+cascade-delete the rows referring to it).
+
 The URL for the command line comes from `-x url=...`, else `sqlalchemy.url` in alembic.ini,
 else DATABASE_URL from the environment or a `.env` file, else the app's default.
 """
@@ -18,7 +22,7 @@ from dotenv import dotenv_values
 from sqlalchemy.engine import Connection
 
 from bot.storage._engine import DEFAULT_DATABASE_URL, create_engine, for_writes
-from bot.storage._migrate import lock_for_migration
+from bot.storage._migrate import check_foreign_keys, foreign_keys_off, lock_for_migration
 from bot.storage._models import Base, BoundedString, StorableText, UTCDateTime
 
 config = context.config
@@ -60,23 +64,33 @@ def _configure(**options: Any) -> None:
 
 
 def run_migrations_offline() -> None:
-    _configure(url=_database_url(), literal_binds=True, dialect_opts={"paramstyle": "named"})
+    url = _database_url()
+    sqlite = url.startswith("sqlite")
+    _configure(url=url, literal_binds=True, dialect_opts={"paramstyle": "named"})
+    if sqlite:  # as online: a table copied and dropped must not take its references along
+        context.execute("PRAGMA foreign_keys = OFF")
     with context.begin_transaction():
         context.run_migrations()
+    if sqlite:
+        context.execute("PRAGMA foreign_keys = ON")
 
 
 def run_migrations_on(connection: Connection) -> None:
-    lock_for_migration(connection)  # other processes migrating this database go first
-    # SQLite alters tables by copying them; batch mode writes migrations that way.
-    _configure(connection=connection, render_as_batch=connection.dialect.name == "sqlite")
-    with context.begin_transaction():
-        context.run_migrations()
+    """Migrate through `connection`, which is not in a transaction: one is begun here, after
+    SQLite's foreign keys are turned off, and committed once every reference checks out."""
+    with foreign_keys_off(connection), connection.begin():
+        lock_for_migration(connection)  # other processes migrating this database go first
+        # SQLite alters tables by copying them; batch mode writes migrations that way.
+        _configure(connection=connection, render_as_batch=connection.dialect.name == "sqlite")
+        with context.begin_transaction():
+            context.run_migrations()
+        check_foreign_keys(connection)
 
 
 async def _run_migrations_with_own_engine() -> None:
     engine = create_engine(_database_url())
     try:
-        async with for_writes(engine).begin() as connection:
+        async with for_writes(engine).connect() as connection:
             await connection.run_sync(run_migrations_on)
     finally:
         await engine.dispose()

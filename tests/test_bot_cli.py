@@ -48,11 +48,13 @@ async def test_check_passes_with_one_line_per_check(slack, llm_server, database_
     lines = capsys.readouterr().out.splitlines()
     assert lines[0] == "ok   settings: HTTP mode on port 3000"
     assert lines[1].startswith("ok   database: ")
-    assert "no database file yet" in lines[1] or "schema at" in lines[1]
+    assert "no database file yet" in lines[1] or "empty (no schema yet" in lines[1]
     assert lines[2] == "ok   slack: auth.test ok: team Test (T1), bot rlm"
     assert lines[3].startswith("ok   model openai:root-model: answered at http://127.0.0.1:")
     assert lines[4].startswith("ok   model openai:sub-model: answered at")
-    assert len(lines) == 5
+    assert lines[5].startswith("ok   sandbox: isolation: ")
+    assert "memory: " in lines[5] and "processes: " in lines[5]
+    assert len(lines) == 6
     assert llm_server.count("root") + llm_server.count("sub") == 2
 
 
@@ -77,6 +79,7 @@ async def test_check_reports_each_failure_and_exits_non_zero(
     assert lines[2].startswith("FAIL slack: auth.test refused SLACK_BOT_TOKEN (invalid_auth)")
     assert lines[3].startswith("FAIL model openai:root-model: ")
     assert lines[4].startswith("FAIL model openai:other: ")
+    assert lines[5].startswith("ok   sandbox: ")
     assert all("\n" not in line and "Traceback" not in line for line in lines)
 
 

@@ -27,8 +27,10 @@ HEADER = """# Configuration
 The app reads these from the environment, and from a `.env` file in the working directory.
 A missing or malformed value stops it with one line naming the variable. `.env.example`
 lists every setting with its default (copy it to `.env`). `rlm-bot check` tries the
-settings, the database, Slack (`auth.test`) and each configured model (one short question
-each), one line per check, and exits non-zero if any failed.
+settings, the database and its schema, Redis when set, Slack (`auth.test`, when there is a
+bot token), the stored OAuth tokens against the encryption key, each configured model (one
+short question each) and the REPL sandbox, one line per check, and exits non-zero if any
+failed ([deployment.md](deployment.md#operator-commands)).
 
 A run that hits a budget answers with the best it has and says which limit stopped it.
 Logs never carry tokens, the signing secret or provider keys (a filter redacts them from

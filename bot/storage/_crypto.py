@@ -52,7 +52,18 @@ class TokenCipher:
     """Encrypts with the newest key, decrypts with any; values are text, safe in a column."""
 
     def __init__(self, keys: str) -> None:
-        self._fernet = MultiFernet(parse_keys(keys))
+        self._keys = parse_keys(keys)
+        self._fernet = MultiFernet(self._keys)
+
+    def key_number(self, value: str) -> int | None:
+        """Which key (1: the newest) decrypts `value`; None when none does."""
+        for n, key in enumerate(self._keys, start=1):
+            try:
+                key.decrypt(value.encode("ascii"))
+            except (InvalidToken, UnicodeError):
+                continue
+            return n
+        return None
 
     def encrypt(self, value: str) -> str:
         return self._fernet.encrypt(value.encode()).decode("ascii")

@@ -14,6 +14,7 @@ import hashlib
 import hmac
 import logging
 import secrets
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -29,6 +30,37 @@ from bot.storage._store import Store
 logger = logging.getLogger("bot.installs")
 
 _SECRET_FIELDS = ("bot_token", "bot_refresh_token", "user_token", "user_refresh_token")
+_STORED_SECRETS = (
+    (SlackInstallation, (*_SECRET_FIELDS, "incoming_webhook_url")),
+    (SlackBot, ("bot_token", "bot_refresh_token")),
+)
+
+KEY_CANNOT_DECRYPT = (
+    "RLM_ENCRYPTION_KEY cannot decrypt {bad} of the {total} token(s) stored in the database "
+    "(workspaces {teams}): it is not the key they were written with; put that key back in "
+    "RLM_ENCRYPTION_KEY (comma-separated, newest first), or reinstall those workspaces"
+)
+
+
+@dataclass(frozen=True, slots=True)
+class KeyCheck:
+    """How the stored secrets fare with the configured keys."""
+
+    total: int  # stored secrets (tokens, refresh tokens, webhook URLs)
+    workspaces: int  # installed workspaces (bot rows)
+    unreadable: int  # secrets no key decrypts
+    older_key: int  # secrets only an older key decrypts (`rlm-bot reencrypt` rewrites them)
+    unreadable_teams: tuple[str, ...]
+
+    @property
+    def ok(self) -> bool:
+        return self.unreadable == 0
+
+    def problem(self) -> str:
+        teams = ", ".join(self.unreadable_teams[:5]) + (
+            ", …" if len(self.unreadable_teams) > 5 else ""
+        )
+        return KEY_CANNOT_DECRYPT.format(bad=self.unreadable, total=self.total, teams=teams)
 
 
 def _when(value: Any) -> datetime | None:
@@ -247,14 +279,32 @@ class InstallationStore(AsyncInstallationStore):
         await self.async_delete_bot(enterprise_id=enterprise_id, team_id=team_id)
         await self.async_delete_installation(enterprise_id=enterprise_id, team_id=team_id)
 
+    async def check_key(self) -> KeyCheck:
+        """Try every stored secret with the configured keys (reads only; no secret leaves)."""
+        total = unreadable = older = 0
+        teams: set[str] = set()
+        async with self.store._read() as session:
+            workspaces = len((await session.execute(select(SlackBot.id))).all())
+            for model, fields in _STORED_SECRETS:
+                for row in (await session.execute(select(model))).scalars():
+                    for name in fields:
+                        value = getattr(row, name)
+                        if value is None:
+                            continue
+                        total += 1
+                        number = self.cipher.key_number(value)
+                        if number is None:
+                            unreadable += 1
+                            teams.add(row.team_id or row.enterprise_id or "?")
+                        elif number > 1:
+                            older += 1
+        return KeyCheck(total, workspaces, unreadable, older, tuple(sorted(teams)))
+
     async def reencrypt(self) -> int:
         """Write every stored secret again with the newest key; returns how many were."""
         count = 0
         async with self.store._writing() as session:
-            for model, fields in (
-                (SlackInstallation, (*_SECRET_FIELDS, "incoming_webhook_url")),
-                (SlackBot, ("bot_token", "bot_refresh_token")),
-            ):
+            for model, fields in _STORED_SECRETS:
                 for row in (await session.execute(select(model))).scalars():
                     for name in fields:
                         value = getattr(row, name)

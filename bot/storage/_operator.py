@@ -44,14 +44,22 @@ def connection_problem(exc: BaseException) -> str:
     return text.split(">: ", 1)[-1] if text.startswith("<class ") else text
 
 
-async def open_migrated(database_url: str) -> tuple[AsyncEngine, str | None]:
-    """An engine for `database_url`, its schema migrated to the newest; with the revision it
-    had before (None: empty). ValueError, one line, if it cannot be reached or migrated."""
+async def open_migrated(
+    database_url: str, revision: str = "head"
+) -> tuple[AsyncEngine, str | None]:
+    """An engine for `database_url`, its schema migrated to `revision` (the newest by
+    default; an older one migrates down); with the revision it had before (None: empty).
+    ValueError, one line, if it cannot be reached or migrated."""
     engine = create_engine(database_url)
     shown = engine.url.render_as_string(hide_password=True)
     try:
         before = await _migrate.current_revision(engine)
-        await _migrate.upgrade(engine)
+        if revision == "base" or (
+            revision != "head" and revision != before and _migrate.is_ancestor(revision, before)
+        ):
+            await _migrate.downgrade(engine, revision)
+        else:
+            await _migrate.upgrade(engine, revision)
     except (DBAPIError, OSError) as exc:  # the server refused us, the file cannot be opened
         await engine.dispose()
         raise ValueError(CANNOT_OPEN.format(url=shown, detail=connection_problem(exc))) from None
@@ -64,9 +72,11 @@ async def open_migrated(database_url: str) -> tuple[AsyncEngine, str | None]:
     return engine, before
 
 
-async def migrate_database(database_url: str) -> tuple[str | None, str | None]:
-    """Migrate the database to the newest schema: (revision before, revision after)."""
-    engine, before = await open_migrated(database_url)
+async def migrate_database(
+    database_url: str, revision: str = "head"
+) -> tuple[str | None, str | None]:
+    """Migrate the database to `revision`, up or down: (revision before, revision after)."""
+    engine, before = await open_migrated(database_url, revision)
     try:
         return before, await _migrate.current_revision(engine)
     finally:
