@@ -142,12 +142,11 @@ class Runner:
         budget says in refusing it; NotTaken if it cannot be stored now."""
         return await admit(self, q)
 
-    async def ask(self, question: Question, run_id: int | None = None) -> int | None:
-        """Run `question` to the end (stored first by `admit`, unless `run_id` says it was);
-        returns the run id (None if no run was started)."""
+    async def ask(self, question: Question, admitted: int | str | None = None) -> int | None:
+        """Run `question` to the end: stored first by `admit` (unless `admitted` is what it
+        gave), then echoed and run; returns the run id (None if no run was started)."""
         q = question
-        admitted: int | str = run_id if run_id is not None else ""
-        if run_id is None:
+        if admitted is None:
             try:
                 admitted = await self.admit(q)
             except NotTaken as exc:
