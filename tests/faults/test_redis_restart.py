@@ -66,7 +66,7 @@ async def test_redis_restarted_empty_takes_no_live_run_for_dead(
     redis.kill()
     await asyncio.sleep(4.0)  # two leases: long enough for a liveness key to have gone
     redis.start()  # empty: nothing was saved
-    runs = await all_final(store, len(sent), seconds=60)
+    runs = await all_final(store, len(sent), seconds=60, slack=slack)
     assert [r.status for r in runs] == ["finished"] * len(sent), [(r.id, r.error) for r in runs]
     for run, answers, notices in answers_and_notices(slack, runs):
         assert (answers, notices) == (1, 0), run.id
@@ -87,7 +87,7 @@ async def test_a_replica_on_another_redis_takes_no_live_run_for_dead(
     [a] = await start(1, replicas, shared, slack, llm_server, tmp_path, REDIS_URL=first.url)
     [b] = await start(1, replicas, shared, slack, llm_server, tmp_path, REDIS_URL=second.url)
     sent = [await ask((a, b)[n % 2], slack, TEAMS[n % 2], n) for n in range(6)]
-    runs = await all_final(store, len(sent), seconds=90)
+    runs = await all_final(store, len(sent), seconds=90, slack=slack)
     assert [r.status for r in runs] == ["finished"] * len(sent)
     for run, answers, notices in answers_and_notices(slack, runs):
         assert (answers, notices) == (1, 0), run.id
