@@ -29,9 +29,10 @@ from bot.ops.housekeeping import Housekeeping
 from bot.ops.http_server import EVENTS_PATH, HttpServer, serve_http
 from bot.ops.isolation import check_sandbox, sandbox_limits
 from bot.ops.logs import configure_logging
-from bot.ops.replicas import open_shared_limits, recover_orphans, watch_for_orphans
+from bot.ops.replicas import LeaseKeeper, open_shared_limits, recover_orphans
 from bot.presence.pacer import ChannelPacer
 from bot.runs.budgets import BudgetBook, Budgets
+from bot.runs.keeping import RunKeeper
 from bot.runs.queue import SharedRunQueue
 from bot.runs.runner import EngineConfig, Runner
 from bot.runs.slots import RunSlots
@@ -170,8 +171,17 @@ async def _build_services(
             None
             if limits is None
             else SharedRunQueue(
-                store=store, limits=limits, limit=settings.rlm_max_runs_per_workspace
+                store=store,
+                limits=limits,
+                limit=settings.rlm_max_runs_per_workspace,
+                lease_seconds=settings.rlm_lease_seconds,
             )
+        ),
+        keeper=RunKeeper(
+            store,
+            owner=limits.replica_id if limits is not None else None,
+            lease_seconds=settings.rlm_lease_seconds if limits is not None else None,
+            retry_seconds=settings.rlm_db_retry_seconds,
         ),
     )
     uploads = Uploads(
@@ -211,12 +221,10 @@ async def _build_services(
         assert runner.queue is not None
         runner.queue.runner, runner.queue.spawn = runner, services.spawn
         runner.queue.runner_for = services.runner_for
-        recovered = await recover_orphans(runner, limits)
+        recovered = await recover_orphans(runner)
+        lease = settings.rlm_lease_seconds
         services.watchers = [
-            asyncio.create_task(
-                watch_for_orphans(runner, limits, settings.rlm_lease_seconds / 2),
-                name="orphans",
-            ),
+            asyncio.create_task(LeaseKeeper(runner, lease, lease / 3).watch(), name="leases"),
             asyncio.create_task(runner.queue.watch(), name="queued runs"),
         ]
     if recovered:

@@ -141,6 +141,7 @@ class Services:
         for llm in self.llms:
             await llm.aclose()
         await self.session.close()
+        await self.runner.keeper.close()  # ends kept through a database outage, last try
         if self.limits is not None:
             await self.limits.close()
         await self.store.close()

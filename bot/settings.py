@@ -123,6 +123,9 @@ class Settings(BaseSettings):
     redis_url: str | None = None
     rlm_redis_prefix: str = Field(default="rlm", min_length=1, max_length=64)
     rlm_lease_seconds: float = Field(default=10.0, ge=1.0, le=300.0)  # a dead replica's hold
+    # How long a run's writes wait out an unreachable database before its end is kept in
+    # memory, to be written when the database answers again.
+    rlm_db_retry_seconds: float = Field(default=60.0, ge=0.0, le=3600.0)
     rlm_shutdown_grace_seconds: float = Field(default=30.0, ge=0.0, le=3600.0)
 
     @field_validator(

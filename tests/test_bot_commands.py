@@ -145,7 +145,9 @@ async def test_not_in_channel_is_explained_to_the_asker_only(bot, slack: SlackSe
     assert slack.ephemerals() == [messages.NOT_IN_CHANNEL]
     assert slack.calls_to("response_url")[0].params["response_type"] == "ephemeral"
     assert slack.posts() == []
-    assert await bot.store.list_runs() == []
+    # The question was stored before anything was posted; it ended there, unseen.
+    [run] = await bot.store.list_runs()
+    assert (run.status, run.error_kind, run.thread_ts) == ("failed", "user:slack", None)
 
 
 async def test_missing_history_scope_is_told_to_users_briefly_and_to_the_operator_with_the_fix(

@@ -134,13 +134,20 @@ async def ask(replica: Replica, slack, team: str, n: int, *, event_id: str | Non
     return event_id, ts
 
 
-async def all_final(store: Store, count: int, seconds: float = 120) -> list:
+async def all_final(store: Store, count: int, seconds: float = 120, slack=None) -> list:
+    """The `count` runs, once all have ended; with `slack`, once each finished one's answer
+    is posted too (a run's end is stored before its answer is posted)."""
     found: list = []
+
+    def answered(run) -> bool:
+        posts = slack.posts(run.channel_id, thread_ts=run.thread_ts)
+        return any(re.search(rf"run {run.id}_$", p) for p in posts)
 
     async def check() -> bool:
         runs = await store.list_runs()
         found[:] = runs
-        return len(runs) == count and all(r.status not in ("queued", "running") for r in runs)
+        ended = len(runs) == count and all(r.status not in ("queued", "running") for r in runs)
+        return ended and (slack is None or all(answered(r) for r in runs if r.status == "finished"))
 
     await eventually(check, seconds)
     return found
@@ -176,7 +183,7 @@ async def test_three_replicas_hold_each_workspace_to_its_caps(
             retry_num=1,
         )
         assert retry.status == 200
-    runs = await all_final(store, questions)
+    runs = await all_final(store, questions, slack=slack)
     await peaks.stop()
 
     assert [r.status for r in runs] == ["finished"] * questions

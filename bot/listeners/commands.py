@@ -13,6 +13,8 @@ from slack_bolt.async_app import AsyncAck, AsyncApp, AsyncBoltContext
 from bot.listeners.lifecycle import forget_channel
 from bot.listeners.surfaces import send_history
 from bot.ops.isolation import sandbox_report_for
+from bot.runs.admission import NotTaken
+from bot.runs.keeping import database_away
 from bot.runs.runner import Question
 from bot.slack import messages
 from bot.slack.api import serving_team
@@ -38,7 +40,13 @@ def register_commands(app: AsyncApp, services: Services) -> None:
             await ack(text=messages.USAGE, response_type="ephemeral")
             return
         team_id = serving_team(context) or str(command["team_id"])  # the authorizing one
-        ws = await services.workspace(team_id, context)
+        try:
+            ws = await services.workspace(team_id, context)
+        except Exception as exc:  # the database is away: say so in the ack, not with a 500
+            if not database_away(exc):
+                raise
+            await ack(text=messages.NOT_TAKEN, response_type="ephemeral")
+            return
         runner = ws.runner
         if verb == "config":
             await ack()
@@ -63,19 +71,23 @@ def register_commands(app: AsyncApp, services: Services) -> None:
         if verb != "ask":
             await ack(text=messages.unknown_subcommand(words[0]), response_type="ephemeral")
             return
+        asked = Question(
+            team_id=team_id,
+            channel_id=command["channel_id"],
+            user_id=command["user_id"],
+            text=question,
+            trigger="command",
+            scope="channel",
+            response_url=command.get("response_url"),
+        )
+        try:  # stored before the ack, so a question that cannot be is told so in it
+            admitted = await runner.admit(asked)
+        except NotTaken:
+            await ack(text=messages.NOT_TAKEN, response_type="ephemeral")
+            return
         await ack()
         services.spawn_run(
-            runner.ask(
-                Question(
-                    team_id=team_id,
-                    channel_id=command["channel_id"],
-                    user_id=command["user_id"],
-                    text=question,
-                    trigger="command",
-                    scope="channel",
-                    response_url=command.get("response_url"),
-                )
-            ),
+            runner.ask(asked, admitted),
             name="command",
             team_id=team_id,
             context=context,

@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Any
 
 from slack_bolt.async_app import AsyncApp, AsyncBoltContext
 
+from bot.runs.keeping import database_away
 from bot.runs.runner import Question
 from bot.slack import messages
 from bot.slack.api import event_team
@@ -25,11 +26,17 @@ def register_message_events(app: AsyncApp, services: Services) -> None:
     async def answer_mention(
         body: dict[str, Any], event: dict[str, Any], context: AsyncBoltContext
     ) -> None:
-        if not await claimed(body):
-            return
         team_id = event_team(body, event, context)
-        ws = await services.workspace(team_id, context)
         channel, ts, thread_ts = event["channel"], event["ts"], event.get("thread_ts")
+        try:
+            if not await claimed(body):
+                return
+            ws = await services.workspace(team_id, context)
+        except Exception as exc:  # the database is away: the asker hears so, in the thread
+            if not database_away(exc):
+                raise
+            await services.poster.try_post(channel, messages.NOT_TAKEN, thread_ts=thread_ts or ts)
+            return
         await ws.keep_attached(event)
         question = await ws.question_in(event)
         if not question:

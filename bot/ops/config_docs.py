@@ -210,6 +210,11 @@ MEANINGS: dict[str, tuple[str, str | None]] = {
         None,
     ),
     "rlm_lease_seconds": ("how long a replica's slots and runs outlive it when it dies", None),
+    "rlm_db_retry_seconds": (
+        "how long a run's writes wait out an unreachable database before its end is kept "
+        "in memory and written when the database answers again",
+        None,
+    ),
     "rlm_shutdown_grace_seconds": (
         "on SIGTERM, how long runs under way have to finish before they are interrupted",
         None,

@@ -1,19 +1,23 @@
 """Several `rlm-bot` processes on one database: shared caps, run ownership and recovery.
 
-With `REDIS_URL` set, each replica holds a liveness lease in Redis and stamps its id on the
-runs it takes (`runs.owner`). At start and every half lease after, a replica looks for
-unfinished runs whose owner's lease has run out: those it marks interrupted, each by one
-conditional UPDATE, so exactly one replica reports it and its thread is told once. Without
-`REDIS_URL` the app is one process, and at start every unfinished run is a previous one's.
+With `REDIS_URL` set, Redis holds the caps every replica shares, and the database holds who
+runs what: a replica stamps its id on the runs it claims (`runs.owner`, with the claim's
+`epoch`) and renews their leases in their rows every third of a lease. It also looks for
+running runs whose lease ran out by the database's clock: those it marks interrupted, each
+by one conditional UPDATE, so exactly one replica reports it and its thread is told once. A
+Redis that restarts empty changes none of that. Without `REDIS_URL` the app is one process,
+and at start every unfinished run is a previous one's.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from typing import TYPE_CHECKING
 from urllib.parse import urlsplit, urlunsplit
 
+from bot.runs.keeping import OutageLog
 from bot.telemetry.context import set_replica
 
 if TYPE_CHECKING:
@@ -64,26 +68,59 @@ async def open_shared_limits(settings: Settings) -> SharedLimits:
     return limits
 
 
-async def recover_orphans(runner: Runner, limits: SharedLimits) -> int:
-    """Mark interrupted the unfinished runs of replicas whose lease has run out."""
-    # Queued runs belong to nobody (any replica may take them): only running ones are owned.
-    owners = await runner.store.active_run_owners(statuses=("running",))
-    others = {owner for owner in owners if owner != limits.replica_id}
-    if not others:
-        return 0
-    alive = await limits.alive({owner for owner in others if owner is not None})
-    gone = others - alive
-    return await runner.recover(gone, statuses=("running",)) if gone else 0
+async def recover_orphans(runner: Runner) -> int:
+    """Mark interrupted the running runs whose lease ran out in the database."""
+    return await runner.ends.recover_expired()
 
 
-async def watch_for_orphans(runner: Runner, limits: SharedLimits, interval: float) -> None:
-    """Recover the runs of replicas that died, every `interval` seconds, until cancelled."""
-    while True:
-        await asyncio.sleep(interval)
+class LeaseKeeper:
+    """Every `interval`: renew the leases of this replica's runs (a run found lost is
+    stopped here without a word: whoever marked it told its thread), then mark interrupted
+    the runs of replicas that stopped renewing theirs.
+
+    After this replica could not reach the database, it marks nothing until it has reached
+    it for a whole lease again: in an outage of the database every replica's leases run out
+    together, and their owners need one renewal to take them back."""
+
+    def __init__(self, runner: Runner, lease_seconds: float, interval: float) -> None:
+        self.runner = runner
+        self.lease_seconds = lease_seconds
+        self.interval = interval
+        self.reached_since: float | None = time.monotonic() - lease_seconds
+        self.outage = OutageLog("the database", logger)
+
+    async def once(self) -> int:
+        """One round; returns how many runs of stopped replicas it marked."""
         try:
-            found = await recover_orphans(runner, limits)
-        except Exception as exc:  # the database or Redis is away for a moment: try later
-            logger.warning("could not look for runs of stopped replicas: %s", exc)
-            continue
-        if found:
-            logger.info("marked %d run(s) of a stopped replica interrupted", found)
+            lost = await self.runner.keeper.renew()  # a round trip even when none is held
+        except Exception as exc:
+            self._failed(exc)
+            return 0
+        self._reached()
+        for run_id in lost:
+            self.runner.lose(run_id)
+        assert self.reached_since is not None
+        if time.monotonic() - self.reached_since < self.lease_seconds:
+            return 0
+        try:
+            return await recover_orphans(self.runner)
+        except Exception as exc:
+            self._failed(exc)
+            return 0
+
+    def _failed(self, exc: Exception) -> None:
+        self.outage.failed(exc)
+        self.reached_since = None
+
+    def _reached(self) -> None:
+        self.outage.ok()
+        if self.reached_since is None:
+            self.reached_since = time.monotonic()
+
+    async def watch(self) -> None:
+        """Until cancelled."""
+        while True:
+            await asyncio.sleep(self.interval)
+            found = await self.once()
+            if found:
+                logger.info("marked %d run(s) of a stopped replica interrupted", found)

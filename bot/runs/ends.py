@@ -18,9 +18,10 @@ import aiohttp
 from slack_sdk.errors import SlackApiError
 
 from bot.presence.blocks import summary_blocks
+from bot.runs.keeping import RunKeeper, database_away
 from bot.slack import messages
 from bot.slack.api import SlackPoster
-from bot.storage import Store
+from bot.storage import RunRecord, Store
 from bot.telemetry.metrics import RUNS
 from rlm import (
     AuthenticationError,
@@ -60,9 +61,12 @@ class Totals:
 
 
 class RunEnds:
-    def __init__(self, *, store: Store, poster: SlackPoster) -> None:
+    def __init__(
+        self, *, store: Store, poster: SlackPoster, keeper: RunKeeper | None = None
+    ) -> None:
         self.store = store
         self.poster = poster
+        self.keeper = keeper or RunKeeper(store)
 
     async def recover(
         self,
@@ -71,7 +75,14 @@ class RunEnds:
     ) -> int:
         """Mark runs a crash left unfinished as interrupted (all, or those of `owners`) and
         tell their threads; a run another replica marked first is left to it."""
-        runs = await self.store.mark_interrupted_runs(owners, statuses)
+        return await self.tell_interrupted(await self.store.mark_interrupted_runs(owners, statuses))
+
+    async def recover_expired(self) -> int:
+        """Mark interrupted the running runs whose lease ran out in the database (their
+        replica stopped renewing it) and tell their threads; each is marked by one replica."""
+        return await self.tell_interrupted(await self.store.mark_expired_runs())
+
+    async def tell_interrupted(self, runs: list[RunRecord]) -> int:
         for run in runs:
             logger.info("run %d was left unfinished by a stopped process: interrupted", run.id)
             if run.status_ts and await self._mark_status(run.id, run.channel_id, run.status_ts):
@@ -106,17 +117,22 @@ class RunEnds:
         stopped_by: str | None = None,
         status: str = "failed",
         error_kind: str | None = None,
-    ) -> None:
+    ) -> bool:
         """Mark the run failed (or stopped), with `totals`, or else the totals its stored
-        iterations give."""
+        iterations give; False if the run is no longer this process's to end (show nothing)."""
         if totals is None:
-            run = await self.store.get_run(run_id)
+            try:
+                run = await self.keeper.retrying(lambda: self.store.get_run(run_id))
+            except Exception as exc:
+                if not database_away(exc):
+                    raise
+                run = None
             totals = Totals()
             if run is not None:
                 totals.iterations, totals.subcalls = run.iterations, run.subcalls
                 totals.input_tokens, totals.output_tokens = run.input_tokens, run.output_tokens
                 totals.seconds = run.seconds
-        await self.end(
+        return await self.end(
             run_id, status, totals, error=error, stopped_by=stopped_by, error_kind=error_kind
         )
 
@@ -130,8 +146,11 @@ class RunEnds:
         error: str | None = None,
         stopped_by: str | None = None,
         error_kind: str | None = None,
-    ) -> None:
-        await self.store.finish_run(
+    ) -> bool:
+        """Store the run's end before anything shows it: True when it may be shown (stored,
+        or waiting in the outbox for the database), False when the run is lost to this
+        process (another replica marked it interrupted and told its thread)."""
+        written = await self.keeper.finish(
             run_id,
             status=status,
             answer=answer,
@@ -144,7 +163,9 @@ class RunEnds:
             stopped_by=stopped_by,
             error_kind=error_kind,
         )
-        RUNS.labels(status).inc()
+        if written.shown:
+            RUNS.labels(status).inc()
+        return written.shown
 
     async def interrupted(self, run_id: int, tell: Callable[[str], Awaitable[None]]) -> None:
         """On shutdown: mark the run and `tell` its thread, briefly (the next start would
@@ -154,9 +175,9 @@ class RunEnds:
                 run = await self.store.get_run(run_id)
                 if run is None or run.status not in ("queued", "running"):
                     return  # it ended just as the shutdown came
-                await self.store.set_run_status(run_id, "interrupted")
-                RUNS.labels("interrupted").inc()
-                await tell(messages.INTERRUPTED)
+                if await self.keeper.set_status(run_id, "interrupted"):
+                    RUNS.labels("interrupted").inc()
+                    await tell(messages.INTERRUPTED)
         except Exception:
             logger.warning("could not mark run %d interrupted at shutdown", run_id)
 

@@ -15,8 +15,9 @@ import logging
 from collections.abc import Callable, Coroutine
 from typing import TYPE_CHECKING, Any, Protocol
 
+from bot.runs.keeping import OutageLog
 from bot.runs.question import Question
-from bot.storage import RunRecord, Store
+from bot.storage import Fence, RunRecord, Store
 
 if TYPE_CHECKING:
     from bot.runs.shared_limits import SharedLimits
@@ -46,7 +47,9 @@ class Runner(Protocol):
 
     stopping: bool
 
-    async def run_claimed(self, run_id: int, q: Question, thread_ts: str) -> None: ...
+    async def run_claimed(
+        self, run_id: int, q: Question, thread_ts: str, fence: Fence | None = None
+    ) -> None: ...
 
 
 def _no_spawn(work: Coroutine[Any, Any, Any], name: str) -> asyncio.Task[Any]:
@@ -64,12 +67,15 @@ class SharedRunQueue:
         limit: int,
         spawn: Spawn | None = None,
         poll_seconds: float = 0.5,
+        lease_seconds: float | None = None,
     ) -> None:
         self.store = store
         self.limits = limits
         self.limit = limit
         self.spawn: Spawn = spawn or _no_spawn  # set with the services that keep the tasks
         self.poll_seconds = poll_seconds
+        self.lease_seconds = lease_seconds  # how long a claimed run's lease lasts unrenewed
+        self.outage = OutageLog("the run queue (database or Redis)", logger)
         self.runner: Runner | None = None  # set once the runner exists
         # The runner for a workspace's run (its own token and settings); default: `runner`.
         self.runner_for: Callable[[str], Coroutine[Any, Any, Runner]] | None = None
@@ -108,7 +114,9 @@ class SharedRunQueue:
                     break
                 try:
                     assert self.limits.replica_id
-                    run = await self.store.claim_queued_run(team_id, self.limits.replica_id)
+                    run = await self.store.claim_queued_run(
+                        team_id, self.limits.replica_id, self.lease_seconds
+                    )
                 except BaseException:
                     await asyncio.shield(slot.release(token))
                     raise
@@ -126,7 +134,7 @@ class SharedRunQueue:
         slot = self.limits.semaphore(f"runs:{run.team_id}", self.limit)
         try:
             runner = self.runner if self.runner_for is None else await self.runner_for(run.team_id)
-            await runner.run_claimed(run.id, question, run.thread_ts)
+            await runner.run_claimed(run.id, question, run.thread_ts, run.fence)
         finally:
             await asyncio.shield(slot.release(token))
             if not self.stopping:  # the room this run leaves, for the next one
@@ -142,4 +150,6 @@ class SharedRunQueue:
                 for team_id in await self.store.queued_teams():
                     await self.fill(team_id)
             except Exception as exc:  # the database or Redis is away for a moment
-                logger.warning("could not look for queued runs: %s", exc)
+                self.outage.failed(exc)
+            else:
+                self.outage.ok()

@@ -22,15 +22,17 @@ from bot.gather.context import ContextGatherer, GatheredContext
 from bot.presence.pacer import ChannelPacer
 from bot.presence.pane import PanePresence
 from bot.presence.run import RunPresence, StreamSupport
+from bot.runs.admission import NotTaken, admit
 from bot.runs.budgets import BudgetBook, RunCaps
 from bot.runs.ends import RunEnds, describe, tell_operator
+from bot.runs.keeping import RunKeeper, database_away
 from bot.runs.problems import record_operator_problem
 from bot.runs.question import EngineConfig, Question, StopFlag
 from bot.runs.slots import RunSlots
 from bot.runs.thinking import think
 from bot.slack import messages
 from bot.slack.api import SlackPoster, error_code, explain
-from bot.storage import RunRecord, Store
+from bot.storage import Fence, RunRecord, Store
 from bot.telemetry.runs import counts_in_flight
 from bot.telemetry.spans import start_run
 from rlm import (
@@ -52,6 +54,7 @@ class _Active:
     presence: RunPresence
     asker: str
     cancelled_by: str | None = None
+    lost: bool = False  # another replica marked it interrupted: stop, show nothing more
 
 
 class Runner:
@@ -71,6 +74,7 @@ class Runner:
         owner: str | None = None,
         queue: SharedRunQueue | None = None,
         stop: StopFlag | None = None,
+        keeper: RunKeeper | None = None,
     ) -> None:
         """`edit_interval`: least seconds between edits of a status message, and of any
         status message in one workspace; `wait_notice`: the model's silence, in seconds,
@@ -88,8 +92,10 @@ class Runner:
         self.edit_pacer = ChannelPacer(edit_interval)  # keyed by workspace
         self.streams = StreamSupport()
         self.active: dict[int, _Active] = {}
-        self.ends = RunEnds(store=store, poster=poster)
         self.owner = owner  # this replica's id, stamped on the runs it takes
+        # The runs this process holds, their leases and durable ends: one per process.
+        self.keeper = keeper or RunKeeper(store, owner=owner)
+        self.ends = RunEnds(store=store, poster=poster, keeper=self.keeper)
         self.queue = queue  # replicas: the queue in the database they all take runs from
         # Set at shutdown: runs still waiting their turn do not start. Shared by the runners
         # of every workspace in the process.
@@ -124,11 +130,34 @@ class Runner:
         logger.info("run %d cancelled by %s", run_id, user_id)
         return True
 
-    async def ask(self, question: Question) -> int | None:
-        """Run `question` to the end; returns the run id (None if no run was started)."""
+    def lose(self, run_id: int) -> None:
+        """The run's lease ran out and another replica marked it interrupted (and told its
+        thread): stop its work here without a word more."""
+        entry = self.active.get(run_id)
+        if entry is not None and not entry.lost:
+            entry.lost = True
+            entry.task.cancel()
+            logger.warning("run %d: lost its lease to another replica; stopped here", run_id)
+
+    async def admit(self, q: Question) -> int | str:
+        """Store the question as a queued run before anything is posted: its id, or what a
+        budget says in refusing it; NotTaken if it cannot be stored now."""
+        return await admit(self, q)
+
+    async def ask(self, question: Question, admitted: int | str | None = None) -> int | None:
+        """Run `question` to the end: stored first by `admit` (unless `admitted` is what it
+        gave), then echoed and run; returns the run id (None if no run was started)."""
         q = question
-        refusal = await self.budget.refusal(q.team_id)
-        if refusal is not None:
+        if admitted is None:
+            try:
+                admitted = await self.admit(q)
+            except NotTaken as exc:
+                logger.warning(
+                    "a question in %s/%s was not taken: %s", q.team_id, q.channel_id, exc
+                )
+                admitted = messages.NOT_TAKEN
+        if isinstance(admitted, str):  # refused, or not taken: the asker is told, once
+            refusal = admitted
             if q.thread_ts is None:  # a slash command: only the asker hears of it
                 await self.poster.tell_user(
                     q.channel_id, q.user_id, refusal, response_url=q.response_url
@@ -136,13 +165,15 @@ class Runner:
             else:
                 await self.poster.try_post(q.channel_id, refusal, thread_ts=q.thread_ts)
             return None
+        run_id = admitted
         thread_ts = q.thread_ts
-        if thread_ts is None:
+        if thread_ts is None:  # stored first: now the question is echoed, the thread's root
             try:
                 thread_ts = await self.poster.post(
                     q.channel_id, messages.question_root(q.user_id, q.text)
                 )
             except SlackApiError as exc:
+                await self.ends.fail(run_id, f"slack: {error_code(exc)}", error_kind="user:slack")
                 await self.poster.tell_user(
                     q.channel_id,
                     q.user_id,
@@ -150,23 +181,11 @@ class Runner:
                     response_url=q.response_url,
                 )
                 return None
+            await self.keeper.retrying(lambda: self.store.set_run_thread(run_id, thread_ts))
         # A question in a run's thread keeps that run's scope and reads its earlier answers.
         earlier = await self.store.thread_runs(q.team_id, q.channel_id, thread_ts)
+        earlier = [r for r in earlier if r.id != run_id]
         scope = (earlier[0].scope if earlier else None) or q.scope
-        run_id = await self.store.create_run(
-            team_id=q.team_id,
-            channel_id=q.channel_id,
-            thread_ts=thread_ts,
-            user_id=q.user_id,
-            question=q.text,
-            root_model=self.engine.root_model,
-            sub_model=self.engine.sub_model,
-            trigger=q.trigger,
-            scope=scope,
-            scope_ts=thread_ts if scope == "thread" else None,
-            owner=self.owner if self.queue is None else None,  # a shared one: its claimer
-            exclude_ts=",".join(q.exclude_ts) or None,
-        )
         logger.info(
             "run %d queued in %s/%s (%s%s)",
             run_id,
@@ -186,9 +205,14 @@ class Runner:
         )
         return run_id
 
-    async def run_claimed(self, run_id: int, q: Question, thread_ts: str) -> None:
-        """Run a queued run this replica claimed from the shared queue (marked running): its
-        status message, if the replica that queued it posted one, is edited from here."""
+    async def run_claimed(
+        self, run_id: int, q: Question, thread_ts: str, fence: Fence | None = None
+    ) -> None:
+        """Run a queued run this replica claimed from the shared queue (marked running, the
+        claim's `fence`): its status message, if the replica that queued it posted one, is
+        edited from here."""
+        if fence is not None:
+            self.keeper.hold(run_id, fence)
         run = await self.store.get_run(run_id)
         earlier = await self.store.thread_runs(q.team_id, q.channel_id, thread_ts)
         scope = (run.scope if run is not None else None) or q.scope
@@ -213,8 +237,17 @@ class Runner:
             streams=self.streams,
             wait_notice=self.wait_notice,
             tick=max(0.1, min(5.0, self.wait_notice / 2)),
-            on_status_posted=lambda ts: self.store.set_status_message(run_id, ts),
+            on_status_posted=lambda ts: self._remember_status(run_id, ts),
         )
+
+    async def _remember_status(self, run_id: int, ts: str) -> None:
+        """Keep the status message's ts (recovery edits it); a database away costs only that."""
+        try:
+            await self.store.set_status_message(run_id, ts)
+        except Exception as exc:
+            if not database_away(exc):
+                raise
+            logger.warning("run %d: status message not remembered: %s", run_id, exc)
 
     async def _guarded(
         self,
@@ -231,6 +264,9 @@ class Runner:
             await task
         except asyncio.CancelledError:
             me = asyncio.current_task()
+            if entry.lost and not (me is not None and me.cancelling()):
+                await presence.close()  # whoever marked it told the thread
+                return
             if entry.cancelled_by is None or (me is not None and me.cancelling()):
                 task.cancel()
                 await presence.close()
@@ -242,15 +278,18 @@ class Runner:
                 status="stopped",
                 error_kind="user:cancelled",
             )
-        except Exception as exc:  # anything unforeseen still ends the run, told and stored
+        except Exception as exc:  # anything unforeseen still ends the run, stored and told
             logger.exception("run %d failed", run_id)
-            await presence.failed(messages.CRASHED)
             try:
-                await self.ends.fail(run_id, describe(exc), error_kind="internal")
+                shown = await self.ends.fail(run_id, describe(exc), error_kind="internal")
             except Exception:
                 logger.exception("could not mark run %d failed", run_id)
+                shown = True
+            if shown:
+                await presence.failed(messages.CRASHED)
         finally:
             self.active.pop(run_id, None)
+            self.keeper.release(run_id)
 
     async def _queue_and_run(
         self,
@@ -267,7 +306,12 @@ class Runner:
             if self.stopping:  # its turn came during shutdown: too late to start it
                 await self.ends.interrupted(run_id, presence.failed)
                 return
-            await self.store.set_run_status(run_id, "running")
+            fence = await self.keeper.retrying(
+                lambda: self.store.start_run(run_id, self.owner, self.keeper.lease_seconds)
+            )
+            if fence is None:  # no longer queued (marked interrupted meanwhile)
+                return
+            self.keeper.hold(run_id, fence)
             await self._run(run_id, q, scope, earlier, presence)
 
     @counts_in_flight
@@ -287,35 +331,36 @@ class Runner:
             if code == "missing_scope":
                 needed = str(exc.response.get("needed") or "unknown")
                 tell_operator(run_id, "operator:missing_scope", f"needs {needed}")
-                await presence.failed(messages.MISSING_SCOPE_FOR_USER)
-                await self.ends.fail(
+                if await self.ends.fail(
                     run_id, f"slack: {code} {needed}", error_kind="operator:missing_scope"
-                )
+                ):
+                    await presence.failed(messages.MISSING_SCOPE_FOR_USER)
             else:
                 why = explain("conversations.history", exc)
-                await presence.failed(messages.cannot_read_context(why))
-                await self.ends.fail(run_id, f"slack: {code}", error_kind="user:slack")
+                if await self.ends.fail(run_id, f"slack: {code}", error_kind="user:slack"):
+                    await presence.failed(messages.cannot_read_context(why))
             return
         if gathered.empty:
-            await presence.failed(
-                messages.EMPTY_THREAD if scope == "thread" else messages.EMPTY_CHANNEL
-            )
-            await self.ends.fail(run_id, "nothing to read", error_kind="user:empty")
+            if await self.ends.fail(run_id, "nothing to read", error_kind="user:empty"):
+                await presence.failed(
+                    messages.EMPTY_THREAD if scope == "thread" else messages.EMPTY_CHANNEL
+                )
             return
         self.gatherer.add_earlier_answers(gathered, [r for r in earlier if r.id != run_id])
         for source in gathered.sources:
-            await self.store.add_context_source(
-                run_id, kind=source.kind, ref=source.ref, items=source.items, chars=source.chars
+            await self.keeper.retrying(
+                lambda source=source: self.store.add_context_source(  # type: ignore[misc]
+                    run_id, kind=source.kind, ref=source.ref, items=source.items, chars=source.chars
+                )
             )
         await presence.reading(gathered.summary())
         caps = await self.budget.caps(q.team_id)
         if caps is None:  # the day's tokens ran out while this run waited its turn
-            await presence.failed(
-                messages.daily_budget_used(*await self._daily_use(q.team_id)), retry=False
-            )
-            await self.ends.fail(
+            used = await self._daily_use(q.team_id)
+            if await self.ends.fail(
                 run_id, "daily token budget used up", error_kind="user:daily_budget"
-            )
+            ):
+                await presence.failed(messages.daily_budget_used(*used), retry=False)
             return
         await self._think(run_id, q, presence, gathered, caps)
 

@@ -9,6 +9,12 @@ replica try again at once, and a waiter also retries when the earliest lease wou
 
 Within one replica, waiters for one cap queue in arrival order and only the oldest asks
 Redis; across replicas, whoever asks first after a release gets the slot.
+
+Redis holds caps only (who runs a run is in the database, `bot.storage`), and may restart
+empty: the renewals then put back every slot still held, and for a grace of one and a half
+renewal periods after Redis is found empty (the key `{prefix}:up-since` is gone) no new slot
+is given, so the holders have put theirs back before anyone counts. An outage is logged
+once when it starts and once when it ends.
 """
 
 from __future__ import annotations
@@ -28,6 +34,8 @@ from typing import Any
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
+from bot.runs.keeping import OutageLog
+
 logger = logging.getLogger("bot.shared_limits")
 
 # Waiters retry at least this often even when no release was announced (a lost message, a
@@ -40,10 +48,25 @@ local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 """
 
-# KEYS[1] the cap's set; ARGV: cap, lease ms, token. -1: taken; else ms until a lease ends.
+# Redis found empty (restarted): the time it was found so, kept in KEYS[2] (`up-since`).
+_UP_SINCE = """
+local since = redis.call('GET', KEYS[2])
+if not since then
+  redis.call('SET', KEYS[2], now)
+  since = now
+end
+since = tonumber(since)
+"""
+
+# KEYS[1] the cap's set, KEYS[2] up-since; ARGV: cap, lease ms, token, grace ms. -1: taken;
+# else ms until a lease ends (or the grace after an empty restart does).
 ACQUIRE = (
     _NOW_MS
+    + _UP_SINCE
     + """
+if now < since + tonumber(ARGV[4]) then
+  return since + tonumber(ARGV[4]) - now
+end
 redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now)
 if redis.call('ZCARD', KEYS[1]) < tonumber(ARGV[1]) then
   redis.call('ZADD', KEYS[1], now + tonumber(ARGV[2]), ARGV[3])
@@ -62,22 +85,20 @@ redis.call('PUBLISH', KEYS[2], ARGV[2])
 return removed
 """
 
-# KEYS[1] the cap's set; ARGV: lease ms, tokens... Returns the tokens no longer held.
+# KEYS[1] the cap's set, KEYS[2] up-since; ARGV: lease ms, tokens... Every token is held
+# again for a lease; returns those Redis had lost (it restarted empty) and now holds again.
 RENEW = (
     _NOW_MS
+    + _UP_SINCE
     + """
-local lost = {}
+local back = {}
 for i = 2, #ARGV do
-  if redis.call('ZSCORE', KEYS[1], ARGV[i]) then
-    redis.call('ZADD', KEYS[1], 'XX', now + tonumber(ARGV[1]), ARGV[i])
-  else
-    table.insert(lost, ARGV[i])
+  if redis.call('ZADD', KEYS[1], now + tonumber(ARGV[1]), ARGV[i]) == 1 then
+    table.insert(back, ARGV[i])
   end
 end
-if redis.call('EXISTS', KEYS[1]) == 1 then
-  redis.call('PEXPIRE', KEYS[1], ARGV[1])
-end
-return lost
+redis.call('PEXPIRE', KEYS[1], ARGV[1])
+return back
 """
 )
 
@@ -88,8 +109,7 @@ def new_replica_id() -> str:
 
 
 class SharedLimits:
-    """One replica's view of the caps in Redis: its leases, their renewal, the wake-ups,
-    and its own liveness lease (`{prefix}:replica:{id}`), which recovery reads."""
+    """One replica's view of the caps in Redis: its leases, their renewal, the wake-ups."""
 
     def __init__(
         self, redis: Redis, *, prefix: str, lease_seconds: float, replica_id: str | None = None
@@ -99,6 +119,11 @@ class SharedLimits:
         self.lease_ms = max(1000, int(lease_seconds * 1000))
         self.replica_id = replica_id or new_replica_id()
         self.channel = f"{prefix}:released"
+        self.up_since = f"{prefix}:up-since"
+        # After Redis is found empty, no slot is given for this long: the renewals of every
+        # replica (one each third of a lease) put back the slots they hold first.
+        self.grace_ms = self.lease_ms // 2
+        self.outage = OutageLog("Redis", logger)
         self._acquire = redis.register_script(ACQUIRE)
         self._release = redis.register_script(RELEASE)
         self._renew = redis.register_script(RENEW)
@@ -113,20 +138,17 @@ class SharedLimits:
     def from_url(cls, url: str, *, prefix: str, lease_seconds: float) -> SharedLimits:
         return cls(Redis.from_url(url), prefix=prefix, lease_seconds=lease_seconds)
 
-    def replica_key(self, replica_id: str) -> str:
-        return f"{self.prefix}:replica:{replica_id}"
-
     async def start(self) -> None:
-        """Announce this replica alive and start renewing and listening; RedisError if
-        Redis cannot be reached."""
-        await self.redis.set(self.replica_key(self.replica_id), "1", px=self.lease_ms)
+        """Start renewing and listening; RedisError if Redis cannot be reached."""
+        # A replica starting finds Redis as it is: no grace unless it later comes back empty.
+        await self.redis.set(self.up_since, 0, nx=True)
         self._tasks = [
             asyncio.create_task(self._keep_leases(), name="renew-leases"),
             asyncio.create_task(self._listen(), name="listen-releases"),
         ]
 
     async def close(self) -> None:
-        """Stop renewing, give back every slot still held and the liveness lease (once)."""
+        """Stop renewing and give back every slot still held (once)."""
         if self._closing:
             return
         self._closing = True
@@ -142,17 +164,8 @@ class SharedLimits:
             for key, tokens in list(self._held.items()):
                 for token in list(tokens):
                     await self._release(keys=[key, self.channel], args=[token, key])
-            await self.redis.delete(self.replica_key(self.replica_id))
         self._held.clear()
         await self.redis.aclose()
-
-    async def alive(self, replica_ids: set[str]) -> set[str]:
-        """Which of `replica_ids` still hold their liveness lease."""
-        ids = sorted(replica_ids)
-        if not ids:
-            return set()
-        found = await self.redis.mget([self.replica_key(r) for r in ids])
-        return {r for r, value in zip(ids, found, strict=True) if value is not None}
 
     def semaphore(self, name: str, cap: int) -> SharedSemaphore:
         """The cap called `name` (for example `subcalls:T123`), made on first use."""
@@ -172,7 +185,16 @@ class SharedLimits:
 
     async def _try(self, key: str, cap: int, token: str) -> float | None:
         """Take a slot for `token`: None if taken, else seconds until a lease may end."""
-        result = int(await self._acquire(keys=[key], args=[cap, self.lease_ms, token]))
+        try:
+            result = int(
+                await self._acquire(
+                    keys=[key, self.up_since], args=[cap, self.lease_ms, token, self.grace_ms]
+                )
+            )
+        except RedisError as exc:
+            self.outage.failed(exc)
+            raise
+        self.outage.ok()
         if result < 0:
             self._held.setdefault(key, set()).add(token)
             return None
@@ -183,7 +205,7 @@ class SharedLimits:
         try:
             await self._release(keys=[key, self.channel], args=[token, key])
         except RedisError as exc:  # the lease runs out by itself
-            logger.warning("could not release a slot of %s (%s); its lease will end it", key, exc)
+            self.outage.failed(exc)
 
     def _give_back_later(self, key: str, token: str) -> None:
         task = asyncio.create_task(self._give_back(key, token))
@@ -194,18 +216,26 @@ class SharedLimits:
         while True:
             await asyncio.sleep(self.lease_ms / 3000)
             try:
-                await self.redis.set(self.replica_key(self.replica_id), "1", px=self.lease_ms)
-                for key, tokens in list(self._held.items()):
-                    if not tokens:
-                        self._held.pop(key, None)
-                        continue
-                    lost = await self._renew(keys=[key], args=[self.lease_ms, *tokens])
-                    for token in lost:
-                        token = token.decode() if isinstance(token, bytes) else token
-                        if token in tokens:
-                            logger.error("a slot of %s was lost: its lease ran out", key)
+                await self.renew()
             except RedisError as exc:
-                logger.warning("could not renew leases in Redis: %s", exc)
+                self.outage.failed(exc)
+            else:
+                self.outage.ok()
+
+    async def renew(self) -> None:
+        """Hold every slot this replica holds for another lease, putting back into Redis
+        those it lost (it restarted empty, or was away longer than a lease)."""
+        for key, tokens in list(self._held.items()):
+            if not tokens:
+                self._held.pop(key, None)
+                continue
+            back = await self._renew(keys=[key, self.up_since], args=[self.lease_ms, *tokens])
+            for raw in back:
+                token = raw.decode() if isinstance(raw, bytes) else str(raw)
+                if token in self._held.get(key, ()):
+                    logger.info("a slot of %s is held again (Redis had lost it)", key)
+                else:  # released while we renewed: not ours to keep
+                    await self._release(keys=[key, self.channel], args=[token, key])
 
     async def _listen(self) -> None:
         # get_message with a timeout, not listen(): redis-py's listen() can swallow the
@@ -225,8 +255,8 @@ class SharedLimits:
                     semaphore = self._semaphores.get(key)
                     if semaphore is not None:
                         semaphore.wake()
-            except RedisError as exc:
-                logger.warning("lost the Redis release channel (%s); polling meanwhile", exc)
+            except RedisError as exc:  # polling meanwhile
+                self.outage.failed(exc)
                 await asyncio.sleep(RETRY_SECONDS)
             finally:
                 with contextlib.suppress(RedisError):
@@ -288,8 +318,8 @@ class SharedSemaphore:
         try:
             if await self.limits._try(self.key, self.max_in_flight, token) is None:
                 return self._took(token)
-        except RedisError as exc:
-            logger.warning("Redis refused a slot request for %s: %s", self.key, exc)
+        except RedisError:  # logged once per outage by `_try`
+            pass
         return None
 
     @asynccontextmanager
@@ -314,8 +344,7 @@ class SharedSemaphore:
             self._wake.clear()
             try:
                 wait = await self.limits._try(self.key, self.max_in_flight, token)
-            except RedisError as exc:
-                logger.warning("Redis refused a slot request for %s: %s", self.key, exc)
+            except RedisError:  # logged once per outage by `_try`
                 wait = RETRY_SECONDS
             if wait is None:
                 if head.done():  # cancelled while we asked: the slot goes back

@@ -50,16 +50,19 @@ async def think(
         presence.on_event(event)
         if isinstance(event, IterationFinished):
             totals.add(event)
-            await store.record_iteration(
-                run_id,
-                iteration=event.iteration,
-                root_reply=event.root_reply,
-                code="\n\n".join(event.code_blocks),
-                output="\n\n".join(event.outputs),
-                subcalls=event.subcalls,
-                input_tokens=event.input_tokens,
-                output_tokens=event.output_tokens,
-                seconds=event.seconds,
+            # Waits out a database outage (bounded): the iteration is kept, not lost.
+            await ends.keeper.retrying(
+                lambda: store.record_iteration(
+                    run_id,
+                    iteration=event.iteration,
+                    root_reply=event.root_reply,
+                    code="\n\n".join(event.code_blocks),
+                    output="\n\n".join(event.outputs),
+                    subcalls=event.subcalls,
+                    input_tokens=event.input_tokens,
+                    output_tokens=event.output_tokens,
+                    seconds=event.seconds,
+                )
             )
         elif isinstance(event, RunFinished):
             totals.end(event)
@@ -94,24 +97,25 @@ async def think(
         kind = provider_failure(exc)
         if kind.startswith("operator:"):
             tell_operator(run_id, kind, str(exc))
-            await presence.failed(messages.SETUP_PROBLEM)
+            said = messages.SETUP_PROBLEM
         else:
             logger.warning("run %d: provider failed: %s", run_id, exc)
-            await presence.failed(messages.PROVIDER_DOWN)
-        await ends.fail(run_id, f"provider: {clip(str(exc), 500)}", totals, error_kind=kind)
+            said = messages.PROVIDER_DOWN
+        if await ends.fail(run_id, f"provider: {clip(str(exc), 500)}", totals, error_kind=kind):
+            await presence.failed(said)
         return
     except Exception as exc:
         observer.close()
         if isinstance(exc, TimeoutError) and timer.expired():
             logger.warning("run %d: no answer within its time budget; stopped", run_id)
-            await presence.failed(messages.out_of_time(caps.max_seconds or 0.0))
-            await ends.fail(
+            if await ends.fail(
                 run_id, "time budget", totals, stopped_by="max_seconds", error_kind="user:time"
-            )
+            ):
+                await presence.failed(messages.out_of_time(caps.max_seconds or 0.0))
         else:
             logger.exception("run %d failed", run_id)
-            await presence.failed(messages.CRASHED)
-            await ends.fail(run_id, describe(exc), totals, error_kind="internal")
+            if await ends.fail(run_id, describe(exc), totals, error_kind="internal"):
+                await presence.failed(messages.CRASHED)
         return
     text = answer.strip() or messages.EMPTY_ANSWER
     if totals.stopped_by:
@@ -130,8 +134,12 @@ async def think(
         read=gathered.summary(),
         stopped_by=totals.stopped_by,
     )
+    # Stored first, then shown: the thread never says "answered" of a run the database
+    # does not (or that another replica has marked interrupted and told its thread of).
+    if not await ends.end(run_id, "finished", totals, answer=answer, stopped_by=totals.stopped_by):
+        await presence.close()
+        return
     await presence.answered(answer=text, footer=footer, links=gathered.links, summary=summary)
-    await ends.end(run_id, "finished", totals, answer=answer, stopped_by=totals.stopped_by)
     logger.info(
         "run %d finished: %d iterations, %d sub-calls, %.1f s%s",
         run_id,

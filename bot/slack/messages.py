@@ -176,6 +176,12 @@ INTERRUPTED = (
     ":warning: This run was interrupted because the app restarted: ask again to start over."
 )
 
+# A question that could not be stored (the app's database is away or its disk is full):
+# said once to the asker, in place of everything else.
+NOT_TAKEN = (
+    ":warning: I couldn't take your question just now: something on my side isn't working. "
+    "Please ask again in a few minutes."
+)
 NOT_IN_CHANNEL = (
     "I'm not in this channel, so I can't read it or post here: invite me with "
     "`/invite @rlm` and ask again."

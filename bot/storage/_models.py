@@ -162,9 +162,13 @@ class Run(Base):
     # Who can fix a failure: "user:<what>" or "operator:<what>" (a key, a model, a scope).
     error_kind: Mapped[str | None] = mapped_column(String(64))
     status_ts: Mapped[str | None] = mapped_column(String(32))  # the run's status message
-    # The replica running it (its liveness lease is in Redis); NULL for runs from before.
+    # The replica running it, and until when (the database's clock) unless it renews; NULL
+    # for runs from before (migration 0007) and runs of one process without replicas.
     owner: Mapped[str | None] = mapped_column(String(64))
     exclude_ts: Mapped[str | None] = mapped_column(String(255))  # comma-separated
+    lease_expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    # The fencing token: one more on every claim; status writes name the epoch they hold.
+    epoch: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
 
 
 class Iteration(Base):

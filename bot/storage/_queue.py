@@ -8,6 +8,7 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Iterable
 from contextlib import AbstractAsyncContextManager
+from typing import Any
 
 from sqlalchemy import func, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
@@ -31,15 +32,24 @@ class RunQueueRecords:
         async with self._read() as session:
             return set(await session.scalars(query))
 
+    def _lease_until(self, seconds: float | None) -> Any:
+        raise NotImplementedError
+
     @uncancellable
-    async def claim_queued_run(self, team_id: str, owner: str) -> RunRecord | None:
-        """Take the workspace's oldest queued run for `owner` and mark it running; None if
-        none is queued. A conditional UPDATE: of replicas claiming at once, one gets each."""
+    async def claim_queued_run(
+        self, team_id: str, owner: str, lease_seconds: float | None = None
+    ) -> RunRecord | None:
+        """Take the workspace's oldest queued run for `owner` and mark it running (epoch + 1,
+        leased for `lease_seconds`); None if none is queued. A conditional UPDATE: of
+        replicas claiming at once, one gets each."""
         while True:
             async with self._writing() as session:
                 run_id = await session.scalar(
                     select(Run.id)
-                    .where(Run.team_id == team_id, Run.status == "queued")
+                    # A slash command's run has no thread until its echo is posted.
+                    .where(
+                        Run.team_id == team_id, Run.status == "queued", Run.thread_ts.is_not(None)
+                    )
                     .order_by(Run.id)
                     .limit(1)
                 )
@@ -48,7 +58,12 @@ class RunQueueRecords:
                 result = await session.execute(
                     update(Run)
                     .where(Run.id == run_id, Run.status == "queued")
-                    .values(status="running", owner=owner)
+                    .values(
+                        status="running",
+                        owner=owner,
+                        epoch=Run.epoch + 1,
+                        lease_expires_at=self._lease_until(lease_seconds),
+                    )
                     .execution_options(synchronize_session=False)
                 )
                 if result.rowcount == 1:  # type: ignore[attr-defined]
@@ -59,7 +74,9 @@ class RunQueueRecords:
 
     async def queued_teams(self) -> list[str]:
         """Workspaces with queued runs."""
-        query = select(Run.team_id).where(Run.status == "queued").distinct()
+        query = (
+            select(Run.team_id).where(Run.status == "queued", Run.thread_ts.is_not(None)).distinct()
+        )
         async with self._read() as session:
             return sorted(await session.scalars(query))
 

@@ -16,6 +16,15 @@ FEEDBACK_VALUES = ("up", "down")
 
 
 @dataclass(frozen=True, slots=True)
+class Fence:
+    """Who holds a run and since which claim: a status write naming an owner and epoch the
+    run no longer has changes nothing (the writer lost the run)."""
+
+    owner: str | None
+    epoch: int
+
+
+@dataclass(frozen=True, slots=True)
 class RunRecord:
     id: int
     team_id: str
@@ -43,6 +52,13 @@ class RunRecord:
     status_ts: str | None = None
     owner: str | None = None
     exclude_ts: str | None = None
+    epoch: int = 0
+    lease_expires_at: datetime | None = None
+
+    @property
+    def fence(self) -> Fence:
+        """What a status write by this run's owner names (its owner and epoch)."""
+        return Fence(self.owner, self.epoch)
 
     @classmethod
     def from_row(cls, run: Run) -> RunRecord:
@@ -73,6 +89,8 @@ class RunRecord:
             status_ts=run.status_ts,
             owner=run.owner,
             exclude_ts=run.exclude_ts,
+            epoch=run.epoch or 0,
+            lease_expires_at=run.lease_expires_at,
         )
 
 

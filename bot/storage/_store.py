@@ -29,6 +29,7 @@ from bot.storage._models import (
     utc_now,
 )
 from bot.storage._operator import open_migrated
+from bot.storage._ownership import RunOwnership
 from bot.storage._queue import RunQueueRecords
 from bot.storage._records import (
     CONTEXT_KINDS,
@@ -49,7 +50,7 @@ _NO_SUCH_RUN = "Run {run_id} does not exist."
 _EMPTY_EVENT_ID = "An event id must not be empty."
 
 
-class Store(DataLifecycle, RunQueueRecords, FileRecords, UsageRecords):
+class Store(DataLifecycle, RunOwnership, RunQueueRecords, FileRecords, UsageRecords):
     """The bot's database. Make one with `await Store.open(url)` and `await store.close()` it."""
 
     def __init__(self, engine: AsyncEngine) -> None:
@@ -164,20 +165,6 @@ class Store(DataLifecycle, RunQueueRecords, FileRecords, UsageRecords):
             return run.id
 
     @_uncancellable
-    async def set_run_status(
-        self, run_id: int, status: str, *, thread_ts: str | None = None
-    ) -> None:
-        """Change a run's status (and thread, when given); a final status stamps finished_at."""
-        _check_choice("status", status, RUN_STATUSES)
-        async with self._writing() as session:
-            run = await self._get_run(session, run_id, lock=True)
-            run.status = status
-            if thread_ts is not None:
-                run.thread_ts = thread_ts
-            if status in FINAL_STATUSES and run.finished_at is None:
-                run.finished_at = utc_now()
-
-    @_uncancellable
     async def set_status_message(self, run_id: int, ts: str) -> None:
         """Remember the ts of the run's status message (its one live message in Slack)."""
         async with self._writing() as session:
@@ -246,37 +233,6 @@ class Store(DataLifecycle, RunQueueRecords, FileRecords, UsageRecords):
                     run.output_tokens,
                     run.seconds,
                 ) = totals
-
-    @_uncancellable
-    async def finish_run(
-        self,
-        run_id: int,
-        *,
-        status: str,
-        answer: str | None,
-        error: str | None,
-        iterations: int,
-        subcalls: int,
-        input_tokens: int,
-        output_tokens: int,
-        seconds: float,
-        stopped_by: str | None = None,
-        error_kind: str | None = None,
-    ) -> None:
-        _check_choice("a finished run's status", status, FINAL_STATUSES)
-        async with self._writing() as session:
-            run = await self._get_run(session, run_id, lock=True)
-            run.status = status
-            run.answer = answer
-            run.error = error
-            run.iterations = iterations
-            run.subcalls = subcalls
-            run.input_tokens = input_tokens
-            run.output_tokens = output_tokens
-            run.seconds = seconds
-            run.stopped_by = stopped_by
-            run.error_kind = error_kind
-            run.finished_at = utc_now()
 
     async def get_run(self, run_id: int) -> RunRecord | None:
         async with self._read() as session:

@@ -164,6 +164,7 @@ class Tenants:
             owner=base.owner,
             queue=base.queue,
             stop=base.stop,
+            keeper=base.keeper,
         )
         # One table of runs in progress and one chat.update pace for the process, so a
         # Cancel click finds its run whichever request started it.
