@@ -44,12 +44,12 @@ from rlm.repl._sandbox import (
     WorkerLaunch,
     build_launch,
     choose_method,
-    host_private_dirs,
     init_frame,
     sandbox_uid,
     validate_choice,
     worker_command,
 )
+from rlm.repl._view import check_packages
 
 _BIG_MESSAGE = 1024 * 1024  # parts past this are decoded off the event loop
 _IN_CELL = ("result", "llm_query", "parallel_query")
@@ -77,8 +77,10 @@ class SandboxLimits:
     `processes` (RLIMIT_NPROC) holds only when isolated: it counts all of a uid's processes.
     Where the machine has cgroups, `memory_mb` and `processes` also bound the whole sandbox
     (every process in it, and its tmpfs). `disk_mb` is the size of the worker's directory.
-    `private_paths` are more host paths to keep out of view (the database, `.env`); the
-    host's working directory and the project checkout always are.
+    The worker's filesystem is an allowlist (see `_view`): `packages` names installed
+    distributions whose files it may also read and import (an unknown name is a
+    ConfigurationError). `private_paths` is accepted for compatibility and changes nothing:
+    no host path outside the allowlist is visible.
     """
 
     memory_mb: int = 4096
@@ -91,9 +93,11 @@ class SandboxLimits:
     require_isolation: bool = False
     max_message_mb: int = 256  # the largest frame the host accepts from the worker
     private_paths: tuple[str, ...] = ()
+    packages: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         validate_choice(self.isolation, self.require_isolation)
+        check_packages(self.packages)
 
     def as_rlimits(self) -> dict[str, int]:
         return {
@@ -271,7 +275,7 @@ class REPLSession:
             workdir=self._dir,
             uid=uid,
             disk_bytes=limits.disk_mb * 1024 * 1024,
-            private=host_private_dirs(limits.private_paths),
+            packages=limits.packages,
         )
         if method != "none":
             self._cgroup = SandboxCgroup.create(
@@ -299,7 +303,7 @@ class REPLSession:
             stdout=asyncio.subprocess.PIPE,
             stderr=self._stderr,
             cwd=self._dir if self._launch.method == "none" else "/",
-            env=clean_environment(self._dir),
+            env={**clean_environment(self._dir), **self._launch.env},
             start_new_session=True,  # its own process group, so a kill takes its children too
             close_fds=True,
             pass_fds=(context_fd,),
