@@ -124,6 +124,14 @@ def build_root(libc: Libc, spec: dict[str, Any]) -> None:
     os.chdir("/")
 
 
+def reopen_null(fds: tuple[int, ...]) -> None:
+    """Point `fds` at the new root's /dev/null: nothing held open leads to the old one."""
+    null = os.open("/dev/null", os.O_RDWR | os.O_CLOEXEC)
+    for fd in fds:
+        os.dup2(null, fd, inheritable=fd <= 2)
+    os.close(null)
+
+
 def drop_capabilities(libc: Libc) -> None:
     """Root inside a user namespace: keep the uid, give up every capability for good."""
     libc.check(libc.prctl(_PR_SET_SECUREBITS, _SECUREBITS_NO_ROOT), "securebits")

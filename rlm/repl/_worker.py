@@ -115,6 +115,7 @@ def confine(spec: dict[str, Any], limits: dict[str, int]) -> list[str]:
     libc = rootfs.Libc()
     if spec.get("entries"):
         rootfs.build_root(libc, spec)
+        rootfs.reopen_null((0, 1, sys.stdin.fileno()))  # theirs was the old root's
     sys.path.extend(spec.get("sys_path", []))  # the packages the operator named
     if spec.get("workdir"):
         os.chdir(spec["workdir"])  # relative paths land in the worker's own directory
