@@ -46,7 +46,12 @@ DEVICES = ("/dev/null", "/dev/zero", "/dev/urandom", "/dev/random")
 _STDLIB_SKIP_TOP = ("idlelib", "tkinter", "turtledemo", "lib2to3", "ensurepip", "turtle.py")
 _STDLIB_SKIP_ANYWHERE = ("test", "tests", "site-packages", "dist-packages")
 _STDLIB_SKIP_PREFIXES = ("config-",)
-_DYNLOAD_SKIP = re.compile(r"(_tkinter|_test|_ctypes_test|_xxtestfuzz|xxlimited|xxsubtype)")
+# Extension modules for terminals, GUIs, system databases and tests: each pulls in shared
+# libraries (ncurses, X11, Kerberos through NIS...) that every worker start would bind.
+_DYNLOAD_SKIP = re.compile(
+    r"(_tkinter|_test|_ctypes_test|_xxtestfuzz|xxlimited|xxsubtype|readline|_curses|nis|"
+    r"_dbm|_gdbm|spwd|ossaudiodev|_crypt|_uuid)"
+)
 # Only the bytecode a plain (not -O) interpreter reads: one level, not three.
 _OTHER_OPT_LEVELS = re.compile(r"\.opt-\d\.pyc$")
 
