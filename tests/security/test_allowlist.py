@@ -123,3 +123,36 @@ async def test_named_packages_and_only_those_are_importable(method: str) -> None
 def test_an_unknown_package_is_refused_at_once() -> None:
     with pytest.raises(ConfigurationError, match="no-such-dist-rlm"):
         SandboxLimits(packages=("no-such-dist-rlm",))
+
+
+def test_the_bot_setting_names_the_packages_and_refuses_unknown_ones() -> None:
+    from pydantic import ValidationError
+
+    from bot.isolation import sandbox_limits
+    from bot.settings import Settings
+
+    required = {"slack_bot_token": "xoxb-x", "slack_signing_secret": "s"}
+    settings = Settings(_env_file=None, rlm_sandbox_packages=" idna, orjson ", **required)  # type: ignore[call-arg]
+    assert settings.sandbox_packages == ("idna", "orjson")
+    limits = sandbox_limits("auto", False, packages=settings.sandbox_packages)
+    assert limits.packages == ("idna", "orjson")
+    with pytest.raises(ValidationError, match="no-such-dist-rlm"):
+        Settings(_env_file=None, rlm_sandbox_packages="idna,no-such-dist-rlm", **required)  # type: ignore[call-arg]
+
+
+def test_links_on_the_way_stay_links_under_bwrap() -> None:
+    """Each symlink met on the way to a library (such as /lib64 -> usr/lib64) is made as a
+    link in the view, and every bind is read-only."""
+    from rlm.repl._sandbox import bwrap_view_args
+    from rlm.repl._view import interpreter, route, shared_libraries
+
+    view = worker_view(WORKER_FILES, workdir="/tmp/rlm-repl-0-x", uid=12345)
+    args = bwrap_view_args(view)
+    for library in shared_libraries([interpreter()]):
+        links, real = route(library)
+        for _, target, path in links:
+            at = args.index(path)
+            assert args[at - 2 : at] == ["--symlink", target]
+        at = args.index(real, args.index(real) + 1)  # source, then destination
+        assert args[at - 2] == "--ro-bind"
+    assert "--bind" not in args
