@@ -282,13 +282,17 @@ def probe(method: str) -> str:
 def _run_probe(method: str) -> str:
     """A real worker, launched and confined exactly as a session's, runs one probing cell."""
     workdir = tempfile.mkdtemp(prefix=f"rlm-repl-{os.getpid()}-probe-")
-    launch = build_launch(
-        method,
-        worker_command(),
-        workdir=workdir,
-        uid=sandbox_uid() if os.geteuid() == 0 else None,
-        disk_bytes=1024 * 1024,
-    )
+    try:
+        launch = build_launch(
+            method,
+            worker_command(),
+            workdir=workdir,
+            uid=sandbox_uid() if os.geteuid() == 0 else None,
+            disk_bytes=1024 * 1024,
+        )
+    except OSError as exc:  # no ldd, or a library that cannot be read
+        shutil.rmtree(workdir, ignore_errors=True)
+        return f"{method} cannot list the worker's files ({exc})"
     with tempfile.TemporaryFile() as context:
         init = init_frame(
             launch, context_fd=context.fileno(), context_kind="str", rlimits={}, subcalls=False

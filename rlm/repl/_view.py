@@ -150,7 +150,7 @@ def _copy_stdlib(stdlib: str, into: str) -> None:
         else:
             try:
                 os.link(source, target)
-            except OSError:
+            except OSError:  # another filesystem, or files of another user (protected_hardlinks)
                 shutil.copy2(source, target)
 
 
@@ -314,7 +314,16 @@ def _all_owned(top: str, files: set[str]) -> bool:
 def worker_view(
     worker_files: Sequence[str], *, workdir: str, uid: int, packages: Sequence[str] = ()
 ) -> View:
-    """The worker's whole filesystem but /proc and its tmpfs at `workdir`."""
+    """The worker's whole filesystem but /proc and its tmpfs at `workdir`; computed once per
+    process for each uid, package list and directory the worker directories are made in."""
+    key = ("view", tuple(worker_files), os.path.dirname(workdir), uid, tuple(packages))
+    view: View = _once(key, lambda: _worker_view(worker_files, workdir, uid, packages))  # type: ignore[assignment]
+    return view
+
+
+def _worker_view(
+    worker_files: Sequence[str], workdir: str, uid: int, packages: Sequence[str]
+) -> View:
     python = interpreter()
     dynload = _lib_dynload()
     binds: dict[str, str] = {python: python}  # view path -> host source
