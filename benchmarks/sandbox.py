@@ -1,7 +1,8 @@
 """Benchmark: what the REPL sandbox contains and what it costs.
 
 Prints the attacks tried and contained (the cells of tests/security/attacks.py, run under the
-isolation this machine chooses), the worker's start time (spawn to ready) with and without
+isolation this machine chooses), how many files the worker can see (walked from inside it,
+against the whole host's count), the worker's start time (spawn to ready) with and without
 isolation, and the slowdown isolation adds to one parallel_query of N chunks, served by an
 in-process handler so only the worker's side and the pipe are measured.
 
@@ -33,6 +34,7 @@ from tests.security.attacks import (  # noqa: E402
     attack_session,
     attack_target,
 )
+from tests.security.views import WALK_CELL, walked  # noqa: E402
 
 
 async def run_attacks(method: str) -> tuple[int, int, list[str]]:
@@ -83,6 +85,25 @@ def _session(method: str) -> REPLSession:
         parallel_query=_map,
         limits=SandboxLimits(isolation=method),
     )
+
+
+async def visible_files(method: str) -> int:
+    """How many files (not directories) a worker isolated by `method` can list."""
+    async with _session(method) as session:
+        result = await session.run_cell(WALK_CELL)
+    if result.error:
+        raise SystemExit(f"the walking cell failed: {result.output[-500:]}")
+    return walked(result.output)[1]
+
+
+def host_files() -> int:
+    """Files this process could list on the host (/proc, /sys and /dev left out)."""
+    count = 0
+    for top, dirs, files in os.walk("/"):
+        if top == "/":
+            dirs[:] = [d for d in dirs if d not in ("proc", "sys", "dev")]
+        count += len(files)
+    return count
 
 
 async def start_times(method: str, runs: int) -> list[float]:
@@ -143,6 +164,11 @@ async def main() -> None:
     print(f"attacks tried {tried}, contained {contained}")
     for failure in failures:
         print(f"  GOT THROUGH {failure}")
+
+    print("\nfiles the worker can see (walked from inside it, /proc left out):")
+    print(f"  host        {host_files():7d}")
+    for wrapper in available:
+        print(f"  {wrapper:10}  {await visible_files(wrapper):7d}")
 
     print(f"\nworker start, spawn to ready, median of {args.starts}:")
     base = statistics.median(await start_times("none", args.starts))

@@ -44,6 +44,7 @@ async def serve(settings: Settings, stop: asyncio.Event | None = None) -> None:
                 settings.rlm_sandbox,
                 settings.rlm_require_sandbox,
                 database_url=settings.database_url,
+                packages=settings.sandbox_packages,
             )
         )
     except SandboxUnavailable as exc:

@@ -91,6 +91,7 @@ async def start_services(settings: Settings, *, isolation: str | None = None) ->
                 settings.rlm_sandbox,
                 settings.rlm_require_sandbox,
                 database_url=settings.database_url,
+                packages=settings.sandbox_packages,
             )
         )
     store = await Store.open(settings.database_url)
@@ -138,6 +139,7 @@ async def _build_services(
                 settings.rlm_sandbox,
                 settings.rlm_require_sandbox,
                 database_url=settings.database_url,
+                packages=settings.sandbox_packages,
             ),
             provider_timeout=settings.rlm_provider_timeout,
             max_map_chunks=settings.rlm_max_map_chunks,

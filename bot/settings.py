@@ -96,6 +96,8 @@ class Settings(BaseSettings):
     rlm_provider_retries: int = Field(default=4, ge=0, le=20)
     rlm_sandbox: Literal["auto", "bwrap", "unshare", "none"] = "auto"
     rlm_require_sandbox: bool = False
+    # Installed distributions (comma-separated) whose files generated code may also import.
+    rlm_sandbox_packages: str = ""
 
     # Many workspaces (bot/installs.py, bot/workspace_settings.py): OAuth installs, stored-token
     # encryption, uninstall purges and the ceilings on what a workspace admin may set.
@@ -226,6 +228,23 @@ class Settings(BaseSettings):
         if value is not None and urlsplit(value).scheme not in ("redis", "rediss", "unix"):
             raise ValueError("must be a Redis URL such as redis://localhost:6379/0")
         return value
+
+    @field_validator("rlm_sandbox_packages")
+    @classmethod
+    def _sandbox_packages(cls, value: str) -> str:
+        from rlm import ConfigurationError
+        from rlm.repl._view import check_packages
+
+        try:
+            check_packages(n.strip() for n in value.split(",") if n.strip())
+        except ConfigurationError as exc:
+            raise ValueError(str(exc)) from None
+        return value
+
+    @property
+    def sandbox_packages(self) -> tuple[str, ...]:
+        """RLM_SANDBOX_PACKAGES as distribution names."""
+        return tuple(n.strip() for n in self.rlm_sandbox_packages.split(",") if n.strip())
 
     @model_validator(mode="after")
     def _sandbox_choice(self) -> Settings:

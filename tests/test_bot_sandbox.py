@@ -82,7 +82,7 @@ async def test_a_sandbox_that_cannot_work_as_configured_stops_the_start(
 
 @pytest.mark.parametrize("method", ["bwrap", "unshare"])
 async def test_the_database_stays_hidden_where_the_worker_could_otherwise_see_it(method):
-    """A SQLite file kept inside a path the worker sees (here, the interpreter's prefix)."""
+    """A SQLite file kept inside the venv, which the worker no longer sees at all."""
     skip_unless_available(method)
     folder = Path(tempfile.mkdtemp(prefix="rlm-data-", dir=sys.prefix))
     try:
@@ -96,6 +96,9 @@ async def test_the_database_stays_hidden_where_the_worker_could_otherwise_see_it
         session = REPLSession("ctx", llm_query=nothing, parallel_query=nothing, limits=limits)
         async with session:
             listing = await session.run_cell(f"import os\nprint(os.listdir({str(folder)!r}))")
-        assert listing.output == "[]\n"
+        # Not on the worker's allowlist: the directory does not exist for it at all.
+        assert listing.output.endswith(
+            f"FileNotFoundError: [Errno 2] No such file or directory: {str(folder)!r}\n"
+        )
     finally:
         shutil.rmtree(folder)

@@ -147,6 +147,11 @@ MEANINGS: dict[str, tuple[str, str | None]] = {
         "the whole sandbox (no writable memory cgroup); `false`: start with a loud warning",
         None,
     ),
+    "rlm_sandbox_packages": (
+        "installed distributions (comma-separated, e.g. `numpy,pandas`) whose files generated "
+        "code may read and import; an unknown name stops the start",
+        "empty: the standard library only",
+    ),
     "slack_client_id": (
         "with the client secret and state secret: OAuth installs into many workspaces "
         "(see deployment.md, Many workspaces)",

@@ -47,11 +47,17 @@ class SandboxUnavailable(Exception):
     """The configured sandbox cannot run here; the message is one line for the operator."""
 
 
-def sandbox_limits(choice: str, required: bool, *, database_url: str = "") -> SandboxLimits:
-    """The sandbox as configured; a SQLite database's directory is kept out of the worker's
-    view wherever it lies (the working directory and the checkout always are)."""
+def sandbox_limits(
+    choice: str, required: bool, *, database_url: str = "", packages: tuple[str, ...] = ()
+) -> SandboxLimits:
+    """The sandbox as configured: `packages` are the distributions generated code may import
+    (RLM_SANDBOX_PACKAGES). The worker's filesystem is an allowlist, so the database (passed
+    on as `private_paths`, kept for compatibility) is out of its view wherever it lies."""
     return SandboxLimits(
-        isolation=choice, require_isolation=required, private_paths=_database_paths(database_url)
+        isolation=choice,
+        require_isolation=required,
+        private_paths=_database_paths(database_url),
+        packages=packages,
     )
 
 

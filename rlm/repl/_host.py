@@ -38,11 +38,11 @@ from rlm.repl._sandbox import (
     WorkerLaunch,
     build_launch,
     choose_method,
-    host_private_dirs,
     init_frame,
     validate_choice,
     worker_command,
 )
+from rlm.repl._view import check_packages
 
 _IN_CELL = ("result", "llm_query", "parallel_query")
 _WORKER_NOTE_ROOM = 200  # characters of the cap left for the worker's note of what it dropped
@@ -72,9 +72,11 @@ class SandboxLimits:
     `processes` (RLIMIT_NPROC) holds only when isolated: it counts all of a uid's processes.
     Where the machine has cgroups, `memory_mb` and `processes` also bound the whole sandbox
     (every process in it, and its tmpfs). `disk_mb` is the size of the worker's directory.
-    `private_paths` are more host paths to keep out of view (the database, `.env`); the
-    host's working directory and the project checkout always are. `max_cell_output_chars`
-    is what the host keeps of one cell's output; the rest is read and dropped.
+    The worker's filesystem is an allowlist (see `_view`): `packages` names installed
+    distributions whose files it may also read and import (an unknown name is a
+    ConfigurationError). `private_paths` is accepted for compatibility and changes nothing:
+    no host path outside the allowlist is visible. `max_cell_output_chars` is what the host
+    keeps of one cell's output; the rest is read and dropped.
     """
 
     memory_mb: int = 4096
@@ -88,9 +90,11 @@ class SandboxLimits:
     max_message_mb: int = 256  # the largest frame the host accepts from the worker
     max_cell_output_chars: int = 1_000_000
     private_paths: tuple[str, ...] = ()
+    packages: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         validate_choice(self.isolation, self.require_isolation)
+        check_packages(self.packages)
 
     def as_rlimits(self) -> dict[str, int]:
         return {
@@ -219,7 +223,7 @@ class REPLSession:
             workdir=self._dir,
             uid=self._uid_lease.uid if self._uid_lease else None,
             disk_bytes=limits.disk_mb * 1024 * 1024,
-            private=host_private_dirs(limits.private_paths),
+            packages=limits.packages,
         )
         if method != "none":
             self._cgroup = SandboxCgroup.create(
@@ -243,7 +247,7 @@ class REPLSession:
             stdout=asyncio.subprocess.PIPE,
             stderr=asyncio.subprocess.PIPE,
             cwd=self._dir if self._launch.method == "none" else "/",
-            env=clean_environment(self._dir),
+            env={**clean_environment(self._dir), **self._launch.env},
             start_new_session=True,  # its own process group, so a kill takes its children too
             close_fds=True,
             pass_fds=(context_fd,),

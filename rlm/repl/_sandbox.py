@@ -1,13 +1,14 @@
 """How the REPL worker is confined: which isolation method this machine has, and the command
 that starts the worker inside it.
 
-`bwrap` (bubblewrap) builds the worker an empty root holding only the system libraries, the
-interpreter and the worker's own files, in new network, PID, IPC and UTS namespaces.
-`unshare` (util-linux) gives it new network, mount and PID namespaces; the worker then hides
-every host directory but those same paths itself, before it runs any code (see `_worker.py`).
-Under both, the host's own directories (its working directory, the project checkout, where
-`.env` or the database live) are covered even when they lie inside a visible path, and the
-worker's directory is a size-limited tmpfs of its own that the host never reads.
+The worker's filesystem is the allowlist `_view` computes (the base interpreter, its standard
+library and the libraries they load, the worker's files, a minimal /etc, four device nodes, a
+fresh /proc and its own size-limited tmpfs, plus the distributions an operator names), the
+same under both methods: `bwrap` (bubblewrap) builds it over an empty root, in new network,
+PID, IPC and UTS namespaces; under `unshare` (util-linux: new network, mount, IPC and PID
+namespaces) the worker builds it itself and pivots into it before it runs any code (see
+`_rootfs.py`). Nothing else of the host exists for the worker: no cwd, checkout, `.env`,
+database, venv or /usr.
 Each method is probed once per process by running the interpreter inside it, with exactly the
 mounts a worker gets.
 """
@@ -19,8 +20,6 @@ import logging
 import os
 import shutil
 import subprocess
-import sys
-import sysconfig
 import tempfile
 import threading
 from collections.abc import Sequence
@@ -31,6 +30,7 @@ from typing import Any
 from rlm._exceptions import ConfigurationError
 from rlm.repl._identity import lease_uid
 from rlm.repl._protocol import SCHEMAS, ProtocolError, check_message, pack, read_message
+from rlm.repl._view import View, interpreter, package_binds, worker_view
 
 logger = logging.getLogger("rlm.sandbox")
 
@@ -40,10 +40,9 @@ _WRAPPERS = ("bwrap", "unshare")  # the order "auto" tries them in
 # -- what users and operators read ----------------------------------------------------------
 MSG_CHOSEN = "REPL sandbox: isolating workers with %s (%s)."
 MSG_DESCRIBE = {
-    "bwrap": "own network, PID, IPC and mount namespaces; only the interpreter, system "
-    "libraries and the worker's directory are visible",
-    "unshare": "own network, PID, IPC and mount namespaces; host directories other than the "
-    "interpreter, system libraries and the worker's directory are hidden",
+    "bwrap": "own network, PID, IPC and mount namespaces; an allowlisted filesystem",
+    "unshare": "own network, PID, IPC and mount namespaces; an allowlisted filesystem, "
+    "built by the worker before any code runs",
 }
 MSG_NONE_WORKS = (
     "REPL sandbox: NO ISOLATION. Neither bwrap nor unshare works on this machine (%s), so "
@@ -69,23 +68,13 @@ MSG_LAYER_MISSING = (
 MSG_BAD_CHOICE = "isolation must be one of {choices}, got {value!r}."
 MSG_NONE_REQUIRED = "isolation='none' contradicts require_isolation=True; choose one."
 
-# System paths the worker may see (read-only); everything else of the host stays out of view.
-_SYSTEM_DIRS = ("/usr", "/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32")
-_ETC_FILES = ("/etc/ld.so.cache", "/etc/localtime")
-_VISIBLE_TOP = {"usr", "bin", "sbin", "lib", "lib32", "lib64", "libx32", "proc", "dev"}
-_DEV_MOUNTS = ("/dev/shm", "/dev/mqueue", "/dev/pts", "/dev/hugepages")  # shared with the host
-
 # The worker's own files, the only ones of this package it sees (bound read-only where they
-# lie): its script, and the wire format and seccomp filter it loads as sibling modules.
+# lie): its script, and the wire format, seccomp filter and root builder it loads as siblings.
 WORKER_SCRIPT = str(Path(__file__).with_name("_worker.py"))
 WORKER_FILES = (
     WORKER_SCRIPT,
-    *(str(Path(__file__).with_name(name)) for name in ("_protocol.py", "_seccomp.py")),
+    *(str(Path(__file__).with_name(n)) for n in ("_protocol.py", "_seccomp.py", "_rootfs.py")),
 )
-# A directory holding one of these, above the host's working directory or the project, is
-# the host's: covered too.
-_HOST_MARKERS = (".env",)
-_HOST_MARKER_SUFFIXES = (".db", ".sqlite", ".sqlite3")
 
 
 @dataclass(frozen=True)
@@ -95,6 +84,7 @@ class WorkerLaunch:
     method: str  # "bwrap" | "unshare" | "none"
     argv: list[str]
     confine: dict[str, Any] = field(default_factory=dict)  # sent in the init message
+    env: dict[str, str] = field(default_factory=dict)  # added to the worker's environment
 
 
 def validate_choice(isolation: str, require_isolation: bool) -> None:
@@ -105,62 +95,6 @@ def validate_choice(isolation: str, require_isolation: bool) -> None:
         raise ConfigurationError(MSG_NONE_REQUIRED)
 
 
-def interpreter_paths() -> list[str]:
-    """Directories the interpreter needs: its prefixes (the venv included) and stdlib."""
-    found = {
-        sys.prefix,
-        sys.exec_prefix,
-        sys.base_prefix,
-        sys.base_exec_prefix,
-        os.path.dirname(os.path.realpath(sys.executable)),
-    }
-    for key in ("stdlib", "platstdlib", "purelib", "platlib"):
-        found.add(sysconfig.get_paths()[key])
-    paths = sorted(os.path.realpath(p) for p in found if p and os.path.isdir(p))
-    roots: list[str] = []
-    for path in paths:  # a directory inside another one on the list is visible already
-        if not any(_inside(path, r) for r in roots):
-            roots.append(path)
-    # The venv is often reached through a symlinked prefix: keep the link's own path too.
-    for prefix in (sys.prefix, sys.exec_prefix):
-        if os.path.isdir(prefix) and not any(_inside(prefix, r) for r in roots):
-            roots.append(prefix)
-    return roots
-
-
-def _inside(path: str, parent: str) -> bool:
-    return path == parent or path.startswith(parent.rstrip("/") + "/")
-
-
-def host_private_dirs(extra: Sequence[str] = ()) -> list[str]:
-    """Directories of the host the worker must never see, even inside a visible path: the
-    working directory, the checkout this package runs from (not a site-packages install),
-    the directories of `extra` paths (the database, `.env`), and any ancestor of those that
-    holds a `.env` or a database file."""
-    package_root = Path(__file__).resolve().parents[2]
-    starts = [os.getcwd(), *(p if os.path.isdir(p) else os.path.dirname(p) for p in extra)]
-    if not {"site-packages", "dist-packages"} & set(package_root.parts):
-        starts.append(str(package_root))
-    found = set()
-    for start in starts:
-        path = os.path.realpath(start)
-        found.add(path)
-        for ancestor in Path(path).parents:
-            if _holds_host_secrets(str(ancestor)):
-                found.add(str(ancestor))
-    return sorted(p for p in found if p != "/" and p not in _SYSTEM_DIRS and os.path.isdir(p))
-
-
-def _holds_host_secrets(directory: str) -> bool:
-    if directory == "/" or directory in _SYSTEM_DIRS:
-        return False
-    try:
-        names = os.listdir(directory)
-    except OSError:
-        return False
-    return any(n in _HOST_MARKERS or n.endswith(_HOST_MARKER_SUFFIXES) for n in names)
-
-
 def build_launch(
     method: str,
     command: list[str],
@@ -168,46 +102,40 @@ def build_launch(
     workdir: str,
     uid: int | None,
     disk_bytes: int,
-    private: Sequence[str] = (),
+    packages: Sequence[str] = (),
 ) -> WorkerLaunch:
     """The command that runs `command` isolated by `method`.
 
-    The worker sees the system directories, the interpreter and `WORKER_FILES` read-only,
-    and a fresh tmpfs of `disk_bytes` at `workdir`; `private` (see `host_private_dirs`) is
-    covered wherever it lies inside something visible, and what the worker needs from inside
-    it is bound back.
+    The worker sees exactly `worker_view` (the distributions `packages` included) and a
+    fresh tmpfs of `disk_bytes` at `workdir`.
     """
-    visible = [*interpreter_paths(), *WORKER_FILES]
-    cover = [
-        p
-        for p in private
-        if any(_inside(p, v) for v in (*visible, *_SYSTEM_DIRS)) and not _inside(workdir, p)
-    ]
+    common: dict[str, Any] = {
+        "uid": uid,
+        "pid_namespace": True,
+        "host_pid_namespace": _pid_namespace(),
+    }
     if method == "bwrap":
-        return WorkerLaunch(
-            method,
-            _bwrap_argv(command, workdir, visible, cover, uid, disk_bytes),
-            {
-                "uid": uid,
-                "pid_namespace": True,
-                "host_pid_namespace": _pid_namespace(),
-                "workdir": workdir,
-            },
-        )
+        inside = uid if uid is not None else os.getuid()  # bwrap maps the host's own uid
+        view = worker_view(WORKER_FILES, workdir=workdir, uid=inside, packages=packages)
+        argv = _bwrap_argv(command, view, workdir, uid, disk_bytes)
+        confine = {**common, "workdir": workdir, "sys_path": view.sys_path}
+        return WorkerLaunch(method, argv, confine, view.env)
     if method == "unshare":
+        inside = uid if uid is not None else 0  # root of its own user namespace, else `uid`
+        view = worker_view(WORKER_FILES, workdir=workdir, uid=inside, packages=packages)
         confine = {
-            "hide": _unshare_hidden(),
-            "keep": [*visible, *(f for f in _ETC_FILES if os.path.exists(f))],
-            "cover": cover,
+            **common,
+            "entries": view.entries,
+            "sys_path": view.sys_path,
             "workdir": workdir,
             "disk_bytes": disk_bytes,
-            "uid": uid,
             "drop_caps": uid is None,
-            "pid_namespace": True,
-            "host_pid_namespace": _pid_namespace(),
         }
-        return WorkerLaunch(method, _unshare_argv(command), confine)
-    return WorkerLaunch("none", command, {"pdeathsig": True, "workdir": workdir})
+        return WorkerLaunch(method, _unshare_argv(command), confine, view.env)
+    sys_path = package_binds(packages)[1]
+    return WorkerLaunch(
+        "none", command, {"pdeathsig": True, "workdir": workdir, "sys_path": sys_path}
+    )
 
 
 def _pid_namespace() -> str:
@@ -216,12 +144,7 @@ def _pid_namespace() -> str:
 
 
 def _bwrap_argv(
-    command: list[str],
-    workdir: str,
-    visible: list[str],
-    cover: list[str],
-    uid: int | None,
-    disk_bytes: int,
+    command: list[str], view: View, workdir: str, uid: int | None, disk_bytes: int
 ) -> list[str]:
     argv = [
         shutil.which("bwrap") or "bwrap",
@@ -239,46 +162,30 @@ def _bwrap_argv(
         argv += ["--cap-drop", "ALL", "--cap-add", "CAP_SETUID", "--cap-add", "CAP_SETGID"]
     else:  # and no user namespace of its own below this one
         argv += ["--unshare-user", "--disable-userns"]
-    for path in _SYSTEM_DIRS:
-        if os.path.islink(path):
-            argv += ["--symlink", os.readlink(path), path]
-        elif os.path.isdir(path):
-            argv += ["--ro-bind", path, path]
-    for path in _ETC_FILES:
-        argv += ["--ro-bind-try", path, path]
-    argv += ["--proc", "/proc", "--dev", "/dev"]
-    # bwrap makes missing parents of a mount point 0700, which the dropped uid cannot enter.
-    parents = {os.path.dirname(p) for p in (*visible, workdir)}
-    for path in sorted(_with_ancestors(parents)):
-        if not any(_inside(path, d) for d in (*_SYSTEM_DIRS, *cover)):
-            argv += ["--perms", "0755", "--dir", path]
-    # Binds first, then the covers over what they show of the host, then what the worker
-    # needs from under a cover, bound back on top of it.
-    under_cover = [p for p in visible if any(_inside(p, c) for c in cover)]
-    for path in visible:
-        if path not in under_cover and not any(_inside(path, d) for d in _SYSTEM_DIRS):
-            argv += ["--ro-bind", path, path]
-    for path in cover:
-        argv += ["--perms", "0755", "--tmpfs", path]
-    for path in sorted(_with_ancestors({os.path.dirname(p) for p in under_cover})):
-        if any(_inside(path, c) and path != c for c in cover):
-            argv += ["--perms", "0755", "--dir", path]
-    for path in under_cover:
-        argv += ["--ro-bind", path, path]
-    for path in cover:
-        argv += ["--remount-ro", path]
+    argv += bwrap_view_args(view)
+    argv += ["--proc", "/proc"]
     argv += ["--size", str(disk_bytes), "--perms", "0777", "--tmpfs", workdir]
     argv += ["--remount-ro", "/", "--chdir", workdir, "--"]
     return argv + command
 
 
-def _with_ancestors(paths: set[str]) -> set[str]:
-    found = set()
-    for path in paths:
-        while path not in ("/", ""):
-            found.add(path)
-            path = os.path.dirname(path)
-    return found
+def bwrap_view_args(view: View) -> list[str]:
+    """The view as bwrap arguments over its empty root (mount points it makes are 0755, so
+    the dropped uid can pass them)."""
+    argv = []
+    for entry in view.entries:
+        kind = entry[0]
+        if kind == "dir":
+            argv += ["--perms", "0755", "--dir", entry[1]]
+        elif kind == "symlink":
+            argv += ["--symlink", entry[1], entry[2]]
+        elif kind == "bind":
+            argv += ["--ro-bind", entry[1], entry[2]]
+        elif kind == "dev":
+            argv += ["--dev-bind", entry[1], entry[1]]
+    for name, value in view.env.items():
+        argv += ["--setenv", name, value]
+    return argv
 
 
 def _unshare_argv(command: list[str]) -> list[str]:
@@ -310,15 +217,6 @@ def _unshare_argv(command: list[str]) -> list[str]:
     ]
 
 
-def _unshare_hidden() -> list[str]:
-    hidden = []
-    for name in sorted(os.listdir("/")):
-        path = "/" + name
-        if name not in _VISIBLE_TOP and not os.path.islink(path):
-            hidden.append(path)
-    return hidden + [p for p in _DEV_MOUNTS if os.path.ismount(p)]
-
-
 # -- choosing a method, once per process ----------------------------------------------------
 
 # The probe also checks the point of it all: the worker sees no network interface but loopback.
@@ -333,7 +231,9 @@ _announced: set[str] = set()
 
 
 def worker_command() -> list[str]:
-    return [sys.executable, "-I", "-B", WORKER_SCRIPT]  # -B: it writes no bytecode anywhere
+    """The base interpreter (no venv needed): -I ignores PYTHON* variables and the script's
+    directory, -S skips site-packages, -B writes no bytecode anywhere."""
+    return [interpreter(), "-I", "-S", "-B", "-X", "utf8", WORKER_SCRIPT]
 
 
 def init_frame(
@@ -384,14 +284,17 @@ def _run_probe(method: str) -> str:
 
 def _probe_as(method: str, uid: int | None) -> str:
     workdir = tempfile.mkdtemp(prefix=f"rlm-repl-{os.getpid()}-probe-")
-    launch = build_launch(
-        method,
-        worker_command(),
-        workdir=workdir,
-        uid=uid,
-        disk_bytes=1024 * 1024,
-        private=host_private_dirs(),
-    )
+    try:
+        launch = build_launch(
+            method,
+            worker_command(),
+            workdir=workdir,
+            uid=uid,
+            disk_bytes=1024 * 1024,
+        )
+    except OSError as exc:  # no ldd, or a library that cannot be read
+        shutil.rmtree(workdir, ignore_errors=True)
+        return f"{method} cannot list the worker's files ({exc})"
     with tempfile.TemporaryFile() as context:
         init = init_frame(
             launch, context_fd=context.fileno(), context_kind="str", rlimits={}, subcalls=False
@@ -402,7 +305,7 @@ def _probe_as(method: str, uid: int | None) -> str:
                 launch.argv,
                 cwd="/",
                 input=pack(init) + pack(exec_cell) + pack({"op": "exit"}),
-                env={"PATH": "/usr/bin:/bin", "LANG": "C.UTF-8"},
+                env={"PATH": "/usr/bin:/bin", "LANG": "C.UTF-8", **launch.env},
                 capture_output=True,
                 timeout=20,
                 check=False,

@@ -1,11 +1,12 @@
 """The REPL worker: a fresh interpreter that runs the root model's code.
 
-Started by `rlm.repl._host` as `python -I _worker.py`, usually inside a sandbox wrapper (see
-`_sandbox.py`); it imports nothing from `rlm` so it starts fast and carries nothing of the
-host. It speaks length-prefixed JSON frames over the stdin/stdout it was given, which it moves
-off fds 0 and 1 first so generated code cannot write into the protocol. Before it loads the
-context it confines itself as the init message says: hides host paths, sets its resource
-limits, drops privileges. `llm_query` and `parallel_query` are requests to the host.
+Started by `rlm.repl._host` as `python -I -S _worker.py` (the base interpreter, no venv),
+usually inside a sandbox wrapper (see `_sandbox.py`); it imports nothing from `rlm` so it
+starts fast and carries nothing of the host. It speaks length-prefixed JSON frames over the
+stdin/stdout it was given, which it moves off fds 0 and 1 first so generated code cannot write
+into the protocol. Before it loads the context it confines itself as the init message says:
+builds its own root under unshare (`_rootfs.py`), sets its resource limits, drops privileges.
+`llm_query` and `parallel_query` are requests to the host.
 """
 
 from __future__ import annotations
@@ -16,7 +17,6 @@ import json
 import os
 import resource
 import signal
-import stat
 import sys
 import threading
 import traceback
@@ -107,128 +107,19 @@ def _apply_limits(limits: dict[str, int]) -> None:
 
 # -- confinement: runs before the context is loaded and before any generated code -------------
 
-_MS_RDONLY, _MS_NOSUID, _MS_NODEV, _MS_REMOUNT, _MS_BIND, _MS_REC = 1, 2, 4, 32, 4096, 16384
-_ST_TO_MS = {  # statvfs flags a read-only remount must keep, and their mount(2) bits
-    os.ST_NOSUID: _MS_NOSUID,
-    os.ST_NODEV: _MS_NODEV,
-    os.ST_NOEXEC: 8,
-    os.ST_NOATIME: 1024,
-    os.ST_NODIRATIME: 2048,
-    os.ST_RELATIME: 1 << 21,
-}
-_PR_SET_PDEATHSIG, _PR_CAPBSET_DROP, _PR_SET_SECUREBITS, _PR_SET_NO_NEW_PRIVS = 1, 24, 28, 38
-_PR_SET_CHILD_SUBREAPER = 36
-_SECUREBITS_NO_ROOT = 0xEF  # uid 0 gains nothing on exec or setuid, and that is locked
-
-
-class _Libc:
-    """The few system calls the stdlib lacks; ctypes loads only on the paths that need it."""
-
-    def __init__(self) -> None:
-        import ctypes
-
-        self.ctypes = ctypes
-        self.lib = ctypes.CDLL(None, use_errno=True)
-
-    def check(self, result: int, what: str) -> None:
-        if result != 0:
-            err = self.ctypes.get_errno()
-            raise OSError(err, f"{what}: {os.strerror(err)}")
-
-    def prctl(self, option: int, arg: int) -> int:
-        ulong = self.ctypes.c_ulong
-        return int(self.lib.prctl(option, ulong(arg), ulong(0), ulong(0), ulong(0)))
-
-    def mount(
-        self,
-        source: str | None,
-        target: str,
-        fstype: str | None,
-        flags: int,
-        data: str = "mode=0755,size=64k",
-    ) -> None:
-        def raw(text: str | None) -> bytes | None:
-            return None if text is None else os.fsencode(text)
-
-        options = raw(data) if fstype == "tmpfs" else None
-        result = self.lib.mount(
-            raw(source), raw(target), raw(fstype), self.ctypes.c_ulong(flags), options
-        )
-        self.check(result, f"mount {target}")
-
-
-def _inside(path: str, parent: str) -> bool:
-    return path == parent or path.startswith(parent.rstrip("/") + "/")
-
-
-def _hide_host(libc: _Libc, spec: dict[str, Any]) -> None:
-    """Cover every host directory in `hide` and `cover` with an empty tmpfs, bind back `keep`
-    (read-only) where it lies under them, give the worker a fresh tmpfs at `workdir`, and make
-    everything else read-only."""
-    hide, cover, workdir = spec["hide"], spec.get("cover", []), spec["workdir"]
-    os.umask(0o022)  # the mount points made below must stay traversable after the uid drop
-    held: list[tuple[str, int]] = []
-    for path in spec["keep"]:  # opened first: the covering hides them
-        if any(_inside(path, h) for h in (*hide, *cover)):
-            try:
-                held.append((path, os.open(path, os.O_PATH | os.O_CLOEXEC)))
-            except OSError:
-                continue
-    for path in hide:
-        if os.path.isdir(path):
-            libc.mount("tmpfs", path, "tmpfs", _MS_NOSUID | _MS_NODEV)
-        elif os.path.isfile(path):
-            libc.mount("/dev/null", path, None, _MS_BIND)
-    # Bind back what lies outside the covers, then cover (a cover may lie inside something
-    # just bound back, such as a checkout holding the venv), then what lies under a cover.
-    under_cover = [(p, fd) for p, fd in held if any(_inside(p, c) for c in cover)]
-    for path, fd in [h for h in held if h not in under_cover]:
-        _bind_back(libc, path, fd)
-    covered = [c for c in cover if os.path.isdir(c)]
-    for path in covered:
-        libc.mount("tmpfs", path, "tmpfs", _MS_NOSUID | _MS_NODEV)
-    for path, fd in under_cover:
-        _bind_back(libc, path, fd)
-    os.makedirs(workdir, exist_ok=True)
-    size = int(spec["disk_bytes"])
-    libc.mount("tmpfs", workdir, "tmpfs", _MS_NOSUID | _MS_NODEV, f"mode=0700,size={size}")
-    for path in ["/", *hide, *(p for p, _ in held), *covered]:
-        if os.path.isdir(path) or os.path.isfile(path):
-            kept = sum(bit for st, bit in _ST_TO_MS.items() if os.statvfs(path).f_flag & st)
-            libc.mount(None, path, None, _MS_REMOUNT | _MS_BIND | _MS_RDONLY | kept)
-    uid = spec.get("uid")
-    if uid is not None:
-        os.chown(workdir, uid, uid)
-
-
-def _bind_back(libc: _Libc, path: str, fd: int) -> None:
-    if stat.S_ISDIR(os.fstat(fd).st_mode):
-        os.makedirs(path, exist_ok=True)
-    elif not os.path.exists(path):
-        os.makedirs(os.path.dirname(path), exist_ok=True)
-        open(path, "a").close()
-    libc.mount(f"/proc/self/fd/{fd}", path, None, _MS_BIND | _MS_REC)
-    os.close(fd)
-
-
-def _drop_capabilities(libc: _Libc) -> None:
-    """Root inside a user namespace: keep the uid, give up every capability for good."""
-    libc.check(libc.prctl(_PR_SET_SECUREBITS, _SECUREBITS_NO_ROOT), "securebits")
-    cap = 0
-    while libc.prctl(_PR_CAPBSET_DROP, cap) == 0:  # fails past the last capability
-        cap += 1
-    header = (libc.ctypes.c_uint32 * 2)(0x20080522, 0)  # _LINUX_CAPABILITY_VERSION_3
-    data = (libc.ctypes.c_uint32 * 6)()
-    libc.check(libc.lib.capset(header, data), "capset")
+_PR_SET_PDEATHSIG, _PR_SET_NO_NEW_PRIVS, _PR_SET_CHILD_SUBREAPER = 1, 38, 36
 
 
 def confine(spec: dict[str, Any], limits: dict[str, int]) -> list[str]:
     """Apply what the host asked for, in the order that keeps each step possible; returns
     the layers that this kernel could not give (the others hold)."""
     missing: list[str] = []
-    libc = _Libc()
-    if spec.get("hide"):
-        _hide_host(libc, spec)
+    rootfs = _load_sibling("_rootfs")  # the file is bound at the same path in the new root
+    libc = rootfs.Libc()
+    if spec.get("entries"):
+        rootfs.build_root(libc, spec)
+        rootfs.reopen_null((0, 1, sys.stdin.fileno()))  # theirs was the old root's
+    sys.path.extend(spec.get("sys_path", []))  # the packages the operator named
     if spec.get("workdir"):
         os.chdir(spec["workdir"])  # relative paths land in the worker's own directory
     _apply_limits(limits)
@@ -239,7 +130,7 @@ def confine(spec: dict[str, Any], limits: dict[str, int]) -> list[str]:
         os.setresgid(uid, uid, uid)
         os.setresuid(uid, uid, uid)
     if spec.get("drop_caps"):
-        _drop_capabilities(libc)
+        rootfs.drop_capabilities(libc)
     libc.check(libc.prctl(_PR_SET_NO_NEW_PRIVS, 1), "no_new_privs")
     if spec.get("pdeathsig"):  # unisolated: die with the host, not outlive it
         libc.check(libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL), "pdeathsig")

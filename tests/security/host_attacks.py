@@ -160,13 +160,14 @@ def _stopped_in_time(limit: float) -> Check:
     return check
 
 
+# Python sleepers: the worker has no `sleep` binary to run.
 _OUTLIVING = """
-import os, subprocess
-subprocess.Popen(['sleep', '3001'], start_new_session=True)
+import os, subprocess, sys
+subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(3001)'], start_new_session=True)
 if os.fork() == 0:  # a daemon: double fork, own session
     if os.fork() == 0:
         os.setsid()
-        os.execvp('sleep', ['sleep', '3002'])
+        os.execv(sys.executable, [sys.executable, '-c', 'import time; time.sleep(3002)'])
     os._exit(0)
 os.wait()
 print('started')
@@ -174,6 +175,7 @@ print('started')
 
 
 def _no_process(*argvs: tuple[str, ...]) -> Check:
+    """No process whose command line ends with one of `argvs` is left."""
     wanted = {"\0".join(argv).encode() + b"\0" for argv in argvs}
 
     def check(result: object, target: Target) -> str:
@@ -200,7 +202,7 @@ def _running(cmdlines: set[bytes]) -> list[int]:
                 state = f.read().rsplit(b")", 1)[1].split()[0]
         except OSError:
             continue
-        if cmdline in cmdlines and state != b"Z":
+        if cmdline.endswith(tuple(cmdlines)) and state != b"Z":
             found.append(int(entry))
     return found
 
@@ -313,7 +315,12 @@ HOST_ATTACKS: list[Attack] = [
     Attack(
         "processes_outliving_the_cell",
         lambda t: _OUTLIVING,
-        _and(_said("started"), _no_process(("sleep", "3001"), ("sleep", "3002"))),
+        _and(
+            _said("started"),
+            _no_process(
+                ("-c", "import time; time.sleep(3001)"), ("-c", "import time; time.sleep(3002)")
+            ),
+        ),
         needs_isolation=False,
     ),
     Attack(

@@ -1,6 +1,9 @@
 """The sandbox on host layouts the other security tests do not build: the app installed
-editable from a checkout under /usr/src (inside a path the worker sees) or /opt (beside one),
-and the host itself running as an unprivileged user.
+editable from a checkout under /usr/src or /opt, a venv under /opt that is the app's own
+directory (`.env` and `rlm.db` inside) with the app installed from a wheel into its
+site-packages, and the host itself running as an unprivileged user. In each, the worker lists
+exactly the allowlist the host computes (`tests/security/views.py`), and nothing of the app
+but the worker's own files.
 
 Each case runs a real host process (`_HOST_SCRIPT`) that opens a `REPLSession`, runs the
 cells the test gives it and prints what the cells and the host saw as one JSON report.
@@ -25,12 +28,14 @@ from typing import Any
 
 import pytest
 
-from rlm.repl._sandbox import WORKER_FILES
 from tests.security.attacks import ISOLATED, skip_unless_available
+from tests.security.views import WALK_CELL, walked
 
 ROOT = Path(__file__).resolve().parents[2]
 UNPRIVILEGED_UID = 65534  # nobody
-SLEEPER = b"sleep\x003007\x00"  # the cmdline of a cell's child that must not outlive it
+# How the cmdline of a cell's child that must not outlive it ends (a Python child: the worker
+# has no `sleep` binary to run).
+SLEEPER = b"time.sleep(3007)\x00"
 
 # The host: reads {"cells": {name: code}} on stdin, runs each cell in one session isolated by
 # argv[1], and reports the outputs, which sleepers survived each cell, and the host's view.
@@ -39,9 +44,10 @@ import asyncio, importlib.metadata, json, os, sys
 
 import rlm
 from rlm.repl import REPLSession, SandboxLimits
-from rlm.repl._sandbox import probe
+from rlm.repl._sandbox import WORKER_FILES, probe
+from rlm.repl._view import visible_paths, worker_view
 
-SLEEPER = b"sleep\x003007\x00"
+SLEEPER = b"time.sleep(3007)\x00"
 
 
 async def no_subcalls(*args):
@@ -53,7 +59,7 @@ def sleepers():
     for pid in filter(str.isdigit, os.listdir("/proc")):
         try:
             with open(f"/proc/{pid}/cmdline", "rb") as f:
-                if f.read() == SLEEPER:
+                if f.read().endswith(SLEEPER):
                     found.append(int(pid))
         except OSError:
             pass
@@ -79,6 +85,9 @@ async def main():
     report["cells"], report["sleepers_after"] = {}, {}
     async with repl:
         report["isolation"], report["workdir"] = repl.isolation, repl.workdir
+        view = worker_view(WORKER_FILES, workdir=repl.workdir, uid=os.getuid())
+        report["expected_paths"] = sorted(visible_paths(view, repl.workdir))
+        report["worker_files"] = sorted(WORKER_FILES)
         for name, code in cells.items():
             result = await repl.run_cell(code)
             report["cells"][name] = result.output
@@ -154,13 +163,18 @@ def _cell_json(report: dict[str, Any], name: str) -> Any:
 
 @dataclass(frozen=True)
 class Checkout:
+    """Where the app lives (`path`: a checkout, or a venv that is the app's directory), the
+    venv it runs from, and the secrets its `.env` and `rlm.db` hold."""
+
     path: Path
     parent: Path
     secrets: tuple[str, ...]
+    venv: Path
+    editable: bool = True
 
     @property
     def python(self) -> str:
-        return str(self.path / ".venv" / "bin" / "python")
+        return str(self.venv / "bin" / "python")
 
 
 def _run(argv: list[str]) -> subprocess.CompletedProcess[str]:
@@ -186,27 +200,33 @@ def _lend_build_tools(site_packages: Path, modules: list[str]) -> Path:
     return pth
 
 
-def _build_checkout(checkout: Path) -> None:
-    """The project's packaging files and packages, a venv inside, installed editable."""
-    checkout.mkdir(mode=0o755)
+def _copy_project(into: Path) -> None:
+    """The project's packaging files and packages."""
+    into.mkdir(mode=0o755)
     ignore = shutil.ignore_patterns("__pycache__")
     for name in ("pyproject.toml", "README.md"):
-        shutil.copy2(ROOT / name, checkout / name)
+        shutil.copy2(ROOT / name, into / name)
     for name in ("rlm", "bot", "migrations"):
-        shutil.copytree(ROOT / name, checkout / name, ignore=ignore)
+        shutil.copytree(ROOT / name, into / name, ignore=ignore)
+
+
+def _install(venv: Path, source: Path, *, editable: bool) -> None:
+    """A venv at `venv` with the project from `source` installed (editable, or built into a
+    wheel and installed into site-packages), its dependencies lent from ours."""
     base_python = getattr(sys, "_base_executable", sys.executable)
-    _run([base_python, "-m", "venv", str(checkout / ".venv")])
-    python = str(checkout / ".venv" / "bin" / "python")
+    _run([base_python, "-m", "venv", str(venv)])
+    python = str(venv / "bin" / "python")
     pip = [python, "-m", "pip", "--isolated", "--disable-pip-version-check"]
     pip_install = [*pip, "install", "--no-cache-dir", "--quiet"]
-    (site_packages,) = Path(checkout / ".venv" / "lib").glob("python*/site-packages")
+    (site_packages,) = Path(venv / "lib").glob("python*/site-packages")
     missing = [
         module
         for module in ("setuptools", "wheel", "packaging")  # the build backend, and its needs
         if subprocess.run([python, "-c", f"import {module}"], capture_output=True).returncode
     ]
     lent = _lend_build_tools(site_packages, missing) if missing else None
-    _run([*pip_install, "--no-index", "--no-deps", "--no-build-isolation", "-e", str(checkout)])
+    how = ["-e", str(source)] if editable else [str(source)]
+    _run([*pip_install, "--no-index", "--no-deps", "--no-build-isolation", *how])
     if lent is not None:
         lent.unlink()
     # The app's own dependencies, from the venv running these tests (nothing downloaded);
@@ -214,20 +234,47 @@ def _build_checkout(checkout: Path) -> None:
     (site_packages / "_rlm_host_deps.pth").write_text(sysconfig.get_paths()["purelib"] + "\n")
 
 
-@pytest.fixture(scope="module", params=["/usr/src", "/opt"], ids=["usr-src", "opt"])
+def _build_checkout(checkout: Path) -> None:
+    """A checkout with a venv inside, installed editable."""
+    _copy_project(checkout)
+    _install(checkout / ".venv", checkout, editable=True)
+
+
+def _build_app_venv(venv: Path) -> None:
+    """`python -m venv /opt/app` with the app installed from a wheel; the source is gone."""
+    source = Path(tempfile.mkdtemp(prefix="rlm-layout-src-")) / "src"
+    try:
+        _copy_project(source)
+        _install(venv, source, editable=False)
+    finally:
+        shutil.rmtree(source.parent, ignore_errors=True)
+    venv.chmod(0o755)
+
+
+@pytest.fixture(
+    scope="module",
+    params=["/usr/src", "/opt", "/opt venv"],
+    ids=["usr-src", "opt", "venv-is-the-app"],
+)
 def checkout(request: pytest.FixtureRequest) -> Iterator[Checkout]:
-    """A checkout of the app under `param`, holding `.env` and `rlm.db` with secrets."""
-    parent = Path(request.param)
+    """The app under `param` (a checkout, or a venv that is its directory), holding `.env`
+    and `rlm.db` with secrets."""
+    parent = Path(request.param.split()[0])
     if not os.access(parent, os.W_OK):
         pytest.skip(f"LAYOUT NOT TESTED under {parent}: not writable here")
     tag = uuid.uuid4().hex
     path = parent / f"rlm-layout-{tag}"
     secrets = (f"xoxb-layout-secret-{tag}", f"db-layout-secret-{tag}")
+    editable = not request.param.endswith("venv")
     try:
-        _build_checkout(path)
+        if editable:
+            _build_checkout(path)
+        else:
+            _build_app_venv(path)
         (path / ".env").write_text(f"SLACK_BOT_TOKEN={secrets[0]}\n")
         (path / "rlm.db").write_bytes(b"SQLite format 3\x00" + secrets[1].encode())
-        yield Checkout(path, parent, secrets)
+        venv = path / ".venv" if editable else path
+        yield Checkout(path, parent, secrets, venv, editable)
     finally:
         shutil.rmtree(path, ignore_errors=True)
 
@@ -239,22 +286,18 @@ def _layout_cells(checkout: Checkout) -> dict[str, str]:
         "listing": _cell(f"sorted(os.listdir({where!r}))"),
         "dotenv": _cell(f"read({where + '/.env'!r})"),
         "database": _cell(f"read({where + '/rlm.db'!r})"),
-        "package_files": _cell(f"files_under({where + '/rlm'!r})"),
-        "checkout_files": _cell(
-            f"[p for p in files_under({where!r}) if not p.startswith({where + '/.venv/'!r})]"
-        ),
+        "app_files": _cell(f"files_under({where!r})"),
         "secret_files": _cell(f"[p for p in files_under({parent!r}) if {secret_names}]"),
         "environ": _cell("dict(os.environ)"),
         "proc_environ": _cell("read('/proc/self/environ')"),
         "imports": _cell("'imports work'", setup="import decimal, sqlite3, json"),
+        "walk": WALK_CELL,
     }
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize("method", ISOLATED)
-def test_an_editable_checkout_stays_hidden_but_its_worker_files(
-    checkout: Checkout, method: str
-) -> None:
+def test_the_app_stays_hidden_but_its_worker_files(checkout: Checkout, method: str) -> None:
     skip_unless_available(method)
     done = _run_host(
         [checkout.python, "-P", "-c", _HOST_SCRIPT, method],
@@ -263,20 +306,27 @@ def test_an_editable_checkout_stays_hidden_but_its_worker_files(
         env={"PATH": os.environ["PATH"], "LANG": "C.UTF-8", "SLACK_BOT_TOKEN": checkout.secrets[0]},
     )
     report = _report(done, checkout.secrets)
-    # -P: nothing imported from the cwd, so this is the editable install that runs.
+    # -P: nothing imported from the cwd, so this is the installed app that runs.
     assert Path(report["rlm_file"]).is_relative_to(checkout.path)
-    assert report["installed_from"] == checkout.path.as_uri()
+    if checkout.editable:
+        assert report["installed_from"] == checkout.path.as_uri()
+    else:
+        assert "site-packages" in Path(report["rlm_file"]).parts
     assert report["isolation"] == method
-    worker_files = sorted(str(checkout.path / Path(f).relative_to(ROOT)) for f in WORKER_FILES)
+    worker_files = report["worker_files"]
+    assert all(Path(f).is_relative_to(checkout.path) for f in worker_files)
     listing = _cell_json(report, "listing")
-    assert isinstance(listing, list) and set(listing) <= {".venv", "rlm"}, listing
+    assert isinstance(listing, list) and not {".env", "rlm.db"} & set(listing), listing
     for name in ("dotenv", "database"):
         assert str(_cell_json(report, name)).startswith("refused:"), report["cells"][name]
-    assert _cell_json(report, "package_files") == worker_files
-    assert _cell_json(report, "checkout_files") == worker_files
+    assert _cell_json(report, "app_files") == worker_files  # no venv, no rest of the app
     assert _cell_json(report, "secret_files") == []
     assert _cell_json(report, "imports") == "imports work"
     assert isinstance(_cell_json(report, "environ"), dict)  # it ran, and held no secret
+    seen, files = walked(report["cells"]["walk"])
+    print(f"{checkout.path.name} with {method}: {files} files visible to the worker")
+    assert sorted(seen ^ set(report["expected_paths"])) == []
+    assert not [p for p in seen if os.path.basename(p) in (".env", "rlm.db")]
     assert report["host_view_of_workdir"] == []
 
 
@@ -376,8 +426,9 @@ def _unprivileged_cells(project: Path) -> dict[str, str]:
             setup="import ctypes\nlibc = ctypes.CDLL(None, use_errno=True)",
         ),
         "start_sleeper": _cell(
-            "subprocess.Popen(['sleep', '3007'], start_new_session=True).pid",
-            setup="import subprocess",
+            "subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(3007)'],"
+            " start_new_session=True).pid",
+            setup="import subprocess, sys",
         ),
         "after_sleeper": _cell("'next cell'"),
     }
@@ -387,7 +438,7 @@ def _sleepers() -> list[int]:
     found = []
     for pid in filter(str.isdigit, os.listdir("/proc")):
         try:
-            if Path(f"/proc/{pid}/cmdline").read_bytes() == SLEEPER:
+            if Path(f"/proc/{pid}/cmdline").read_bytes().endswith(SLEEPER):
                 found.append(int(pid))
         except OSError:
             pass

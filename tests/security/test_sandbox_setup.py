@@ -205,7 +205,8 @@ async def main():
     repl = REPLSession("ctx", llm_query=nothing, parallel_query=nothing,
                        limits=SandboxLimits(isolation=sys.argv[1]))
     await repl.start()
-    await repl.run_cell("import subprocess\\nsubprocess.Popen(['sleep', '60'])")
+    await repl.run_cell("import subprocess, sys\\n"
+                        "subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(60)'])")
     print("READY", repl.workdir, flush=True)
     await asyncio.sleep(60)
 
@@ -258,7 +259,7 @@ def test_a_killed_host_leaves_no_worker_behind(method: str) -> None:
         assert host.stdout is not None
         ready, workdir = host.stdout.readline().split()
         assert ready == "READY"
-        # The wrapper and the worker (a cell's own `sleep` ends with the cell).
+        # The wrapper and the worker (a cell's own sleeper ends with the cell).
         everything = _descendants(host.pid)
         assert len(everything) >= (1 if method == "none" else 2)
         # Unisolated, PR_SET_PDEATHSIG holds the worker only: the code's own children are
@@ -304,7 +305,7 @@ async def test_the_sandbox_adds_little_to_worker_start() -> None:
 async def test_host_directory_stays_hidden_inside_a_path_the_worker_sees(
     method: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """An app run from inside the interpreter's tree (a venv, /usr/src/app): still hidden."""
+    """An app run from inside the interpreter's tree (a venv, /usr/src/app): absent."""
     skip_unless_available(method)
     project = Path(tempfile.mkdtemp(prefix="rlm-project-", dir=sys.prefix))
     try:
@@ -313,7 +314,10 @@ async def test_host_directory_stays_hidden_inside_a_path_the_worker_sees(
         async with attack_session(method) as repl:
             listing = await repl.run_cell(f"import os\nprint(os.listdir({str(project)!r}))")
             stdlib = await repl.run_cell("import decimal, sqlite3\nprint('imports work')")
-        assert listing.output == "[]\n"
+        # Not on the worker's allowlist: the directory does not exist for it at all.
+        assert listing.output.endswith(
+            f"FileNotFoundError: [Errno 2] No such file or directory: {str(project)!r}\n"
+        )
         assert stdlib.output == "imports work\n"
     finally:
         shutil.rmtree(project)
