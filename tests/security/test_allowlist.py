@@ -126,7 +126,7 @@ def test_an_unknown_package_is_refused_at_once() -> None:
 
 
 def test_the_bot_setting_names_the_packages_and_refuses_unknown_ones() -> None:
-    from bot.isolation import sandbox_limits
+    from bot.ops.isolation import sandbox_limits
     from pydantic import ValidationError
 
     from bot.settings import Settings
