@@ -126,9 +126,9 @@ def test_an_unknown_package_is_refused_at_once() -> None:
 
 
 def test_the_bot_setting_names_the_packages_and_refuses_unknown_ones() -> None:
-    from bot.ops.isolation import sandbox_limits
     from pydantic import ValidationError
 
+    from bot.ops.isolation import sandbox_limits
     from bot.settings import Settings
 
     required = {"slack_bot_token": "xoxb-x", "slack_signing_secret": "s"}

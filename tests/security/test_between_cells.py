@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-import shutil
 
 import pytest
 
@@ -151,21 +150,24 @@ main = sys.modules['__main__']
 for name in ('end_cell_processes', '_reap', '_descendants'):
     setattr(main, name, lambda *args, **kwargs: None)
 os.kill = lambda *args: None
-subprocess.Popen(['sleep', '4001'], start_new_session=True)
+def sleeper(n):
+    return [sys.executable, '-c', f'import time; time.sleep({n})']
+subprocess.Popen(sleeper(4001), start_new_session=True)
 if os.fork() == 0:
     if os.fork() == 0:
         os.setsid()
         signal.signal(signal.SIGTERM, signal.SIG_IGN)
-        os.execvp('sleep', ['sleep', '4002'])
+        os.execv(sys.executable, sleeper(4002))
     os._exit(0)
 os.wait()
 def later():
     time.sleep(1.0)
-    subprocess.Popen(['sleep', '4003'], start_new_session=True)
+    subprocess.Popen(sleeper(4003), start_new_session=True)
 threading.Thread(target=later, daemon=True).start()
 print('started')
 """
-_OUTLIVING = {b"sleep\x004001\x00", b"sleep\x004002\x00", b"sleep\x004003\x00"}
+# Python sleepers: the worker's filesystem holds the interpreter and no `sleep` binary.
+_OUTLIVING = {f"time.sleep({n})\0".encode() for n in (4001, 4002, 4003)}
 
 
 async def _nothing_outlives(repl: REPLSession) -> None:
@@ -182,8 +184,6 @@ async def _nothing_outlives(repl: REPLSession) -> None:
 @pytest.mark.parametrize("method", METHODS)
 async def test_what_a_cell_started_is_gone_after_it(method: str) -> None:
     skip_unless_available(method)
-    if shutil.which("sleep") is None:
-        pytest.skip("no `sleep` binary to start as a daemon")
     async with attack_session(method) as repl:
         await _nothing_outlives(repl)
         assert repl.processes is not None

@@ -10,7 +10,6 @@ import os
 import resource
 import shutil
 import signal
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -277,28 +276,6 @@ def test_a_killed_host_leaves_no_worker_behind(method: str) -> None:
     shutil.rmtree(workdir)  # the killed host could not
     remove_stale_cgroups()  # nor remove its sandbox's cgroup
     assert not [p for p in survivors if p in watched]
-
-
-# -- start time ------------------------------------------------------------------------------
-
-
-async def _median_start(method: str, runs: int = 5) -> float:
-    times = []
-    for _ in range(runs):
-        repl = session(isolation=method)
-        started = time.perf_counter()
-        await repl.start()
-        times.append(time.perf_counter() - started)
-        await repl.close()
-    return statistics.median(times)
-
-
-async def test_the_sandbox_adds_little_to_worker_start() -> None:
-    skip_unless_available("auto")
-    method = next(m for m in ISOLATED if not _sandbox.probe(m))
-    await asyncio.gather(_median_start(method, 1), _median_start("none", 1))  # warm caches
-    added = await _median_start(method) - await _median_start("none")
-    assert added < 0.1, f"{method} added {added * 1000:.0f} ms to the worker's start"
 
 
 @pytest.mark.parametrize("method", ISOLATED)
