@@ -1,6 +1,7 @@
 """The sandboxed REPL: generated code runs in a worker subprocess, never in the host."""
 
-from rlm.repl._host import CellResult, REPLSession, SandboxLimits, clean_environment
+from rlm.repl._host import CellResult, REPLSession
+from rlm.repl._limits import SandboxLimits, clean_environment
 from rlm.repl._report import SandboxReport, sandbox_limits_report
 
 __all__ = [

@@ -33,16 +33,15 @@ from rlm.repl._cgroup import SandboxCgroup, dies_first
 from rlm.repl._files import remove_stale_workdirs, write_context
 from rlm.repl._frames import receive
 from rlm.repl._identity import UidLease, lease_uid
+from rlm.repl._limits import SandboxLimits, clean_environment
 from rlm.repl._protocol import ProtocolError, pack
 from rlm.repl._sandbox import (
     WorkerLaunch,
     build_launch,
     choose_method,
     init_frame,
-    validate_choice,
     worker_command,
 )
-from rlm.repl._view import check_packages
 
 _IN_CELL = ("result", "llm_query", "parallel_query")
 _WORKER_NOTE_ROOM = 200  # characters of the cap left for the worker's note of what it dropped
@@ -60,63 +59,6 @@ class CellResult:
     final: dict[str, Any] | None = None  # FINAL()/FINAL_VAR() called inside the code
     worker_lost: bool = False
     answer_left_out: int = 0  # characters of the FINAL value past the answer cap
-
-
-@dataclass(frozen=True)
-class SandboxLimits:
-    """How the worker is confined: resource limits (setrlimit) and isolation.
-
-    `isolation`: "auto" uses bwrap, else unshare, else (with a loud warning) none; "bwrap" or
-    "unshare" insist on that method; "none" runs the worker unisolated. With
-    `require_isolation`, a session that cannot isolate refuses to start (REPLError).
-    `processes` (RLIMIT_NPROC) holds only when isolated: it counts all of a uid's processes.
-    Where the machine has cgroups, `memory_mb` and `processes` also bound the whole sandbox
-    (every process in it, and its tmpfs). `disk_mb` is the size of the worker's directory.
-    The worker's filesystem is an allowlist (see `_view`): `packages` names installed
-    distributions whose files it may also read and import (an unknown name is a
-    ConfigurationError). `private_paths` is accepted for compatibility and changes nothing:
-    no host path outside the allowlist is visible. `max_cell_output_chars` is what the host
-    keeps of one cell's output; the rest is read and dropped.
-    """
-
-    memory_mb: int = 4096
-    file_size_mb: int = 512
-    open_files: int = 256
-    cpu_seconds: int = 600
-    processes: int = 64
-    disk_mb: int = 512
-    isolation: str = "auto"
-    require_isolation: bool = False
-    max_message_mb: int = 256  # the largest frame the host accepts from the worker
-    max_cell_output_chars: int = 1_000_000
-    private_paths: tuple[str, ...] = ()
-    packages: tuple[str, ...] = ()
-
-    def __post_init__(self) -> None:
-        validate_choice(self.isolation, self.require_isolation)
-        check_packages(self.packages)
-
-    def as_rlimits(self) -> dict[str, int]:
-        return {
-            "RLIMIT_AS": self.memory_mb * 1024 * 1024,
-            "RLIMIT_FSIZE": self.file_size_mb * 1024 * 1024,
-            "RLIMIT_NOFILE": self.open_files,
-            "RLIMIT_CPU": self.cpu_seconds,
-            "RLIMIT_NPROC": self.processes,
-            "RLIMIT_CORE": 0,
-        }
-
-
-def clean_environment(workdir: str) -> dict[str, str]:
-    """The worker's whole environment: no keys, no tokens, nothing inherited."""
-    return {
-        "PATH": "/usr/local/bin:/usr/bin:/bin",
-        "HOME": workdir,
-        "TMPDIR": workdir,
-        "LANG": "C.UTF-8",
-        "PYTHONDONTWRITEBYTECODE": "1",
-        "PYTHONIOENCODING": "utf-8",
-    }
 
 
 def _cell_result(message: dict[str, Any], seconds: float, cut: dict[str, int]) -> CellResult:

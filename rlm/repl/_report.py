@@ -13,7 +13,7 @@ import os
 from dataclasses import dataclass
 
 from rlm.repl._cgroup import OOM_SCORE_ADJ, probe_cgroups
-from rlm.repl._host import SandboxLimits
+from rlm.repl._limits import SandboxLimits
 from rlm.repl._sandbox import choose_method
 
 # -- what operators read ---------------------------------------------------------------------
