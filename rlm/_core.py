@@ -18,7 +18,6 @@ from rlm._sync import run_sync
 from rlm.clients._base import LLMInterface
 from rlm.repl import SandboxLimits
 
-
 NO_PRICE = (
     "max_cost needs a price for {spec}, and there is none: give one with "
     'prices={{"{spec}": Price(input=..., cached_input=..., output=...)}} (dollars per million '
