@@ -10,6 +10,9 @@ of them, drawn from `failure_statuses`, where besides HTTP statuses "hang" holds
 past any client timeout (`hang_seconds`) and "malformed" answers 200 with a body that is not
 a reply. `injected` counts every fault served, by kind.
 
+Prompt cache: `cache_usage(kind, input_tokens) -> (cached, written)` sets the cache hits (and,
+for Anthropic, cache writes) each reply reports, in each protocol's own usage fields.
+
 Rate limit: `rate_limit(r, burst)` gives each API key a token bucket of `burst` requests
 refilled at `r` a second; a request finding it empty is answered 429 at once, with the
 `Retry-After` (fractional seconds) until its next token. `arrivals` keeps when each key's
