@@ -145,6 +145,7 @@ async def _build_services(
             max_map_chunks=settings.rlm_max_map_chunks,
             max_prompt_bytes=settings.rlm_max_prompt_bytes,
             provider_max_concurrency=settings.rlm_provider_max_concurrency,
+            prices=settings.prices,
         ),
         budget=BudgetBook(
             store=store,
@@ -154,6 +155,8 @@ async def _build_services(
                 max_run_tokens=settings.rlm_max_run_tokens,
                 max_run_seconds=settings.rlm_max_run_seconds,
                 daily_tokens=settings.rlm_daily_tokens,
+                max_run_cost=settings.rlm_max_run_cost_usd,
+                daily_cost=settings.rlm_daily_cost_usd,
             ),
         ),
         store=store,

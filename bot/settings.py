@@ -11,8 +11,10 @@ from pathlib import Path
 from typing import Any, Literal
 from urllib.parse import urlsplit
 
-from pydantic import Field, ValidationError, field_validator, model_validator
+from pydantic import Field, PrivateAttr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from rlm._pricing import Price
 
 SLACK_DEFAULT_API_URL = "https://slack.com/api/"
 SLACK_DEFAULT_AUTHORIZE_URL = "https://slack.com/oauth/v2/authorize"
@@ -24,6 +26,11 @@ DEFAULT_BOT_SCOPES = (
 )
 OAUTH_VARIABLES = ("SLACK_CLIENT_ID", "SLACK_CLIENT_SECRET", "SLACK_STATE_SECRET")
 PROVIDERS = ("openai", "anthropic", "gemini")
+_NO_PRICE = (
+    "a money limit (RLM_MAX_RUN_COST_USD, RLM_DAILY_COST_USD) needs a price for every model, "
+    'and {spec} has none: add it to RLM_PRICES_FILE or RLM_PRICES as {{"{spec}": {{"input": '
+    '..., "cached_input": ..., "output": ...}}}} in dollars per million tokens'
+)
 _EMPTY = "is empty"
 _NO_BOT_TOKEN = (
     "SLACK_BOT_TOKEN is not set: set it to the app's bot token (xoxb-…) in the "
@@ -41,6 +48,8 @@ class Settings(BaseSettings):
     model_config = SettingsConfigDict(
         env_file=".env", env_file_encoding="utf-8", extra="ignore", case_sensitive=False
     )
+
+    _prices: dict[str, Price] = PrivateAttr(default_factory=dict)  # read at start
 
     slack_bot_token: str | None = None  # unset only when OAuth installs are on
     slack_signing_secret: str | None = None
@@ -85,6 +94,14 @@ class Settings(BaseSettings):
     rlm_max_run_tokens: int = Field(default=2_000_000, ge=0)
     rlm_max_run_seconds: float = Field(default=600.0, ge=0)
     rlm_daily_tokens: int = Field(default=0, ge=0)
+    # Money, in US dollars at the price table: per run and per workspace per UTC day (0: no
+    # limit). The table is the engine's, with RLM_PRICES_FILE (JSON or TOML) and RLM_PRICES
+    # (inline JSON, over the file) laid over it: {"provider:model": {"input": 2.5,
+    # "cached_input": 1.25, "output": 10}} in dollars per million tokens.
+    rlm_max_run_cost_usd: float = Field(default=0.0, ge=0)
+    rlm_daily_cost_usd: float = Field(default=0.0, ge=0)
+    rlm_prices_file: str | None = None
+    rlm_prices: str | None = None
     # Per request from the REPL, refused before any sub-call: chunks in one parallel_query,
     # and UTF-8 bytes of the prompts of one parallel_query (summed) or of one llm_query.
     rlm_max_map_chunks: int = Field(default=10_000, ge=1)
@@ -145,6 +162,8 @@ class Settings(BaseSettings):
         "slack_redirect_uri",
         "rlm_encryption_key",
         "redis_url",
+        "rlm_prices_file",
+        "rlm_prices",
         mode="before",
     )
     @classmethod
@@ -245,6 +264,31 @@ class Settings(BaseSettings):
     def sandbox_packages(self) -> tuple[str, ...]:
         """RLM_SANDBOX_PACKAGES as distribution names."""
         return tuple(n.strip() for n in self.rlm_sandbox_packages.split(",") if n.strip())
+
+    @model_validator(mode="after")
+    def _price_table(self) -> Settings:
+        # Read here, once at start: a bad file or an unpriced model under a money limit
+        # stops the app with one line, not each run later.
+        from rlm import ConfigurationError, load_prices, load_prices_file, price_for
+        from rlm._pricing import with_overrides
+
+        try:
+            table = load_prices_file(self.rlm_prices_file) if self.rlm_prices_file else {}
+            table |= load_prices(self.rlm_prices) if self.rlm_prices else {}
+        except ConfigurationError as exc:
+            raise ValueError(str(exc)) from None
+        self._prices = with_overrides(table)
+        if self.rlm_max_run_cost_usd or self.rlm_daily_cost_usd:
+            listed = [m.strip() for m in self.rlm_allowed_models.split(",") if m.strip()]
+            for spec in (self.rlm_root_model, self.rlm_sub_model, *listed):
+                if price_for(spec, self._prices) is None:
+                    raise ValueError(_NO_PRICE.format(spec=spec))
+        return self
+
+    @property
+    def prices(self) -> dict[str, Price]:
+        """The price table runs are costed at: the engine's, with the operator's over it."""
+        return self._prices
 
     @model_validator(mode="after")
     def _sandbox_choice(self) -> Settings:

@@ -29,6 +29,7 @@ from rlm._exceptions import (
     RLMError,
 )
 from rlm._limiter import KeyedLimiter, Limiter, SlotLimiter
+from rlm._pricing import DEFAULT_PRICES, Price, load_prices, load_prices_file, price_for
 from rlm.clients import Completion, LLMInterface, Message, Usage, interface_from_spec
 from rlm.repl import SandboxLimits
 
@@ -54,6 +55,7 @@ __all__ = [
     "CodeExecuted",
     "Completion",
     "ConfigurationError",
+    "DEFAULT_PRICES",
     "Event",
     "EventCallback",
     "GeminiInterface",
@@ -64,6 +66,7 @@ __all__ = [
     "Limiter",
     "Message",
     "OpenAIInterface",
+    "Price",
     "ProviderError",
     "ProviderLimit",
     "ProviderTimeoutError",
@@ -79,6 +82,9 @@ __all__ = [
     "SubcallProgress",
     "Usage",
     "interface_from_spec",
+    "load_prices",
+    "load_prices_file",
+    "price_for",
     "provider_limits",
     "write_trajectory_jsonl",
 ]

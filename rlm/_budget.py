@@ -10,12 +10,19 @@ call gives its tokens back but keeps its sub-call: it was sent. So a run stops s
 its budget is reserved, and overshoots it only by the output of the calls in flight and the
 error of their estimates. Reservations are conservative: a call that does not fit while
 others are in flight is refused, even if they end up using less than they reserved.
+
+Money (`max_cost`, US dollars) is spent the same way: a sub-call reserves its estimated input
+tokens at the sub model's uncached input price, and the cost of what the provider reports
+(cached input priced as cached, see `rlm._pricing`) replaces it. A call to a model without a
+price is counted as unpriced, and the run's cost is then unknown (None).
 """
 
 from __future__ import annotations
 
 import time
 from dataclasses import dataclass
+
+from rlm._pricing import Price
 
 BYTES_PER_TOKEN = 4
 PLACEHOLDER = "{chunk}"
@@ -24,6 +31,10 @@ USED_UP = "Error: the run's {limit} budget is used up; no more sub-calls."
 TOO_LITTLE_LEFT = (
     "Error: the run's max_tokens budget has too little left for this prompt (about "
     "{needed:,} tokens needed, {left:,} left); send shorter prompts or answer with what you have."
+)
+TOO_LITTLE_MONEY = (
+    "Error: the run's max_cost budget has too little left for this prompt (about "
+    "${needed:.4f} needed, ${left:.4f} left); send shorter prompts or answer with what you have."
 )
 TOO_MANY_CHUNKS = (
     "parallel_query takes at most {limit:,} chunks per call (got {got:,}); "
@@ -114,12 +125,23 @@ class Spent:
     subcalls: int
     input_tokens: int
     output_tokens: int
+    cached_input_tokens: int = 0
+    cost_usd: float = 0.0  # of the priced calls
+    unpriced_calls: int = 0  # calls to a model without a price: the cost is unknown
+
+    @property
+    def cost(self) -> float | None:
+        """US dollars spent, or None if a call had no price."""
+        return None if self.unpriced_calls else self.cost_usd
 
     def __sub__(self, other: Spent) -> Spent:
         return Spent(
             self.subcalls - other.subcalls,
             self.input_tokens - other.input_tokens,
             self.output_tokens - other.output_tokens,
+            self.cached_input_tokens - other.cached_input_tokens,
+            self.cost_usd - other.cost_usd,
+            self.unpriced_calls - other.unpriced_calls,
         )
 
 
@@ -128,6 +150,7 @@ class Reservation:
     """What one sub-call holds of the run's budgets until it returns."""
 
     tokens: int
+    cost: float = 0.0
 
 
 class RunBudget:
@@ -139,22 +162,42 @@ class RunBudget:
         max_subcalls: int | None = None,
         max_tokens: int | None = None,
         max_seconds: float | None = None,
+        max_cost: float | None = None,
+        sub_price: Price | None = None,
     ) -> None:
         self.max_subcalls = max_subcalls
         self.max_tokens = max_tokens
         self.max_seconds = max_seconds
+        self.max_cost = max_cost
+        self.sub_price = sub_price  # what a sub-call's reservation is priced at
         self.started = time.perf_counter()
         self.subcalls = 0
         self.input_tokens = 0
         self.output_tokens = 0
+        self.cached_input_tokens = 0
         self.reserved_tokens = 0
+        self.cost_usd = 0.0
+        self.reserved_cost = 0.0
+        self.unpriced_calls = 0
+
+    @property
+    def cost(self) -> float | None:
+        """US dollars spent so far, or None if a call had no price."""
+        return None if self.unpriced_calls else self.cost_usd
 
     @property
     def seconds(self) -> float:
         return time.perf_counter() - self.started
 
     def spent(self) -> Spent:
-        return Spent(self.subcalls, self.input_tokens, self.output_tokens)
+        return Spent(
+            self.subcalls,
+            self.input_tokens,
+            self.output_tokens,
+            self.cached_input_tokens,
+            self.cost_usd,
+            self.unpriced_calls,
+        )
 
     def limit_hit(self) -> str | None:
         """The name of the limit that is used up (reservations count as used), or None."""
@@ -164,6 +207,8 @@ class RunBudget:
             return "max_tokens"
         if self.max_seconds is not None and self.seconds >= self.max_seconds:
             return "max_seconds"
+        if self.max_cost is not None and self._committed_cost() >= self.max_cost:
+            return "max_cost"
         return None
 
     def refusal(self, prompt_bytes: int) -> str | None:
@@ -175,6 +220,10 @@ class RunBudget:
         if self.max_tokens is not None and self._committed() + needed > self.max_tokens:
             left = self.max_tokens - self._committed()
             return TOO_LITTLE_LEFT.format(needed=needed, left=left)
+        cost = self._estimate_cost(needed)
+        if self.max_cost is not None and self._committed_cost() + cost > self.max_cost:
+            left_cost = self.max_cost - self._committed_cost()
+            return TOO_LITTLE_MONEY.format(needed=cost, left=left_cost)
         return None
 
     def reserve(self, prompt_bytes: int) -> Reservation | str:
@@ -182,12 +231,23 @@ class RunBudget:
         refusal = self.refusal(prompt_bytes)
         if refusal is not None:
             return refusal
-        reservation = Reservation(estimate_tokens(prompt_bytes))
+        tokens = estimate_tokens(prompt_bytes)
+        reservation = Reservation(tokens, self._estimate_cost(tokens))
         self.subcalls += 1
         self.reserved_tokens += reservation.tokens
+        self.reserved_cost += reservation.cost
         return reservation
 
-    def settle(self, reservation: Reservation, input_tokens: int, output_tokens: int) -> int:
+    def settle(
+        self,
+        reservation: Reservation,
+        input_tokens: int,
+        output_tokens: int,
+        *,
+        cached_input_tokens: int = 0,
+        cache_write_tokens: int = 0,
+        price: Price | None = None,
+    ) -> int:
         """Replace the reservation by what the call used; returns the input tokens charged.
 
         A provider that reports no input tokens is charged the estimate: a budget must not
@@ -195,17 +255,46 @@ class RunBudget:
         """
         charged = input_tokens or reservation.tokens
         self.release(reservation)
-        self.spend(charged, output_tokens)
+        self.spend(
+            charged,
+            output_tokens,
+            cached_input_tokens=cached_input_tokens,
+            cache_write_tokens=cache_write_tokens,
+            price=price,
+        )
         return charged
 
     def release(self, reservation: Reservation) -> None:
-        """Give a reservation's tokens back (the call failed or was cancelled); idempotent."""
+        """Give a reservation back (the call failed or was cancelled); idempotent."""
         self.reserved_tokens -= reservation.tokens
-        reservation.tokens = 0
+        self.reserved_cost -= reservation.cost
+        reservation.tokens, reservation.cost = 0, 0.0
 
-    def spend(self, input_tokens: int, output_tokens: int) -> None:
+    def spend(
+        self,
+        input_tokens: int,
+        output_tokens: int,
+        *,
+        cached_input_tokens: int = 0,
+        cache_write_tokens: int = 0,
+        price: Price | None = None,
+    ) -> None:
+        """Count one call's tokens, and its cost at `price` (None: a model without a price)."""
         self.input_tokens += input_tokens
         self.output_tokens += output_tokens
+        self.cached_input_tokens += cached_input_tokens
+        if price is None:
+            self.unpriced_calls += 1
+        else:
+            self.cost_usd += price.cost(
+                input_tokens, output_tokens, cached_input_tokens, cache_write_tokens
+            )
+
+    def _estimate_cost(self, tokens: int) -> float:
+        return 0.0 if self.sub_price is None else self.sub_price.cost(tokens, 0)
 
     def _committed(self) -> int:
         return self.input_tokens + self.output_tokens + self.reserved_tokens
+
+    def _committed_cost(self) -> float:
+        return self.cost_usd + self.reserved_cost

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import IO, Any
 
@@ -12,17 +12,27 @@ from rlm._adaptive import DEFAULT_CEILING
 from rlm._events import EventCallback
 from rlm._exceptions import ConfigurationError
 from rlm._limiter import Limiter, SlotLimiter
+from rlm._pricing import Price, price_for, with_overrides
 from rlm._run import Run, Trajectory
 from rlm._sync import run_sync
 from rlm.clients._base import LLMInterface
 from rlm.repl import SandboxLimits
 
+NO_PRICE = (
+    "max_cost needs a price for {spec}, and there is none: give one with "
+    'prices={{"{spec}": Price(input=..., cached_input=..., output=...)}} (dollars per million '
+    "tokens)."
+)
+
 
 class RLM:
     """A Recursive Language Model: answers `query` over `context` of any size.
 
-    Budgets per run (None: no limit): `max_subcalls`, `max_tokens`, `max_seconds`, spent
-    before the work (see `rlm._budget`). Per request from the REPL, refused before any
+    Budgets per run (None: no limit): `max_subcalls`, `max_tokens`, `max_seconds` and
+    `max_cost` (US dollars), spent before the work (see `rlm._budget`). Every call is priced
+    from `prices` (`provider:model` to `Price`) laid over the shipped table
+    (`rlm._pricing.DEFAULT_PRICES`); a model without a price makes the run's cost unknown,
+    and `max_cost` then refuses to start. Per request from the REPL, refused before any
     sub-call: `max_map_chunks` chunks in one `parallel_query`, and `max_prompt_bytes` UTF-8
     bytes of one `llm_query` prompt or of all the prompts of one `parallel_query`.
 
@@ -59,6 +69,8 @@ class RLM:
         subcall_lane: bool = True,
         provider_max_concurrency: int = DEFAULT_CEILING,
         max_answer_chars: int = 1_000_000,
+        max_cost: float | None = None,
+        prices: Mapping[str, Price] | None = None,
     ) -> None:
         if prompt_mode not in prompts.PROMPT_MODES:
             raise ConfigurationError(
@@ -91,6 +103,14 @@ class RLM:
         self.subcall_lane = subcall_lane
         self.provider_max_concurrency = provider_max_concurrency
         self.max_answer_chars = max_answer_chars
+        self.prices = with_overrides(prices)
+        self.max_cost = max_cost
+        if max_cost is not None:
+            if max_cost <= 0:
+                raise ConfigurationError(f"max_cost must be more than 0, got {max_cost}")
+            for llm in (self.root_llm, self.sub_llm):
+                if price_for(llm.spec, self.prices) is None:
+                    raise ConfigurationError(NO_PRICE.format(spec=llm.spec))
 
     @property
     def max_parallel_calls(self) -> int:

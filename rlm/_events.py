@@ -58,6 +58,8 @@ class IterationFinished:
     input_tokens: int
     output_tokens: int
     seconds: float
+    cost: float | None = None  # US dollars; None when a model used has no price
+    cached_input_tokens: int = 0  # of input_tokens, served from the provider's cache
 
 
 @dataclass(frozen=True)
@@ -69,6 +71,8 @@ class RunFinished:
     output_tokens: int
     seconds: float
     stopped_by: str | None  # None: the root model answered; else the limit that stopped it
+    cost: float | None = None  # US dollars; None when a model used has no price
+    cached_input_tokens: int = 0  # of input_tokens, served from the provider's cache
 
 
 Event = (

@@ -24,8 +24,9 @@ from rlm._events import (
     SubcallProgress,
 )
 from rlm._parsing import find_code_blocks, find_final, truncate
+from rlm._pricing import price_for
 from rlm._subcalls import SubcallServer
-from rlm.clients._base import Message
+from rlm.clients._base import Completion, Message
 from rlm.lane import subcall_path
 from rlm.repl import REPLSession
 from rlm.repl._frames import cut_text
@@ -58,8 +59,13 @@ class Run:
         self.callbacks = callbacks
         self.verbose = verbose
         self.trajectory: Trajectory = []
+        self.root_price = price_for(rlm.root_llm.spec, rlm.prices)
         self.budget = RunBudget(
-            max_subcalls=rlm.max_subcalls, max_tokens=rlm.max_tokens, max_seconds=rlm.max_seconds
+            max_subcalls=rlm.max_subcalls,
+            max_tokens=rlm.max_tokens,
+            max_seconds=rlm.max_seconds,
+            max_cost=rlm.max_cost,
+            sub_price=price_for(rlm.sub_llm.spec, rlm.prices),
         )
         self.iteration = 0
         self.lane, self.gate, subcall = subcall_path(
@@ -102,6 +108,15 @@ class Run:
             SubcallProgress(self.iteration, done, total, failed, refused, refused_by, width)
         )
 
+    def _spend_root(self, completion: Completion) -> None:
+        self.budget.spend(
+            completion.input_tokens,
+            completion.output_tokens,
+            cached_input_tokens=completion.cached_input_tokens,
+            cache_write_tokens=completion.cache_write_tokens,
+            price=self.root_price,
+        )
+
     # -- the loop ----------------------------------------------------------------------------
 
     async def execute(self) -> tuple[str, Trajectory]:
@@ -133,6 +148,8 @@ class Run:
                 budget.output_tokens,
                 seconds,
                 stopped_by,
+                budget.cost,
+                budget.cached_input_tokens,
             )
         )
         if self.verbose:
@@ -163,6 +180,7 @@ class Run:
             "max_subcalls": "The run's sub-call budget is used up.",
             "max_tokens": "The run's token budget is used up.",
             "max_seconds": "The run's time budget is used up.",
+            "max_cost": "The run's money budget is used up.",
         }
         return await self._last_chance(
             messages, reasons[stopped_by or "max_iterations"]
@@ -177,7 +195,7 @@ class Run:
         started = time.perf_counter()
         await self.emit(IterationStarted(iteration))
         completion = await self.rlm.root_llm.chat_async(messages)
-        self.budget.spend(completion.input_tokens, completion.output_tokens)
+        self._spend_root(completion)
         reply = completion.text
         await self.emit(RootReplied(iteration, reply))
         blocks = find_code_blocks(reply)
@@ -214,6 +232,8 @@ class Run:
                 "subcalls": spent.subcalls,
                 "input_tokens": spent.input_tokens,
                 "output_tokens": spent.output_tokens,
+                "cached_input_tokens": spent.cached_input_tokens,
+                "cost": _dollars(spent.cost),
                 "seconds": round(time.perf_counter() - started, 3),
             }
         )
@@ -229,6 +249,8 @@ class Run:
                 spent.input_tokens,
                 spent.output_tokens,
                 time.perf_counter() - started,
+                spent.cost,
+                spent.cached_input_tokens,
             )
         )
         if self.verbose:
@@ -267,12 +289,14 @@ class Run:
     async def _last_chance(self, messages: list[Message], reason: str) -> str:
         await self.emit(IterationStarted(len(self.trajectory) + 1))
         started = time.perf_counter()
+        before = self.budget.spent()
         ask: list[Message] = [
             *messages,
             {"role": "user", "content": prompts.last_chance_prompt(reason)},
         ]
         completion = await self.rlm.root_llm.chat_async(ask)
-        self.budget.spend(completion.input_tokens, completion.output_tokens)
+        self._spend_root(completion)
+        spent = self.budget.spent() - before
         final = find_final(completion.text)
         answer = final.value if final and final.kind == "text" else completion.text.strip()
         answer, left_out = cut_text(answer, "answer", self.rlm.max_answer_chars)
@@ -286,6 +310,8 @@ class Run:
             "subcalls": 0,
             "input_tokens": completion.input_tokens,
             "output_tokens": completion.output_tokens,
+            "cached_input_tokens": completion.cached_input_tokens,
+            "cost": _dollars(spent.cost),
             "seconds": seconds,
         }
         if left_out:
@@ -301,6 +327,8 @@ class Run:
                 completion.input_tokens,
                 completion.output_tokens,
                 seconds,
+                spent.cost,
+                completion.cached_input_tokens,
             )
         )
         return answer
@@ -315,3 +343,8 @@ class Run:
         )
         for i, output in enumerate(step["outputs"], 1):
             print(f"--- output {i} ---\n{truncate(output, 2000)}", flush=True)
+
+
+def _dollars(cost: float | None) -> float | None:
+    # Micro-dollars are finer than any provider bills; the rounding keeps JSON short.
+    return None if cost is None else round(cost, 8)

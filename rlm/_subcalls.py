@@ -107,7 +107,14 @@ class SubcallServer:
             except BaseException:  # cancelled, or a bug: give the tokens back all the same
                 budget.release(reservation)
                 raise
-            budget.settle(reservation, completion.input_tokens, completion.output_tokens)
+            budget.settle(
+                reservation,
+                completion.input_tokens,
+                completion.output_tokens,
+                cached_input_tokens=completion.cached_input_tokens,
+                cache_write_tokens=completion.cache_write_tokens,
+                price=budget.sub_price,
+            )
         return completion.text, True
 
     def _refused(self, why: str) -> str:

@@ -14,6 +14,7 @@ from typing import TextIO
 from rlm._core import RLM, write_trajectory_jsonl
 from rlm._events import Event, IterationFinished, IterationStarted, RunFinished, SubcallProgress
 from rlm._exceptions import RLMError
+from rlm._pricing import format_cost, load_prices_file
 from rlm._prompts import PROMPT_MODES
 from rlm.clients import interface_from_spec
 
@@ -92,6 +93,7 @@ class Progress:
         elif isinstance(event, RunFinished):
             if self.live:
                 self.out.write("\r\x1b[2K")
+            self.out.write(summary(event) + "\n")
             self.out.flush()
             return
         if self.live:
@@ -109,6 +111,18 @@ class Progress:
         self.out.flush()
 
 
+def summary(event: RunFinished) -> str:
+    """The run's one-line summary on stderr: steps, sub-calls, tokens, money, time."""
+    tokens = event.input_tokens + event.output_tokens
+    cached = f" ({event.cached_input_tokens:,} input cached)" if event.cached_input_tokens else ""
+    stopped = f" · stopped by {event.stopped_by}" if event.stopped_by else ""
+    return (
+        f"{event.iterations} iteration{'s' if event.iterations != 1 else ''} · "
+        f"{event.subcalls:,} sub-calls · {tokens:,} tokens{cached} · "
+        f"cost {format_cost(event.cost)} · {event.seconds:.1f} s{stopped}"
+    )
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="rlm", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
@@ -121,6 +135,13 @@ def _parser() -> argparse.ArgumentParser:
     ask.add_argument("--mode", choices=PROMPT_MODES, default="standard")
     ask.add_argument("--max-iterations", type=int, default=20)
     ask.add_argument("--trajectory", metavar="OUT.jsonl", help="write the trajectory here")
+    ask.add_argument("--max-cost", type=float, metavar="USD", help="stop the run at this cost")
+    ask.add_argument(
+        "--prices",
+        metavar="FILE",
+        help='prices over the shipped table: JSON or TOML, {"provider:model": {"input": '
+        '2.5, "cached_input": 1.25, "output": 10}} in dollars per million tokens',
+    )
     ask.add_argument("--verbose", action="store_true", help="print every iteration in full")
     return parser
 
@@ -129,6 +150,7 @@ async def _ask(args: argparse.Namespace) -> str:
     if args.parallel < 1:
         raise UsageError("--parallel must be at least 1")
     context = read_context(args.paths)
+    prices = load_prices_file(args.prices) if args.prices else None
     root = interface_from_spec(args.root)
     sub = interface_from_spec(args.sub)
     engine = RLM(
@@ -137,6 +159,8 @@ async def _ask(args: argparse.Namespace) -> str:
         max_parallel_calls=args.parallel,
         prompt_mode=args.mode,
         max_iterations=args.max_iterations,
+        max_cost=args.max_cost,
+        prices=prices,
     )
     try:
         answer, trajectory = await engine.query_async(

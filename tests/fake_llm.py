@@ -10,6 +10,9 @@ of them, drawn from `failure_statuses`, where besides HTTP statuses "hang" holds
 past any client timeout (`hang_seconds`) and "malformed" answers 200 with a body that is not
 a reply. `injected` counts every fault served, by kind.
 
+Prompt cache: `cache_usage(kind, input_tokens) -> (cached, written)` sets the cache hits (and,
+for Anthropic, cache writes) each reply reports, in each protocol's own usage fields.
+
 Rate limit: `rate_limit(r, burst)` gives each API key a token bucket of `burst` requests
 refilled at `r` a second; a request finding it empty is answered 429 at once, with the
 `Retry-After` (fractional seconds) until its next token. `arrivals` keeps when each key's
@@ -144,6 +147,9 @@ class FakeLLMServer:
         self.workspace_of: Callable[[str], str | None] | None = None
         self.in_flight_by: Counter[str] = Counter()
         self.peak_by: Counter[str] = Counter()
+        # Prompt-cache usage reported with each reply: (cached, written) input tokens of a
+        # request of `kind` with this many input tokens; written only Anthropic reports.
+        self.cache_usage: Callable[[str, int], tuple[int, int]] = lambda kind, tokens: (0, 0)
         self.url = ""
         self.port = 0
         self.rate: float | None = None  # token bucket per key, requests a second
@@ -404,12 +410,9 @@ class FakeLLMServer:
                 return web.json_response(
                     protocol.error(500, "The fake model's responder raised."), status=500
                 )
-            reply = protocol.reply(
-                model,
-                text,
-                sum(estimate_tokens(m["content"]) for m in messages),
-                estimate_tokens(text),
-            )
+            tokens_in = sum(estimate_tokens(m["content"]) for m in messages)
+            cached, written = self.cache_usage(kind, tokens_in)
+            reply = protocol.reply(model, text, tokens_in, estimate_tokens(text), cached, written)
             return web.json_response(reply)
         finally:
             if kind == "sub":

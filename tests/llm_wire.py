@@ -37,7 +37,9 @@ def _openai_messages(body: dict[str, Any]) -> Conversation:
     return out
 
 
-def _openai_reply(model: str, text: str, tokens_in: int, tokens_out: int) -> dict[str, Any]:
+def _openai_reply(
+    model: str, text: str, tokens_in: int, tokens_out: int, cached: int = 0, written: int = 0
+) -> dict[str, Any]:
     return {
         "id": f"chatcmpl-fake{random.randrange(10**9)}",
         "object": "chat.completion",
@@ -55,6 +57,8 @@ def _openai_reply(model: str, text: str, tokens_in: int, tokens_out: int) -> dic
             "prompt_tokens": tokens_in,
             "completion_tokens": tokens_out,
             "total_tokens": tokens_in + tokens_out,
+            # OpenAI has no cache writes: what is not a hit is plain input.
+            "prompt_tokens_details": {"cached_tokens": cached, "audio_tokens": 0},
         },
     }
 
@@ -84,7 +88,9 @@ def _anthropic_messages(body: dict[str, Any]) -> Conversation:
     return out
 
 
-def _anthropic_reply(model: str, text: str, tokens_in: int, tokens_out: int) -> dict[str, Any]:
+def _anthropic_reply(
+    model: str, text: str, tokens_in: int, tokens_out: int, cached: int = 0, written: int = 0
+) -> dict[str, Any]:
     return {
         "id": f"msg_fake{random.randrange(10**9)}",
         "type": "message",
@@ -93,7 +99,13 @@ def _anthropic_reply(model: str, text: str, tokens_in: int, tokens_out: int) -> 
         "content": [{"type": "text", "text": text}],
         "stop_reason": "end_turn",
         "stop_sequence": None,
-        "usage": {"input_tokens": tokens_in, "output_tokens": tokens_out},
+        # Anthropic's input_tokens is what is neither read from nor written to the cache.
+        "usage": {
+            "input_tokens": tokens_in - cached - written,
+            "cache_read_input_tokens": cached,
+            "cache_creation_input_tokens": written,
+            "output_tokens": tokens_out,
+        },
     }
 
 
@@ -124,7 +136,9 @@ def _gemini_messages(body: dict[str, Any]) -> Conversation:
     return out
 
 
-def _gemini_reply(model: str, text: str, tokens_in: int, tokens_out: int) -> dict[str, Any]:
+def _gemini_reply(
+    model: str, text: str, tokens_in: int, tokens_out: int, cached: int = 0, written: int = 0
+) -> dict[str, Any]:
     return {
         "candidates": [
             {
@@ -134,9 +148,10 @@ def _gemini_reply(model: str, text: str, tokens_in: int, tokens_out: int) -> dic
             }
         ],
         "usageMetadata": {
-            "promptTokenCount": tokens_in,
+            "promptTokenCount": tokens_in,  # cache hits included, as Gemini counts them
             "candidatesTokenCount": tokens_out,
             "totalTokenCount": tokens_in + tokens_out,
+            **({"cachedContentTokenCount": cached} if cached else {}),
         },
         "modelVersion": model,
         "responseId": f"fake{random.randrange(10**9)}",
@@ -169,7 +184,7 @@ def _bearer(headers: dict[str, str]) -> str | None:
 class Protocol:
     name: str
     messages: Callable[[dict[str, Any]], Conversation]
-    reply: Callable[[str, str, int, int], dict[str, Any]]
+    reply: Callable[..., dict[str, Any]]  # (model, text, in, out, cached=0, written=0)
     error: Callable[[int, str], dict[str, Any]]
     key: Callable[[dict[str, str]], str | None]
 

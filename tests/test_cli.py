@@ -113,3 +113,34 @@ def test_progress_bar_on_a_terminal_counts_sub_calls_as_they_finish() -> None:
     progress(IterationFinished(1, "", (), (), 4, 0, 0, 0.1))
     progress(IterationStarted(2))
     assert "iteration 2  4 sub-calls" in screen.getvalue()
+
+
+def test_the_summary_line_reports_tokens_and_cost(
+    llm_server: FakeLLMServer, tmp_path: Path
+) -> None:
+    llm_server.script_root(
+        repl("out = parallel_query('Fruit? {chunk}', context)", "FINAL_VAR(out)")
+    )
+    llm_server.cache_usage = lambda kind, tokens: (tokens // 2, 0)
+    prices = tmp_path / "prices.json"
+    prices.write_text(
+        json.dumps(
+            {
+                "openai:root-model": {"input": 1000, "cached_input": 100, "output": 4000},
+                "openai:sub-model": {"input": 1000, "output": 4000},
+            }
+        )
+    )
+    docs = make_docs(tmp_path)
+    args = ["ask", "Which fruits?", str(docs), "--root", "openai:root-model"]
+    args += ["--sub", "openai:sub-model", "--prices", str(prices), "--max-cost", "100"]
+    result = run_cli(*args, env=cli_env(llm_server))
+    assert result.returncode == 0, result.stderr
+    summary = result.stderr.strip().splitlines()[-1]
+    assert summary.startswith("1 iteration · 2 sub-calls · ")
+    assert "input cached)" in summary and "cost $0." in summary
+    llm_server.script_root("FINAL(none)")
+    unpriced = run_cli(*args[:7], env=cli_env(llm_server))
+    assert "cost unknown" in unpriced.stderr  # the fake's models are not in the shipped table
+    bad = run_cli(*args[:3], "--prices", str(docs / "a.txt"), env=cli_env(llm_server))
+    assert bad.returncode == 2 and "price table could not be read" in bad.stderr

@@ -43,7 +43,14 @@ async def outcome(call: Callable[[], Awaitable[Any]]) -> tuple[Any, ...]:
             exc.attempts,
             getattr(exc, "retry_after", None),
         )
-    return ("ok", completion.text, completion.input_tokens, completion.output_tokens)
+    return (
+        "ok",
+        completion.text,
+        completion.input_tokens,
+        completion.output_tokens,
+        completion.cached_input_tokens,
+        completion.cache_write_tokens,
+    )
 
 
 async def both_paths(
@@ -115,11 +122,13 @@ async def test_success_with_a_system_message(
         {"role": "assistant", "content": "noted"},
         {"role": "user", "content": "second question"},
     ]
+    llm_server.cache_usage = lambda kind, tokens: (tokens // 3, 1)  # prompt-cache hits
     sdk = assert_same(
         await both_paths(
             llm_server, make_llm, provider, lambda: None, messages, max_output_tokens=321
         )
     )
+    assert sdk["result"][4] > 0 and sdk["usage"].cached_input_tokens == sdk["result"][4]
     assert llm_server.requests[0].body is not None
     assert output_cap(llm_server.requests[0].body) == 321
     assert sdk["result"][:2] == ("ok", "[sub] second question")

@@ -6,9 +6,12 @@
 
 from __future__ import annotations
 
+import asyncio
 from typing import TYPE_CHECKING, Any
 
 from slack_bolt.async_app import AsyncAck, AsyncApp, AsyncBoltContext
+from slack_sdk.errors import SlackApiError
+from slack_sdk.web.async_client import AsyncWebClient
 
 from bot.listeners.lifecycle import forget_channel
 from bot.listeners.surfaces import send_history
@@ -18,7 +21,7 @@ from bot.runs.keeping import database_away
 from bot.runs.runner import Question
 from bot.slack import messages
 from bot.slack.api import serving_team
-from bot.workspaces.config_command import config_reply
+from bot.workspaces.config_command import config_reply, is_admin
 from rlm import provider_limits
 
 if TYPE_CHECKING:
@@ -26,6 +29,17 @@ if TYPE_CHECKING:
     from bot.workspaces.tenants import Workspace
 
 COMMAND = "/rlm"
+ADMIN_CHECK_SECONDS = 1.5  # inside the ack's three seconds
+
+
+async def asked_by_admin(client: AsyncWebClient, user_id: str) -> bool:
+    """Whether a workspace admin asks; False when Slack cannot say in time (money and the
+    like show only to admins, so unknown is not one)."""
+    try:
+        async with asyncio.timeout(ADMIN_CHECK_SECONDS):
+            return await is_admin(client, user_id)
+    except (SlackApiError, TimeoutError, KeyError, TypeError):
+        return False
 
 
 def register_commands(app: AsyncApp, services: Services) -> None:
@@ -57,11 +71,16 @@ def register_commands(app: AsyncApp, services: Services) -> None:
             services.spawn(send_history(ws, command), name="history")
             return
         if verb == "usage":
-            report = await runner.budget.usage_report(team_id)
-            report += messages.provider_limits_report(provider_limits())
-            report += await sandbox_report_for(
-                ws.poster.client, command["user_id"], runner.engine.sandbox_limits
+            # Both ask Slack who the user is, at once: the ack has three seconds.
+            admin, sandbox = await asyncio.gather(
+                asked_by_admin(ws.poster.client, command["user_id"]),
+                sandbox_report_for(
+                    ws.poster.client, command["user_id"], runner.engine.sandbox_limits
+                ),
             )
+            report = await runner.budget.usage_report(team_id, money=admin)
+            report += messages.provider_limits_report(provider_limits())
+            report += sandbox
             await ack(text=report, response_type="ephemeral")
             return
         if verb == "forget":

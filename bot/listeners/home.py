@@ -36,11 +36,12 @@ class Home:
 
     async def publish(self, team_id: str, user_id: str) -> None:
         """Build and publish `user_id`'s App Home."""
-        usage = await self.budget.usage_report(team_id)
+        admin = await self.is_admin(user_id)
+        usage = await self.budget.usage_report(team_id, money=admin)
         runs = await self.store.recent_runs(team_id, user_id=user_id, limit=RECENT_RUNS)
         lines = [await self._line(run, with_user=False) for run in runs]
         problems = None
-        if await self.is_admin(user_id):
+        if admin:
             problems = [
                 text.problem_line(detail=p.detail, fix=p.fix, count=p.count, last_seen=p.last_seen)
                 for p in await self.store.problems_for_workspace(team_id, limit=MAX_PROBLEMS)

@@ -119,6 +119,27 @@ MEANINGS: dict[str, tuple[str, str | None]] = {
         "questions are refused once it is used",
         None,
     ),
+    "rlm_max_run_cost_usd": (
+        "US dollars per run at the price table (0: no limit); every model in use needs a "
+        "price, or the app does not start",
+        None,
+    ),
+    "rlm_daily_cost_usd": (
+        "US dollars per workspace per UTC day (0: no limit); a run is capped by what is left, "
+        "new questions are refused once it is spent; members are told a limit was reached, "
+        "never an amount",
+        None,
+    ),
+    "rlm_prices_file": (
+        "a JSON or TOML price table laid over the shipped one: "
+        '`{"provider:model": {"input": 2.5, "cached_input": 1.25, "output": 10}}`, US dollars '
+        "per million tokens",
+        "unset: the shipped table",
+    ),
+    "rlm_prices": (
+        "the same as inline JSON, laid over `RLM_PRICES_FILE`",
+        "unset",
+    ),
     "rlm_max_map_chunks": (
         "chunks in one `parallel_query` call; a bigger map is refused before any sub-call",
         None,

@@ -44,6 +44,8 @@ class Totals:
     output_tokens: int = 0
     seconds: float = 0.0
     stopped_by: str | None = None
+    cost_usd: float | None = 0.0  # None: a model without a price was called
+    cached_input_tokens: int = 0
     finished: RunFinished | None = field(default=None, repr=False)
 
     def add(self, event: IterationFinished) -> None:
@@ -52,12 +54,16 @@ class Totals:
         self.input_tokens += event.input_tokens
         self.output_tokens += event.output_tokens
         self.seconds += event.seconds
+        self.cached_input_tokens += event.cached_input_tokens
+        if self.cost_usd is not None:
+            self.cost_usd = None if event.cost is None else self.cost_usd + event.cost
 
     def end(self, event: RunFinished) -> None:
         self.finished = event
         self.iterations, self.subcalls = event.iterations, event.subcalls
         self.input_tokens, self.output_tokens = event.input_tokens, event.output_tokens
         self.seconds, self.stopped_by = event.seconds, event.stopped_by
+        self.cost_usd, self.cached_input_tokens = event.cost, event.cached_input_tokens
 
 
 class RunEnds:
@@ -132,6 +138,7 @@ class RunEnds:
                 totals.iterations, totals.subcalls = run.iterations, run.subcalls
                 totals.input_tokens, totals.output_tokens = run.input_tokens, run.output_tokens
                 totals.seconds = run.seconds
+                totals.cost_usd, totals.cached_input_tokens = run.cost_usd, run.cached_input_tokens
         return await self.end(
             run_id, status, totals, error=error, stopped_by=stopped_by, error_kind=error_kind
         )
@@ -162,6 +169,8 @@ class RunEnds:
             seconds=totals.seconds,
             stopped_by=stopped_by,
             error_kind=error_kind,
+            cost_usd=totals.cost_usd,
+            cached_input_tokens=totals.cached_input_tokens,
         )
         if written.shown:
             RUNS.labels(status).inc()

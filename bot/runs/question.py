@@ -4,10 +4,11 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Literal
 
-from rlm import LLMInterface, SandboxLimits
+from rlm import LLMInterface, Price, SandboxLimits
 
 __all__ = ["EngineConfig", "Question", "StopFlag"]
 
@@ -47,6 +48,7 @@ class EngineConfig:
     max_map_chunks: int = 10_000  # chunks in one parallel_query
     max_prompt_bytes: int = 64 * 1024 * 1024  # one llm_query prompt, or one map's prompts
     provider_max_concurrency: int = 256  # ceiling of the adaptive limit per provider key
+    prices: Mapping[str, Price] | None = None  # None: the engine's shipped table
 
 
 @dataclass

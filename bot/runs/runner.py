@@ -355,12 +355,15 @@ class Runner:
             )
         await presence.reading(gathered.summary())
         caps = await self.budget.caps(q.team_id)
-        if caps is None:  # the day's tokens ran out while this run waited its turn
-            used = await self._daily_use(q.team_id)
-            if await self.ends.fail(
-                run_id, "daily token budget used up", error_kind="user:daily_budget"
-            ):
-                await presence.failed(messages.daily_budget_used(*used), retry=False)
+        if caps is None:  # the day's tokens or money ran out while this run waited its turn
+            said = await self.budget.refusal(q.team_id)
+            if said is None or said != messages.DAILY_SPEND_USED:
+                said = messages.daily_budget_used(*await self._daily_use(q.team_id))
+                error = "daily token budget used up"
+            else:
+                error = "daily money budget used up"
+            if await self.ends.fail(run_id, error, error_kind="user:daily_budget"):
+                await presence.failed(said, retry=False)
             return
         await self._think(run_id, q, presence, gathered, caps)
 

@@ -19,6 +19,7 @@ from bot.slack import messages
 from bot.storage import Store
 from bot.telemetry.runs import RunObserver
 from rlm import RLM, Event, IterationFinished, ProviderError, RunFinished
+from rlm._pricing import format_cost
 
 logger = logging.getLogger("bot.runner")
 
@@ -62,6 +63,7 @@ async def think(
                     input_tokens=event.input_tokens,
                     output_tokens=event.output_tokens,
                     seconds=event.seconds,
+                    cost_usd=event.cost,
                 )
             )
         elif isinstance(event, RunFinished):
@@ -75,6 +77,8 @@ async def think(
         max_subcalls=caps.max_subcalls,
         max_tokens=caps.max_tokens,
         max_seconds=caps.max_seconds,
+        max_cost=caps.max_cost,
+        prices=engine.prices,
         max_map_chunks=engine.max_map_chunks,
         max_prompt_bytes=engine.max_prompt_bytes,
         sandbox_limits=engine.sandbox_limits,
@@ -141,10 +145,11 @@ async def think(
         return
     await presence.answered(answer=text, footer=footer, links=gathered.links, summary=summary)
     logger.info(
-        "run %d finished: %d iterations, %d sub-calls, %.1f s%s",
+        "run %d finished: %d iterations, %d sub-calls, %.1f s, cost %s%s",
         run_id,
         totals.iterations,
         totals.subcalls,
         totals.seconds,
+        format_cost(totals.cost_usd),
         f", stopped by {totals.stopped_by}" if totals.stopped_by else "",
     )

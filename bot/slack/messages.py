@@ -127,6 +127,38 @@ def daily_budget_used(used: int, limit: int) -> str:
     )
 
 
+# Money limits, as members read them: what happened and what to do, never an amount.
+DAILY_SPEND_USED = (
+    ":no_entry: This workspace has reached its spending limit for today, so I won't start a "
+    "run: ask again after 00:00 UTC, or ask a workspace admin."
+)
+STOPPED_BY_SPEND = (
+    "_:warning: Stopped by the spending limit for one question: this is the best answer so far._"
+)
+STOPPED_BY_DAILY_SPEND = (
+    "_:warning: Stopped by this workspace's spending limit for today: this is the best answer "
+    "so far._"
+)
+
+
+def _dollars(value: float) -> str:
+    return f"${value:,.4f}" if value < 1 else f"${value:,.2f}"
+
+
+def spend_report(*, cost_today: float, daily_cost: float, max_run_cost: float) -> str:
+    """The money lines of `/rlm usage` and App Home, for admins only."""
+    if daily_cost:
+        share = 100 * cost_today / daily_cost
+        spent = f"{_dollars(cost_today)} of {_dollars(daily_cost)} a day ({share:.0f}%)"
+    else:
+        spent = f"{_dollars(cost_today)} (no daily limit)"
+    per_run = _dollars(max_run_cost) if max_run_cost else "no limit"
+    return (
+        f"\n• Spent today (admins only; at list prices, runs over unpriced models not "
+        f"counted): {spent}\n• Each run may spend at most: {per_run}"
+    )
+
+
 def out_of_time(seconds: float) -> str:
     return (
         f":warning: This run hit its time limit of {_number(seconds)} s before the model "

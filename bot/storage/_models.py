@@ -154,6 +154,9 @@ class Run(Base):
     output_tokens: Mapped[int] = mapped_column(Count, default=0)
     seconds: Mapped[float] = mapped_column(Float, default=0.0)
     stopped_by: Mapped[str | None] = mapped_column(BoundedString(32))
+    # US dollars at the app's price table; NULL: a model without a price, or before 0008.
+    cost_usd: Mapped[float | None] = mapped_column(Float)
+    cached_input_tokens: Mapped[int] = mapped_column(Count, default=0, server_default="0")
     created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utc_now)
     finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
     # What the run read: "channel" or "thread" (scope_ts: the thread), for its follow-ups.
@@ -185,6 +188,7 @@ class Iteration(Base):
     input_tokens: Mapped[int] = mapped_column(Count)
     output_tokens: Mapped[int] = mapped_column(Count)
     seconds: Mapped[float] = mapped_column(Float)
+    cost_usd: Mapped[float | None] = mapped_column(Float)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utc_now)
 
 

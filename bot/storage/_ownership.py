@@ -148,6 +148,8 @@ class RunOwnership:
         seconds: float,
         stopped_by: str | None = None,
         error_kind: str | None = None,
+        cost_usd: float | None = None,
+        cached_input_tokens: int = 0,
         fence: Fence | None = None,
     ) -> bool:
         """Store how the run ended; False (nothing written) if it had already ended, or,
@@ -169,6 +171,8 @@ class RunOwnership:
                     seconds=seconds,
                     stopped_by=stopped_by,
                     error_kind=error_kind,
+                    cost_usd=cost_usd,
+                    cached_input_tokens=cached_input_tokens,
                     finished_at=utc_now(),
                     lease_expires_at=None,
                 ),

@@ -54,6 +54,8 @@ class RunRecord:
     exclude_ts: str | None = None
     epoch: int = 0
     lease_expires_at: datetime | None = None
+    cost_usd: float | None = None
+    cached_input_tokens: int = 0
 
     @property
     def fence(self) -> Fence:
@@ -91,6 +93,8 @@ class RunRecord:
             exclude_ts=run.exclude_ts,
             epoch=run.epoch or 0,
             lease_expires_at=run.lease_expires_at,
+            cost_usd=run.cost_usd,
+            cached_input_tokens=run.cached_input_tokens or 0,
         )
 
 
@@ -106,6 +110,7 @@ class IterationRecord:
     output_tokens: int
     seconds: float
     created_at: datetime
+    cost_usd: float | None = None
 
     @classmethod
     def from_row(cls, row: Iteration) -> IterationRecord:
@@ -120,6 +125,7 @@ class IterationRecord:
             output_tokens=row.output_tokens,
             seconds=row.seconds,
             created_at=row.created_at,
+            cost_usd=row.cost_usd,
         )
 
 

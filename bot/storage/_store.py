@@ -193,6 +193,7 @@ class Store(DataLifecycle, RunOwnership, RunQueueRecords, FileRecords, UsageReco
         input_tokens: int,
         output_tokens: int,
         seconds: float,
+        cost_usd: float | None = None,
     ) -> None:
         """Store one iteration (replacing an earlier record of the same number), committed now.
 
@@ -207,6 +208,7 @@ class Store(DataLifecycle, RunOwnership, RunQueueRecords, FileRecords, UsageReco
             "input_tokens": input_tokens,
             "output_tokens": output_tokens,
             "seconds": seconds,
+            "cost_usd": cost_usd,
         }
         async with self._writing() as session:
             # The run's row stays locked until commit: a concurrent iteration or finish_run
@@ -223,6 +225,7 @@ class Store(DataLifecycle, RunOwnership, RunQueueRecords, FileRecords, UsageReco
                             func.coalesce(func.sum(Iteration.input_tokens), 0),
                             func.coalesce(func.sum(Iteration.output_tokens), 0),
                             func.coalesce(func.sum(Iteration.seconds), 0.0),
+                            func.sum(Iteration.cost_usd),
                         ).where(Iteration.run_id == run_id)
                     )
                 ).one()
@@ -232,6 +235,7 @@ class Store(DataLifecycle, RunOwnership, RunQueueRecords, FileRecords, UsageReco
                     run.input_tokens,
                     run.output_tokens,
                     run.seconds,
+                    run.cost_usd,
                 ) = totals
 
     async def get_run(self, run_id: int) -> RunRecord | None:

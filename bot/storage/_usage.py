@@ -1,4 +1,4 @@
-"""What a workspace has used: tokens since a moment, runs counted by status, for budgets
+"""What a workspace has used: tokens and dollars since a moment, runs counted by status, for budgets
 and `/rlm usage`. A part of `Store` (a mixin, as `DataLifecycle` is).
 """
 
@@ -29,6 +29,17 @@ class UsageRecords:
         )
         async with self._read() as session:
             return int(await session.scalar(query) or 0)
+
+    async def cost_used_since(self, team_id: str, since: datetime) -> float:
+        """US dollars of the workspace's runs created at or after `since` (priced runs only:
+        a run over a model without a price has no cost to add)."""
+        if since.tzinfo is None:
+            raise ValueError(_NAIVE_SINCE)
+        query = select(func.coalesce(func.sum(Run.cost_usd), 0.0)).where(
+            Run.team_id == team_id, Run.created_at >= since
+        )
+        async with self._read() as session:
+            return float(await session.scalar(query) or 0.0)
 
     async def count_runs(
         self,

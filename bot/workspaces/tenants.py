@@ -241,6 +241,7 @@ class Tenants:
             max_map_chunks=base.max_map_chunks,
             max_prompt_bytes=base.max_prompt_bytes,
             provider_max_concurrency=base.provider_max_concurrency,
+            prices=base.prices,
         )
 
     def _llm(self, spec: str, base: EngineConfig) -> LLMInterface:

@@ -28,11 +28,18 @@ class Message(TypedDict):
 
 @dataclass(frozen=True)
 class Completion:
-    """One model reply and what it cost."""
+    """One model reply and what it cost.
+
+    `input_tokens` counts every input token, including those the provider served from its
+    prompt cache (`cached_input_tokens`) and, for Anthropic, those it wrote to the cache
+    (`cache_write_tokens`): each is priced differently (see `rlm._pricing`).
+    """
 
     text: str
     input_tokens: int = 0
     output_tokens: int = 0
+    cached_input_tokens: int = 0
+    cache_write_tokens: int = 0
 
 
 @dataclass(frozen=True)
@@ -43,11 +50,15 @@ class Usage:
     input_tokens: int = 0
     output_tokens: int = 0
     failed_calls: int = 0
+    cached_input_tokens: int = 0
+    cache_write_tokens: int = 0
 
     @property
     def total_tokens(self) -> int:
         return self.input_tokens + self.output_tokens
 
+
+_NOTHING = Completion("")
 
 Attempt = Callable[[], Awaitable[Completion]]
 
@@ -190,13 +201,16 @@ class LLMInterface(ABC):
         return min(backoff, self.retry_max_delay) * random.uniform(0.5, 1.0)
 
     def _count(self, *, completion: Completion | None = None, failed: bool = False) -> None:
+        c = completion or _NOTHING
         with self._usage_lock:
             u = self._usage
             self._usage = Usage(
                 calls=u.calls + (completion is not None),
-                input_tokens=u.input_tokens + (completion.input_tokens if completion else 0),
-                output_tokens=u.output_tokens + (completion.output_tokens if completion else 0),
+                input_tokens=u.input_tokens + c.input_tokens,
+                output_tokens=u.output_tokens + c.output_tokens,
                 failed_calls=u.failed_calls + failed,
+                cached_input_tokens=u.cached_input_tokens + c.cached_input_tokens,
+                cache_write_tokens=u.cache_write_tokens + c.cache_write_tokens,
             )
 
     async def query_async(self, prompt: str) -> str:

@@ -30,9 +30,12 @@ def read_openai(body: object) -> Completion:
         usage = _object(body).get("usage") or {}
         input_tokens = int(usage.get("prompt_tokens") or 0)
         output_tokens = int(usage.get("completion_tokens") or 0)
+        # prompt_tokens includes the cache hits, reported apart in prompt_tokens_details.
+        details = usage.get("prompt_tokens_details") or {}
+        cached = int(details.get("cached_tokens") or 0)
     except (AttributeError, IndexError, KeyError, TypeError, ValueError) as exc:
         raise _errors.unreadable(f"no chat completion choice in the body ({exc})") from exc
-    return Completion(text=text, input_tokens=input_tokens, output_tokens=output_tokens)
+    return Completion(text, input_tokens, output_tokens, cached_input_tokens=cached)
 
 
 def read_anthropic(body: object) -> Completion:
@@ -47,11 +50,16 @@ def read_anthropic(body: object) -> Completion:
             if isinstance(b, dict) and b.get("type") == "text"
         )
         usage = _object(body).get("usage") or {}
-        input_tokens = int(usage.get("input_tokens") or 0)
+        # Anthropic's input_tokens leaves out cache reads and writes: the total adds them.
+        read = int(usage.get("cache_read_input_tokens") or 0)
+        written = int(usage.get("cache_creation_input_tokens") or 0)
+        input_tokens = int(usage.get("input_tokens") or 0) + read + written
         output_tokens = int(usage.get("output_tokens") or 0)
     except (AttributeError, TypeError, ValueError) as exc:
         raise _errors.unreadable(f"no message content in the body ({exc})") from exc
-    return Completion(text=text, input_tokens=input_tokens, output_tokens=output_tokens)
+    return Completion(
+        text, input_tokens, output_tokens, cached_input_tokens=read, cache_write_tokens=written
+    )
 
 
 def read_gemini(body: object) -> Completion:
@@ -71,11 +79,12 @@ def read_gemini(body: object) -> Completion:
             if isinstance(p, dict) and p.get("text") and not p.get("thought")
         )
         usage = data.get("usageMetadata") or {}
-        input_tokens = int(usage.get("promptTokenCount") or 0)
+        input_tokens = int(usage.get("promptTokenCount") or 0)  # cache hits included
+        cached = int(usage.get("cachedContentTokenCount") or 0)
         # Thinking tokens are billed as output, so they count here too.
         output_tokens = int(usage.get("candidatesTokenCount") or 0) + int(
             usage.get("thoughtsTokenCount") or 0
         )
     except (AttributeError, IndexError, KeyError, TypeError, ValueError) as exc:
         raise _errors.unreadable(str(exc)) from exc
-    return Completion(text=text, input_tokens=input_tokens, output_tokens=output_tokens)
+    return Completion(text, input_tokens, output_tokens, cached_input_tokens=cached)

@@ -140,4 +140,6 @@ def _read_response(response: object) -> Completion:
         # Thinking tokens are billed as output, so they count here too.
         output_tokens=int(getattr(usage, "candidates_token_count", 0) or 0)
         + int(getattr(usage, "thoughts_token_count", 0) or 0),
+        # prompt_token_count includes the cache hits, reported apart here.
+        cached_input_tokens=int(getattr(usage, "cached_content_token_count", 0) or 0),
     )
