@@ -8,7 +8,7 @@ import time
 from bot_harness import SlackEvents
 from slack_server import BOT_TOKEN, SlackServer
 
-from bot.slack import messages
+from bot.slack import admin_messages, messages
 
 ANSWER_PREFIX = "*<@U1> asked:*"
 
@@ -166,7 +166,7 @@ async def test_missing_history_scope_is_told_to_users_briefly_and_to_the_operato
     assert run.status == "failed" and run.error == "slack: missing_scope groups:history"
     assert run.error_kind == "operator:missing_scope"
     assert [r.id for r in await bot.store.operator_problems("T1")] == [run.id]
-    assert messages.OPERATOR_FIXES["operator:missing_scope"] in caplog.text
+    assert admin_messages.OPERATOR_FIXES["operator:missing_scope"] in caplog.text
     assert "groups:history" in caplog.text
     assert llm_server.count("any") == 0
 
@@ -202,7 +202,7 @@ async def test_a_refused_key_ends_the_run_with_one_sentence_and_the_fix_in_the_l
     [run] = await bot.store.list_runs()
     assert run.status == "failed" and run.error.startswith("provider: ")
     assert run.error_kind == "operator:provider_auth"
-    assert messages.OPERATOR_FIXES["operator:provider_auth"] in caplog.text
+    assert admin_messages.OPERATOR_FIXES["operator:provider_auth"] in caplog.text
     # The iteration that finished before the failure was stored as it finished.
     [iteration] = await bot.store.list_iterations(run.id)
     assert iteration.code == "print(len(context))" and run.iterations == 1
