@@ -50,10 +50,10 @@ async def test_ask_posts_the_question_then_progress_and_answer_in_its_thread(
     assert root["text"] == messages.question_root("U1", "when is the launch?")
     # Two messages in the thread: the status, collapsed to a summary, and the answer.
     status, answer = slack.thread_view("C1", root["ts"])
-    assert status["seen"].startswith(":white_check_mark: Answered in 1 step, 1 sub-call, ")
+    assert status["seen"].startswith(":white_check_mark: Answered in 1 step, ")
     assert "read 2 messages" in status["seen"] and "Show steps" in status["seen"]
     assert answer["text"].startswith("The launch is on Friday.")
-    assert answer["text"].endswith("run 1_") and "1 iteration · 1 sub-call ·" in answer["text"]
+    assert answer["text"].endswith(" s_") and "_1 step · " in answer["text"]
     # While it ran, the status was edited in place and showed the step.
     updates = [str(c.params.get("blocks")) for c in slack.calls_to("chat.update")]
     assert any("*Step 1:*" in u for u in updates)
@@ -236,4 +236,4 @@ async def test_a_long_answer_is_split_with_the_footer_on_the_last_part(bot, slac
         assert len(message["blocks"][0]["text"]) <= 11_000
     words = " ".join(parts).split()
     assert words[:2] == ["w0", "w1"] and "w4999" in words
-    assert parts[-1].endswith("run 1_") and not any(p.endswith("run 1_") for p in parts[:-1])
+    assert parts[-1].endswith(" s_") and not any(p.endswith(" s_") for p in parts[:-1])
