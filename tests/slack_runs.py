@@ -144,6 +144,11 @@ class RunSurfaces(SlackWorkspace):
 
     def _m_chat_postMessage(self, params: dict[str, Any]) -> dict[str, Any]:
         self._text_and_blocks(params)
+        user = str(params.get("channel") or "")
+        if user in self.users:  # a user's id as channel: the app's DM with them, as Slack does
+            params = {**params, "channel": f"D{user}"}
+            if params["channel"] not in self.channels:
+                self.add_channel(params["channel"], user, private=True)
         reply = super()._m_chat_postMessage(params)
         if params.get("blocks") is not None:
             message = self._message(reply["channel"], reply["ts"])

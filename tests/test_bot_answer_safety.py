@@ -60,7 +60,7 @@ async def test_no_markup_from_the_model_reaches_any_slack_call(bot, slack, llm_s
     uploads = list(slack.uploads.values())
     answer_files = [u for u in uploads if u["name"].endswith("-answer.md")]
     assert len(answer_files) == 1 and answer_files[0]["thread_ts"] == runs[1].thread_ts
-    assert answer_files[0]["comment"] == messages.answer_file_comment(runs[1].id)
+    assert answer_files[0]["comment"] == messages.ANSWER_FILE_COMMENT
     assert len([u for u in uploads if u["name"].endswith(".jsonl")]) == 2
     assert len(slack.views) == 2
 

@@ -8,7 +8,7 @@ import time
 from bot_harness import SlackEvents
 from slack_server import BOT_TOKEN, SlackServer
 
-from bot.slack import messages
+from bot.slack import admin_messages, messages
 
 ANSWER_PREFIX = "*<@U1> asked:*"
 
@@ -50,10 +50,10 @@ async def test_ask_posts_the_question_then_progress_and_answer_in_its_thread(
     assert root["text"] == messages.question_root("U1", "when is the launch?")
     # Two messages in the thread: the status, collapsed to a summary, and the answer.
     status, answer = slack.thread_view("C1", root["ts"])
-    assert status["seen"].startswith(":white_check_mark: Answered in 1 step, 1 sub-call, ")
+    assert status["seen"].startswith(":white_check_mark: Answered in 1 step, ")
     assert "read 2 messages" in status["seen"] and "Show steps" in status["seen"]
     assert answer["text"].startswith("The launch is on Friday.")
-    assert answer["text"].endswith("run 1_") and "1 iteration · 1 sub-call ·" in answer["text"]
+    assert answer["text"].endswith(" s_") and "_1 step · " in answer["text"]
     # While it ran, the status was edited in place and showed the step.
     updates = [str(c.params.get("blocks")) for c in slack.calls_to("chat.update")]
     assert any("*Step 1:*" in u for u in updates)
@@ -166,7 +166,7 @@ async def test_missing_history_scope_is_told_to_users_briefly_and_to_the_operato
     assert run.status == "failed" and run.error == "slack: missing_scope groups:history"
     assert run.error_kind == "operator:missing_scope"
     assert [r.id for r in await bot.store.operator_problems("T1")] == [run.id]
-    assert messages.OPERATOR_FIXES["operator:missing_scope"] in caplog.text
+    assert admin_messages.OPERATOR_FIXES["operator:missing_scope"] in caplog.text
     assert "groups:history" in caplog.text
     assert llm_server.count("any") == 0
 
@@ -202,7 +202,7 @@ async def test_a_refused_key_ends_the_run_with_one_sentence_and_the_fix_in_the_l
     [run] = await bot.store.list_runs()
     assert run.status == "failed" and run.error.startswith("provider: ")
     assert run.error_kind == "operator:provider_auth"
-    assert messages.OPERATOR_FIXES["operator:provider_auth"] in caplog.text
+    assert admin_messages.OPERATOR_FIXES["operator:provider_auth"] in caplog.text
     # The iteration that finished before the failure was stored as it finished.
     [iteration] = await bot.store.list_iterations(run.id)
     assert iteration.code == "print(len(context))" and run.iterations == 1
@@ -236,4 +236,4 @@ async def test_a_long_answer_is_split_with_the_footer_on_the_last_part(bot, slac
         assert len(message["blocks"][0]["text"]) <= 11_000
     words = " ".join(parts).split()
     assert words[:2] == ["w0", "w1"] and "w4999" in words
-    assert parts[-1].endswith("run 1_") and not any(p.endswith("run 1_") for p in parts[:-1])
+    assert parts[-1].endswith(" s_") and not any(p.endswith(" s_") for p in parts[:-1])

@@ -18,6 +18,19 @@ def seen(slack, thread_ts: str) -> list[str]:
     return [m["seen"] for m in slack.thread_view("C1", thread_ts)]
 
 
+def _message(slack, ts: str) -> dict:
+    return next(m for m in slack.channels["C1"]["messages"] if m["ts"] == ts)
+
+
+def clicked_on(slack, thread: str, action: str, run_id: int, user: str, ts: str = "") -> dict:
+    """A click as Slack sends it from a message: with the message's ts and blocks (the
+    thread's first app message unless `ts` names another)."""
+    ts = ts or slack.thread_view("C1", thread)[0]["ts"]
+    payload = block_action(action, run_id, user=user, message_ts=ts)
+    payload["message"] = {"ts": ts, "blocks": _message(slack, ts).get("blocks", [])}
+    return payload
+
+
 async def _long_map(bot, slack, llm_server) -> tuple[str, int]:
     """Start a run whose map of 40 sub-calls takes long; returns (thread, run id)."""
     for i in range(40):
@@ -89,39 +102,53 @@ async def test_show_steps_opens_a_modal_and_posts_the_trajectory_file(bot, slack
     await bot.settle()
     [open_call] = slack.calls_to("views.open")
     assert open_call.params["trigger_id"] == f"trigger-{blocks.SHOW_STEPS}-{run.id}"
-    [view] = slack.views
+    [view] = slack.views  # a member who did not ask: each step's plan and what was read
     texts = json.dumps(view["blocks"])
-    assert "*Step 1* \\u00b7 0 sub-calls" in texts and "Let me look at the context first." in texts
-    assert "print(len(context))" in texts
+    assert "*Step 1* \\u00b7 " in texts and "Let me look at the context first." in texts
+    assert "Read 1 message" in texts
+    assert "print(len(context))" not in texts and blocks.TRAJECTORY not in texts
 
-    # The modal's button: the full trajectory as a JSON Lines file in the run's thread.
+    await bot.events.action(block_action(blocks.SHOW_STEPS, run.id, user="U1"))  # the asker
+    await bot.settle()
+    texts = json.dumps(slack.views[-1]["blocks"])
+    assert "print(len(context))" in texts and blocks.TRAJECTORY in texts
+
+    # The full record: refused to another member, sent to the asker's DM, never the thread.
     await bot.events.action(block_action(blocks.TRAJECTORY, run.id, user="U2", channel=None))
+    await bot.settle()
+    assert slack.uploads == {} and messages.RECORD_ONLY_ASKER in slack.ephemerals("U2")
+    await bot.events.action(block_action(blocks.TRAJECTORY, run.id, user="U1", channel=None))
     await bot.settle()
     [upload] = slack.uploads.values()
     assert upload["name"] == f"run-{run.id}-trajectory.jsonl"
-    assert (upload["channel"], upload["thread_ts"]) == ("C1", run.thread_ts)
+    assert (upload["channel"], upload["thread_ts"]) == ("DU1", None)
     lines = [json.loads(line) for line in upload["content"].decode().splitlines()]
     assert [s["iteration"] for s in lines] == [1, 2]
     assert lines[0]["code"] == "print(len(context))"
+    assert messages.RECORD_SENT in slack.ephemerals("U1")
 
 
 async def test_retry_runs_a_failed_question_again_in_its_thread_once(make_bot, slack, llm_server):
-    bot = await make_bot()
-    await bot.events.command("ask what is new?")  # an empty channel: the run fails
+    bot = await make_bot(rlm_provider_retries=0)
+    slack.add_message("C1", "Release 2.0 shipped.", user="U2")
+    llm_server.fail_next(1, 500, kind="root")  # the provider fails: the run fails
+    await bot.events.command("ask what is new?")
     await bot.settle()
     root = slack.message_with("C1", ASKED)
     [failed] = await bot.store.list_runs()
     assert failed.status == "failed" and "Retry" in seen(slack, root["ts"])[0]
 
-    slack.add_message("C1", "Release 2.0 shipped.", user="U2")
-    await bot.events.action(block_action(blocks.RETRY, failed.id, user="U1"))
+    await bot.events.action(clicked_on(slack, root["ts"], blocks.RETRY, failed.id, "U1"))
     await bot.settle()
+    # The failed run's message says it was retried below and has no Retry left.
+    old = slack.thread_view("C1", root["ts"])[0]
+    assert messages.RETRIED_BELOW in old["seen"] and "Retry" not in old["seen"].split("\n")
     _, second = await bot.store.list_runs()
     assert second.status == "finished" and second.question == "what is new?"
     assert second.thread_ts == root["ts"] and second.scope == "channel"
     view = seen(slack, root["ts"])
     assert len(view) == 3  # the failed run's status, the retry's status and its answer
-    assert view[-1].startswith("[sub]") and "Release 2.0 shipped." in view[-1]
+    assert "Release 2.0 shipped." in view[-1]
 
     # Clicks are handled after their acknowledgement, each on its own: settle between them
     # so that the replies arrive in the order of the clicks.
@@ -146,15 +173,25 @@ async def test_feedback_is_stored_with_the_run_one_vote_per_user(bot, slack, llm
     await bot.events.command("ask anything?")
     await bot.settle()
     [run] = await bot.store.list_runs()
+    root = slack.message_with("C1", ASKED)
+    answer = slack.thread_view("C1", root["ts"])[-1]
     for action, user in (
         (blocks.FEEDBACK_UP, "U1"),
         (blocks.FEEDBACK_DOWN, "U2"),
-        (blocks.FEEDBACK_UP, "U2"),
     ):
-        assert (await bot.events.action(block_action(action, run.id, user=user))).status == 200
+        payload = clicked_on(slack, root["ts"], action, run.id, user, answer["ts"])
+        assert (await bot.events.action(payload)).status == 200
         await bot.settle()
+    # The shared answer shows how many chose each; each clicker is told their own choice.
+    labels = [e["text"]["text"] for e in _message(slack, answer["ts"])["blocks"][-1]["elements"]]
+    assert labels == [":thumbsup: 1", ":thumbsdown: 1"]
+    payload = clicked_on(slack, root["ts"], blocks.FEEDBACK_UP, run.id, "U2", answer["ts"])
+    await bot.events.action(payload)
+    await bot.settle()
+    labels = [e["text"]["text"] for e in _message(slack, answer["ts"])["blocks"][-1]["elements"]]
+    assert labels == [":thumbsup: 2", ":thumbsdown:"]
     assert await bot.store.feedback(run.id) == {"U1": "up", "U2": "up"}
-    assert slack.ephemerals("U2") == [messages.FEEDBACK_THANKS] * 2
+    assert slack.ephemerals("U2") == [messages.FEEDBACK_DOWN_THANKS, messages.FEEDBACK_UP_THANKS]
 
 
 async def test_clicks_about_unknown_or_foreign_runs_change_nothing(bot, slack, llm_server):
@@ -219,7 +256,7 @@ async def test_an_answer_is_streamed_where_the_workspace_can(bot, slack, llm_ser
     status, answer = slack.thread_view("C1", root["ts"])
     assert len(slack.calls_to("chat.startStream")) == 1
     assert answer["text"].startswith("At **10:00** [[m1]](https://test.slack.com/archives/C1/p")
-    assert ":thumbsup:" in answer["seen"] and "run 1_" in answer["seen"]
+    assert ":thumbsup:" in answer["seen"] and "_1 step · " in answer["seen"]
     assert status["seen"].startswith(":white_check_mark: Answered in 1 step")
 
 

@@ -7,7 +7,7 @@ import logging
 
 import pytest
 
-from bot.slack import messages
+from bot.slack import admin_messages, messages
 
 ASKED = "*<@U1> asked:*"
 
@@ -38,7 +38,7 @@ async def test_a_provider_failure_reads_as_one_sentence_for_its_audience(
         assert leak not in status_message["seen"]
     [run] = await bot.store.list_runs()
     assert run.error_kind == kind and run.status == "failed"
-    fix = messages.OPERATOR_FIXES.get(kind)
+    fix = admin_messages.OPERATOR_FIXES.get(kind)
     if fix:
         assert fix in caplog.text
         assert [r.id for r in await bot.store.operator_problems("T1")] == [run.id]

@@ -11,7 +11,7 @@ from bot_harness import mention
 from pydantic import ValidationError
 
 from bot.settings import Settings
-from bot.slack import messages
+from bot.slack import admin_messages, messages
 
 ASKED = "*<@U1> asked:*"
 # Dear enough that one root call of the fake (a few hundred words in) costs about $0.3.
@@ -88,7 +88,7 @@ async def test_usage_shows_the_spend_to_admins_only(make_bot, slack, llm_server)
     assert run.cost_usd is not None and run.cost_usd > 0
 
     admin = (await bot.events.command("usage", user_id="UADMIN")).json()["text"]
-    spent = messages.spend_report(cost_today=run.cost_usd, daily_cost=10, max_run_cost=2.5)
+    spent = admin_messages.spend_report(cost_today=run.cost_usd, daily_cost=10, max_run_cost=2.5)
     assert spent in admin and "of $10.00 a day" in admin
     assert "Each run may spend at most: $2.50" in admin
     member = (await bot.events.command("usage", user_id="U2")).json()["text"]

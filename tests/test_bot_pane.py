@@ -148,7 +148,7 @@ async def test_a_top_level_dm_is_answered_in_its_thread_with_its_file(bot, slack
     await bot.settle()
     assert "ship on Monday" in sub_prompts(llm_server)
     thread = slack.posts("D1", thread_ts=share_ts)
-    assert thread[-1].endswith("run 1_")
+    assert thread[-1].endswith(" s_")
     assert ("D1", share_ts, "white_check_mark") in slack.reactions  # the file, quietly
     [run] = await bot.store.list_runs()
     assert (run.trigger, run.channel_id, run.thread_ts) == ("dm", "D1", share_ts)
@@ -231,7 +231,7 @@ async def test_without_assistant_write_the_pane_still_answers(bot, slack, llm_se
     refused = [c.error for c in slack.calls if c.method.startswith("assistant.")]
     assert refused and set(refused) == {"missing_scope"}
     [answer] = slack.posts("D1", thread_ts=thread_ts)
-    assert answer.endswith("run 1_")
+    assert answer.endswith(" s_")
 
 
 async def test_a_follow_up_in_the_pane_sees_the_channel_and_the_earlier_answer(

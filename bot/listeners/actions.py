@@ -2,7 +2,9 @@
 
 Thin as the other listeners: acknowledge at once, check the click is about a run of this
 workspace and channel, and hand over to the runner or the store. Refusals are told to the
-clicker alone (ephemeral).
+clicker alone (ephemeral). Controls keep state: 👍/👎 show how many chose each, a retried
+message loses its Retry and says so; the steps' code and the full record go only to the
+asker and admins (the record by DM), never into the thread.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from slack_sdk.errors import SlackApiError
 from bot.presence import blocks
 from bot.runs.runner import Question
 from bot.slack import messages
+from bot.slack.admins import is_workspace_admin
 from bot.slack.api import serving_team
 from bot.slack.files import UPLOAD_FAILURES, upload_text_file
 from bot.storage import RunRecord
@@ -42,6 +45,8 @@ class Click:
     run_id: int | None
     trigger_id: str | None
     action_id: str
+    message_ts: str | None = None  # the message the button is on (none from a modal)
+    message_blocks: tuple[dict[str, Any], ...] = ()
 
     @classmethod
     def parse(cls, body: dict[str, Any], context: AsyncBoltContext | None = None) -> Click:
@@ -53,6 +58,9 @@ class Click:
         if run_id is not None and not 0 < run_id <= _MAX_RUN_ID:
             run_id = None
         team = body.get("team")
+        message = body.get("message") if isinstance(body.get("message"), dict) else {}
+        container = body.get("container") if isinstance(body.get("container"), dict) else {}
+        shown = message.get("blocks") if isinstance(message.get("blocks"), list) else []
         return cls(
             # The workspace whose installation serves the click, as for events.
             team_id=serving_team(context)
@@ -62,6 +70,8 @@ class Click:
             run_id=run_id,
             trigger_id=body.get("trigger_id"),
             action_id=str(action.get("action_id") or ""),
+            message_ts=str(container.get("message_ts") or message.get("ts") or "") or None,
+            message_blocks=tuple(b for b in shown if isinstance(b, dict)),
         )
 
 
@@ -122,12 +132,23 @@ class Controls:
             await ws.poster.tell_user(channel, click.user_id, text)
 
     async def _is_admin(self, ws: Workspace, user_id: str) -> bool:
+        return await is_workspace_admin(ws.poster.client, user_id)
+
+    async def _may_see_code(self, ws: Workspace, run: RunRecord, user_id: str) -> bool:
+        """The steps' code and outputs are the asker's and admins' to see."""
+        return user_id == run.user_id or await self._is_admin(ws, user_id)
+
+    async def _update(self, ws: Workspace, click: Click, shown: list[blocks.Block]) -> None:
+        """Edit the clicked message in place; Slack's refusal is logged, not raised."""
+        if not (click.channel_id and click.message_ts):
+            return
         try:
-            user = (await ws.poster.client.users_info(user=user_id))["user"]
+            await ws.poster.client.chat_update(
+                channel=click.channel_id, ts=click.message_ts, blocks=shown, text=_text(shown)
+            )
         except SlackApiError as exc:
-            logger.warning("users.info for %s failed: %s", user_id, exc.response.get("error"))
-            return False
-        return bool(user.get("is_admin") or user.get("is_owner"))
+            logger.warning("chat.update after %s failed: %s", click.action_id,
+                           exc.response.get("error"))  # fmt: skip
 
     async def cancel(self, click: Click, ws: Workspace) -> None:
         entry = ws.runner.active.get(click.run_id) if click.run_id is not None else None
@@ -151,33 +172,47 @@ class Controls:
         if run is None or not click.trigger_id:
             return
         steps = await self.store.list_iterations(run.id)
+        full = await self._may_see_code(ws, run, click.user_id)
+        read = messages.read_from(await self.store.read_counts(run.id))
         try:
             await ws.poster.client.views_open(
-                trigger_id=click.trigger_id, view=blocks.steps_modal(run.id, steps)
+                trigger_id=click.trigger_id,
+                view=blocks.steps_modal(run.id, steps, read=read, full=full),
             )
         except SlackApiError as exc:
             logger.warning("views.open for run %d failed: %s", run.id, exc.response.get("error"))
 
     async def post_trajectory(self, click: Click, ws: Workspace) -> None:
-        """Upload the run's steps as a JSON Lines file in its thread (external upload)."""
+        """Send the run's steps as a JSON Lines file to the clicker's DM with the app (the
+        asker or an admin only): its code and outputs never go into the thread."""
         run = await self._run_for(click, ws)
         if run is None:
+            return
+        if not await self._may_see_code(ws, run, click.user_id):
+            await self._tell(click, ws, messages.RECORD_ONLY_ASKER, channel=run.channel_id)
             return
         data = blocks.trajectory_jsonl(await self.store.list_iterations(run.id)).encode()
         name = f"run-{run.id}-trajectory.jsonl"
         try:
-            await upload_text_file(
+            # A user's id as channel posts in the app's DM with them (chat:write only).
+            intro = await ws.poster.client.chat_postMessage(
+                channel=click.user_id, text=messages.record_intro(run.question)
+            )
+            sent = await upload_text_file(
                 ws.poster.client,
                 session=self.services.session,
                 api_url=self.services.settings.slack_api_url,
-                channel=run.channel_id,
-                thread_ts=run.thread_ts,
+                channel=str(intro["channel"]),
+                thread_ts=None,
                 filename=name,
                 data=data,
-                comment=messages.trajectory_comment(run.id),
+                comment=messages.TRAJECTORY_COMMENT,
             )
         except UPLOAD_FAILURES as exc:
             logger.warning("trajectory upload for run %d failed: %s", run.id, exc)
+            return
+        if sent:
+            await self._tell(click, ws, messages.RECORD_SENT, channel=run.channel_id)
 
     async def retry(self, click: Click, ws: Workspace) -> None:
         run = await self._run_for(click, ws)
@@ -193,6 +228,8 @@ class Controls:
             await self._tell(click, ws, messages.RETRY_DONE)
             return
         self._retried.add(run.id)
+        if click.message_blocks:  # the old message says so and loses its Retry
+            await self._update(ws, click, blocks.retried_blocks(click.message_blocks))
         await ws.runner.ask(
             Question(
                 team_id=run.team_id,
@@ -212,4 +249,22 @@ class Controls:
             return
         value = "up" if click.action_id == blocks.FEEDBACK_UP else "down"
         await self.store.set_feedback(run.id, click.user_id, value)
-        await self._tell(click, ws, messages.FEEDBACK_THANKS)
+        if click.message_blocks:  # the buttons show how many chose each
+            votes = list((await self.store.feedback(run.id)).values())
+            shown = blocks.with_feedback(
+                click.message_blocks, run.id, votes.count("up"), votes.count("down")
+            )
+            await self._update(ws, click, shown)
+        thanks = messages.FEEDBACK_UP_THANKS if value == "up" else messages.FEEDBACK_DOWN_THANKS
+        await self._tell(click, ws, thanks)
+
+
+def _text(shown: list[blocks.Block]) -> str:
+    """The fallback text of an edited message: its first section's or markdown's text."""
+    for block in shown:
+        text = block.get("text")
+        if isinstance(text, dict):
+            text = text.get("text")
+        if isinstance(text, str) and text:
+            return text[:1000]
+    return messages.RETRIED_BELOW

@@ -19,7 +19,7 @@ from bot.ops.isolation import sandbox_report_for
 from bot.runs.admission import NotTaken
 from bot.runs.keeping import database_away
 from bot.runs.runner import Question
-from bot.slack import messages
+from bot.slack import admin_messages, messages
 from bot.slack.api import serving_team
 from bot.workspaces.config_command import config_reply, is_admin
 from rlm import provider_limits
@@ -79,7 +79,7 @@ def register_commands(app: AsyncApp, services: Services) -> None:
                 ),
             )
             report = await runner.budget.usage_report(team_id, money=admin)
-            report += messages.provider_limits_report(provider_limits())
+            report += admin_messages.provider_limits_report(provider_limits())
             report += sandbox
             await ack(text=report, response_type="ephemeral")
             return

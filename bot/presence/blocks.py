@@ -69,16 +69,54 @@ def status_blocks(run_id: int, text: str, *, cancellable: bool) -> list[Block]:
     return blocks
 
 
-def summary_blocks(run_id: int, text: str, *, retry: bool, detail: str = "") -> list[Block]:
-    """The collapsed status: one line (and for a failure, what was read), with buttons."""
+def summary_blocks(
+    run_id: int, text: str, *, retry: bool, detail: str = "", steps: bool = True
+) -> list[Block]:
+    """The collapsed status: one line (and for a failure, what was read), with the buttons
+    that apply: Retry for a run worth retrying, Show steps for one that took steps; a notice
+    with neither carries no buttons."""
     blocks = [section(text)]
     if detail:
         blocks.append(context(detail))
-    buttons = [button(messages.BUTTON_SHOW_STEPS, SHOW_STEPS, run_id)]
+    buttons = [button(messages.BUTTON_SHOW_STEPS, SHOW_STEPS, run_id)] if steps else []
     if retry:
         buttons.insert(0, button(messages.BUTTON_RETRY, RETRY, run_id, "primary"))
-    blocks.append(actions(run_id, *buttons))
+    if buttons:
+        blocks.append(actions(run_id, *buttons))
     return blocks
+
+
+def retried_blocks(shown: Sequence[Block]) -> list[Block]:
+    """A failed run's message once retried: its Retry gone, and a line saying so."""
+    kept: list[Block] = []
+    for block in shown:
+        if block.get("type") == "actions":
+            elements = [e for e in block.get("elements", []) if e.get("action_id") != RETRY]
+            if not elements:
+                continue
+            block = {**block, "elements": elements}
+        kept.append(block)
+    return [*kept, context(messages.RETRIED_BELOW)]
+
+
+def feedback_actions(run_id: int, up: int = 0, down: int = 0) -> Block:
+    """👍/👎 with how many chose each: the message is shared, so it shows counts, not whose."""
+    return actions(
+        run_id,
+        button(messages.feedback_button(":thumbsup:", up), FEEDBACK_UP, run_id),
+        button(messages.feedback_button(":thumbsdown:", down), FEEDBACK_DOWN, run_id),
+    )
+
+
+def with_feedback(shown: Sequence[Block], run_id: int, up: int, down: int) -> list[Block]:
+    """An answer's blocks with its feedback buttons showing the counts."""
+    return [feedback_actions(run_id, up, down) if _is_feedback(block) else block for block in shown]
+
+
+def _is_feedback(block: Block) -> bool:
+    return block.get("type") == "actions" and any(
+        e.get("action_id") in (FEEDBACK_UP, FEEDBACK_DOWN) for e in block.get("elements", [])
+    )
 
 
 def answer_blocks(run_id: int, markdown: str, footer: str | None) -> list[Block]:
@@ -86,30 +124,24 @@ def answer_blocks(run_id: int, markdown: str, footer: str | None) -> list[Block]
     blocks: list[Block] = [{"type": "markdown", "text": markdown[:MARKDOWN_BLOCK_LIMIT]}]
     if footer is not None:
         blocks.append(context(footer))
-        blocks.append(
-            actions(
-                run_id,
-                button(":thumbsup:", FEEDBACK_UP, run_id),
-                button(":thumbsdown:", FEEDBACK_DOWN, run_id),
-            )
-        )
+        blocks.append(feedback_actions(run_id))
     return blocks
 
 
-def steps_modal(run_id: int, steps: Sequence[IterationRecord]) -> Block:
-    """Each step's plan, code and an output excerpt, sub-calls and time, within modal limits."""
-    blocks: list[Block] = []
+def steps_modal(
+    run_id: int, steps: Sequence[IterationRecord], *, read: str = "", full: bool = False
+) -> Block:
+    """Each step's plan and time, and what the run read; `full` (for the asker and admins)
+    adds each step's code, an output excerpt and the button that sends the full record."""
+    blocks: list[Block] = [context(messages.steps_read(read))] if read else []
     for step in steps[:MODAL_STEPS]:
         plan = plan_sentence(step.root_reply) or messages.NO_PLAN
-        head = (
-            f"*Step {step.iteration}* · {step.subcalls:,} sub-call"
-            f"{'s' if step.subcalls != 1 else ''} · {step.seconds:.1f} s\n{plan}"
-        )
-        blocks.append(section(head))
-        if step.code.strip():
+        head = messages.step_heading(step.iteration, step.seconds, step.subcalls)
+        blocks.append(section(f"{head}\n{plan}"))
+        if full and step.code.strip():
             code = escape_mrkdwn(clip(step.code.replace("```", "'''"), CODE_EXCERPT))
             blocks.append(section(f"```{code}```"))
-        if step.output.strip():
+        if full and step.output.strip():
             out = escape_mrkdwn(clip(step.output.replace("```", "'''"), OUTPUT_EXCERPT))
             blocks.append(context(f"{messages.OUTPUT_LABEL}\n```{out}```"))
         blocks.append({"type": "divider"})
@@ -118,10 +150,13 @@ def steps_modal(run_id: int, steps: Sequence[IterationRecord]) -> Block:
     if not steps:
         blocks.append(section(messages.NO_STEPS))
     blocks = blocks[: MODAL_BLOCKS - 1]
-    blocks.append(actions(run_id, button(messages.BUTTON_TRAJECTORY, TRAJECTORY, run_id)))
+    if full:
+        blocks.append(actions(run_id, button(messages.BUTTON_TRAJECTORY, TRAJECTORY, run_id)))
+    elif steps:
+        blocks.append(context(messages.STEPS_PRIVATE_NOTE))
     return {
         "type": "modal",
-        "title": {"type": "plain_text", "text": messages.steps_title(run_id)},
+        "title": {"type": "plain_text", "text": messages.STEPS_TITLE},
         "close": {"type": "plain_text", "text": messages.BUTTON_CLOSE},
         "private_metadata": str(run_id),
         "blocks": blocks,

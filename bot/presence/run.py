@@ -206,17 +206,20 @@ class RunPresence:
         await self._collapse(blocks.summary_blocks(self.run_id, summary, retry=False), summary)
 
     async def failed(self, sentence: str, *, detail: str = "", retry: bool = True) -> None:
-        """The run ended without an answer: one sentence, what was read, Retry."""
+        """The run ended without an answer: one sentence, what was read, Retry (when
+        `retry`) and Show steps (when it took any)."""
         await self._end()
         detail = detail or self._read
-        await self._collapse(
-            blocks.summary_blocks(self.run_id, sentence, retry=retry, detail=detail), sentence
+        shown = blocks.summary_blocks(
+            self.run_id, sentence, retry=retry, detail=detail, steps=bool(self._steps)
         )
+        await self._collapse(shown, sentence)
 
     async def cancelled(self, user_id: str) -> None:
         await self._end()
         text = messages.cancelled(user_id, self.elapsed)
-        await self._collapse(blocks.summary_blocks(self.run_id, text, retry=True), text)
+        shown = blocks.summary_blocks(self.run_id, text, retry=True, steps=bool(self._steps))
+        await self._collapse(shown, text)
 
     async def close(self) -> None:
         """Stop the writer and ticker (the process is shutting down)."""
@@ -338,7 +341,7 @@ class RunPresence:
                 thread_ts=self.thread_ts,
                 filename=f"run-{self.run_id}-answer.md",
                 data=rest.encode(),
-                comment=messages.answer_file_comment(self.run_id),
+                comment=messages.ANSWER_FILE_COMMENT,
             )
             self.posts += int(sent)
         except UPLOAD_FAILURES as exc:

@@ -12,7 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-from bot.slack import messages
+from bot.slack import admin_messages, messages
 from bot.storage import Store
 
 
@@ -59,9 +59,11 @@ class Usage:
 class BudgetBook:
     """Reads a workspace's use from the store and turns budgets into caps and messages."""
 
-    def __init__(self, *, store: Store, budgets: Budgets) -> None:
+    def __init__(self, *, store: Store, budgets: Budgets, daily_chosen: bool = False) -> None:
+        """`daily_chosen`: the daily limit is one a workspace admin set with `/rlm config`."""
         self.store = store
         self.budgets = budgets
+        self.daily_chosen = daily_chosen
 
     async def tokens_today(self, team_id: str) -> int:
         return await self.store.tokens_used_since(team_id, day_start())
@@ -77,7 +79,7 @@ class BudgetBook:
         if not limit:
             return None
         used = await self.tokens_today(team_id)
-        return messages.daily_budget_used(used, limit) if used >= limit else None
+        return messages.DAILY_LIMIT_REACHED if used >= limit else None
 
     async def caps(self, team_id: str) -> RunCaps | None:
         """The caps for a run starting now; None if the workspace's day is used up."""
@@ -108,20 +110,32 @@ class BudgetBook:
             cost_is_daily=cost_daily,
         )
 
+    def which(self, limit: str, caps: RunCaps) -> str:
+        """The limit that really stopped a run: a token cap that was the day's remainder is
+        the workspace's daily limit."""
+        return "daily_tokens" if limit == "max_tokens" and caps.tokens_are_daily else limit
+
     def stopped_by(self, limit: str, caps: RunCaps) -> str:
-        """The line that tells a thread which limit stopped its run."""
-        if limit == "max_tokens" and caps.tokens_are_daily:
-            return messages.stopped_by_daily_tokens(self.budgets.daily_tokens)
+        """The line that tells a thread which limit stopped its run (no numbers, no names)."""
         if limit == "max_cost":  # no amount: money is for admins
             daily = caps.cost_is_daily
             return messages.STOPPED_BY_DAILY_SPEND if daily else messages.STOPPED_BY_SPEND
-        amounts: dict[str, float | None] = {
-            "max_iterations": caps.max_iterations,
-            "max_subcalls": caps.max_subcalls,
-            "max_tokens": caps.max_tokens,
-            "max_seconds": caps.max_seconds,
-        }
-        return messages.stopped_by(limit, amounts.get(limit))
+        return messages.stopped_by(self.which(limit, caps))
+
+    def admin_note(self, limit: str, caps: RunCaps | None = None) -> str:
+        """What an admin who met `limit` is told alone: the amount and the setting."""
+        limit = self.which(limit, caps) if caps is not None else limit
+        amounts: dict[str, float | None] = {"daily_tokens": self.budgets.daily_tokens}
+        if caps is not None:
+            amounts.update(
+                max_iterations=caps.max_iterations,
+                max_subcalls=caps.max_subcalls,
+                max_tokens=caps.max_tokens,
+                max_seconds=caps.max_seconds,
+            )
+        return admin_messages.limit_note(
+            limit, amounts.get(limit), chosen=limit == "daily_tokens" and self.daily_chosen
+        )
 
     async def usage(self, team_id: str) -> Usage:
         since = day_start()
@@ -137,14 +151,14 @@ class BudgetBook:
         usage = await self.usage(team_id)
         b = self.budgets
         spend = (
-            messages.spend_report(
+            admin_messages.spend_report(
                 cost_today=usage.cost_today, daily_cost=b.daily_cost, max_run_cost=b.max_run_cost
             )
             if money
             else ""
         )
         return (
-            messages.usage_report(
+            admin_messages.usage_report(
                 tokens_today=usage.tokens_today,
                 daily_tokens=b.daily_tokens,
                 runs_today=usage.runs_today,

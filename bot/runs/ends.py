@@ -3,7 +3,7 @@ interruption at shutdown. The runner decides; this module writes it down.
 
 An error kind says who can act: "user:<what>" (ask again, narrower, later) or
 "operator:<what>" (a refused key, an unknown model, a missing Slack scope), which is logged
-with its fix (`messages.OPERATOR_FIXES`) and kept on the run for admins
+with its fix (`admin_messages.OPERATOR_FIXES`) and kept on the run for admins
 (`Store.operator_problems`).
 """
 
@@ -19,7 +19,7 @@ from slack_sdk.errors import SlackApiError
 
 from bot.presence.blocks import summary_blocks
 from bot.runs.keeping import RunKeeper, database_away
-from bot.slack import messages
+from bot.slack import admin_messages, messages
 from bot.slack.api import SlackPoster
 from bot.storage import RunRecord, Store
 from bot.telemetry.metrics import RUNS
@@ -193,7 +193,7 @@ class RunEnds:
 
 def tell_operator(run_id: int, kind: str, detail: str) -> None:
     """What only an operator can fix goes to the log with the fix (the run keeps the kind)."""
-    fix = messages.OPERATOR_FIXES.get(kind, "see the log")
+    fix = admin_messages.OPERATOR_FIXES.get(kind, "see the log")
     logger.error("run %d: %s (%s); fix: %s", run_id, kind, clip(detail, 300), fix)
 
 

@@ -31,6 +31,7 @@ from bot.runs.question import EngineConfig, Question, StopFlag
 from bot.runs.slots import RunSlots
 from bot.runs.thinking import think
 from bot.slack import messages
+from bot.slack.admins import tell_if_admin
 from bot.slack.api import SlackPoster, error_code, explain
 from bot.storage import Fence, RunRecord, Store
 from bot.telemetry.runs import counts_in_flight
@@ -164,6 +165,14 @@ class Runner:
                 )
             else:
                 await self.poster.try_post(q.channel_id, refusal, thread_ts=q.thread_ts)
+            if refusal == messages.DAILY_LIMIT_REACHED:  # an admin is told the setting too
+                await tell_if_admin(
+                    self.poster,
+                    q.channel_id,
+                    q.user_id,
+                    self.budget.admin_note("daily_tokens"),
+                    response_url=q.response_url,
+                )
             return None
         run_id = admitted
         thread_ts = q.thread_ts
@@ -343,7 +352,8 @@ class Runner:
         if gathered.empty:
             if await self.ends.fail(run_id, "nothing to read", error_kind="user:empty"):
                 await presence.failed(
-                    messages.EMPTY_THREAD if scope == "thread" else messages.EMPTY_CHANNEL
+                    messages.EMPTY_THREAD if scope == "thread" else messages.EMPTY_CHANNEL,
+                    retry=False,  # a notice, not a failure: nothing to retry or show
                 )
             return
         self.gatherer.add_earlier_answers(gathered, [r for r in earlier if r.id != run_id])
@@ -356,14 +366,18 @@ class Runner:
         await presence.reading(gathered.summary())
         caps = await self.budget.caps(q.team_id)
         if caps is None:  # the day's tokens or money ran out while this run waited its turn
-            said = await self.budget.refusal(q.team_id)
-            if said is None or said != messages.DAILY_SPEND_USED:
-                said = messages.daily_budget_used(*await self._daily_use(q.team_id))
-                error = "daily token budget used up"
-            else:
-                error = "daily money budget used up"
+            said = await self.budget.refusal(q.team_id) or messages.DAILY_LIMIT_REACHED
+            money = said == messages.DAILY_SPEND_USED
+            error = "daily money budget used up" if money else "daily token budget used up"
             if await self.ends.fail(run_id, error, error_kind="user:daily_budget"):
                 await presence.failed(said, retry=False)
+                if not money:
+                    await tell_if_admin(
+                        self.poster,
+                        q.channel_id,
+                        q.user_id,
+                        self.budget.admin_note("daily_tokens"),
+                    )
             return
         await self._think(run_id, q, presence, gathered, caps)
 
@@ -387,9 +401,6 @@ class Runner:
             ends=self.ends,
             budget=self.budget,
         )
-
-    async def _daily_use(self, team_id: str) -> tuple[int, int]:
-        return await self.budget.tokens_today(team_id), self.budget.budgets.daily_tokens
 
     async def _gather(
         self, q: Question, scope: str, thread_ts: str, *, follow_up: bool

@@ -16,6 +16,7 @@ from bot.runs.ends import RunEnds, Totals, clip, describe, provider_failure, tel
 from bot.runs.problems import record_operator_problem
 from bot.runs.question import EngineConfig, Question
 from bot.slack import messages
+from bot.slack.admins import tell_if_admin
 from bot.storage import Store
 from bot.telemetry.runs import RunObserver
 from rlm import RLM, Event, IterationFinished, ProviderError, RunFinished
@@ -115,7 +116,10 @@ async def think(
             if await ends.fail(
                 run_id, "time budget", totals, stopped_by="max_seconds", error_kind="user:time"
             ):
-                await presence.failed(messages.out_of_time(caps.max_seconds or 0.0))
+                await presence.failed(messages.OUT_OF_TIME)
+                await tell_if_admin(
+                    ends.poster, q.channel_id, q.user_id, budget.admin_note("max_seconds", caps)
+                )
         else:
             logger.exception("run %d failed", run_id)
             if await ends.fail(run_id, describe(exc), totals, error_kind="internal"):
@@ -124,19 +128,12 @@ async def think(
     text = answer.strip() or messages.EMPTY_ANSWER
     if totals.stopped_by:
         text += "\n\n" + budget.stopped_by(totals.stopped_by, caps)
-    footer = messages.answer_footer(
-        iterations=totals.iterations,
-        subcalls=totals.subcalls,
-        tokens=totals.input_tokens + totals.output_tokens,
-        seconds=totals.seconds,
-        run_id=run_id,
-    )
+    footer = messages.answer_footer(steps=totals.iterations, seconds=totals.seconds)
     summary = messages.summary_finished(
-        iterations=totals.iterations,
-        subcalls=totals.subcalls,
+        steps=totals.iterations,
         seconds=totals.seconds,
         read=gathered.summary(),
-        stopped_by=totals.stopped_by,
+        stopped_by=budget.which(totals.stopped_by, caps) if totals.stopped_by else None,
     )
     # Stored first, then shown: the thread never says "answered" of a run the database
     # does not (or that another replica has marked interrupted and told its thread of).
@@ -144,6 +141,10 @@ async def think(
         await presence.close()
         return
     await presence.answered(answer=text, footer=footer, links=gathered.links, summary=summary)
+    if totals.stopped_by:
+        await tell_if_admin(
+            ends.poster, q.channel_id, q.user_id, budget.admin_note(totals.stopped_by, caps)
+        )
     logger.info(
         "run %d finished: %d iterations, %d sub-calls, %.1f s, cost %s%s",
         run_id,

@@ -5,10 +5,6 @@ Each error says what happened and what to do, in one sentence.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-
-from rlm import ProviderLimit
-
 USAGE = (
     "*How to use me*\n"
     "• `/rlm ask <question>` — I post your question here and answer in its thread, reading "
@@ -20,7 +16,7 @@ USAGE = (
     "• In my assistant pane or a DM — ask about the channel you're viewing, or about text and "
     "files you share there.\n"
     "• `/rlm history` — the last questions asked in this channel, with links.\n"
-    "• `/rlm usage` — this workspace's tokens and runs today, and the limits on each run.\n"
+    "• `/rlm usage` — how much this workspace has asked of me today, and its limits.\n"
     "• `/rlm forget` — (admins) delete what I keep about this channel.\n"
     "• `/rlm config` — (admins) this workspace's settings.\n"
     "• `/rlm help` — this message."
@@ -41,10 +37,11 @@ def question_root(user_id: str, question: str) -> str:
 
 
 def queued(ahead: int, limit: int) -> str:
-    runs = "run is" if ahead == 1 else "runs are"
+    others = "question is" if ahead == 1 else "questions are"
+    at_once = "one question" if limit == 1 else f"{limit} questions"
     return (
-        f":hourglass_flowing_sand: Waiting my turn: {ahead} {runs} ahead of this one in this "
-        f"workspace, which runs {limit} at a time. I'll start as soon as one finishes."
+        f":hourglass_flowing_sand: Waiting my turn: {ahead} {others} ahead of this one in this "
+        f"workspace, which answers {at_once} at a time. I'll start as soon as one finishes."
     )
 
 
@@ -70,143 +67,64 @@ EMPTY_THREAD = (
 )
 
 
-def answer_footer(
-    *, iterations: int, subcalls: int, tokens: int, seconds: float, run_id: int
-) -> str:
-    return (
-        f"_{iterations} iteration{'s' if iterations != 1 else ''} · "
-        f"{subcalls} sub-call{'s' if subcalls != 1 else ''} · {tokens:,} tokens · "
-        f"{seconds:.1f} s · run {run_id}_"
-    )
+def answer_footer(*, steps: int, seconds: float) -> str:
+    """The line under an answer: how long it took, in the member's words (the numbers an
+    admin needs are in Show steps and `/rlm usage`)."""
+    return f"_{steps} step{'s' if steps != 1 else ''} · {seconds:.1f} s_"
 
 
 EMPTY_ANSWER = "The model finished without an answer: try asking more specifically."
 ANSWER_CONTINUES = "_The answer is too long for messages: the rest is in the file below._"
+ANSWER_FILE_COMMENT = "The rest of the answer."
 
-
-def answer_file_comment(run_id: int) -> str:
-    return f"The rest of the answer of run {run_id}."
-
-
-_LIMIT_NAMES = {
-    "max_iterations": ("iterations", "RLM_MAX_ITERATIONS"),
-    "max_subcalls": ("sub-calls", "RLM_MAX_SUBCALLS"),
-    "max_tokens": ("tokens", "RLM_MAX_RUN_TOKENS"),
-    "max_seconds": ("seconds", "RLM_MAX_RUN_SECONDS"),
+# What each limit is called when it stops a question, in the member's words.
+_LIMIT_WORDS = {
+    "max_iterations": "the limit on steps for one question",
+    "max_subcalls": "the limit on how much one question may read in parts",
+    "max_tokens": "the limit on how much one question may ask of the model",
+    "max_seconds": "the time limit for one question",
+    "daily_tokens": "this workspace's daily limit",
 }
+ASK_AN_ADMIN = "a workspace admin can tell you more"
 
 
-def _number(value: float) -> str:
-    """2000000 → "2,000,000"; 0.5 → "0.5"."""
-    return f"{int(value):,}" if float(value).is_integer() else f"{value:,.1f}"
+def limit_words(limit: str) -> str:
+    return _LIMIT_WORDS.get(limit, "a limit on one question")
 
 
-def stopped_by(limit: str, amount: float | None) -> str:
-    """The line before the footer of an answer a budget cut short."""
-    unit, variable = _LIMIT_NAMES.get(limit, (limit.replace("_", " "), ""))
-    what = f"{_number(amount)} {unit}" if amount is not None else unit
-    setting = f" (`{variable}`)" if variable else ""
+def stopped_by(limit: str) -> str:
+    """The line after an answer a limit cut short."""
     return (
-        f"_:warning: Stopped by the limit of {what} per run{setting}: this is the best "
-        "answer so far._"
-    )
-
-
-def stopped_by_daily_tokens(limit: int) -> str:
-    return (
-        f"_:warning: Stopped by this workspace's daily limit of {limit:,} tokens "
-        "(`RLM_DAILY_TOKENS`): this is the best answer so far._"
-    )
-
-
-def daily_budget_used(used: int, limit: int) -> str:
-    return (
-        f":no_entry: This workspace has used its {limit:,} tokens for today ({used:,} so far), "
-        "so I won't start a run: ask again after 00:00 UTC, or ask the app's admin to raise "
-        "`RLM_DAILY_TOKENS`."
+        f"_:warning: I stopped at {limit_words(limit)}, so this is the best answer so far; "
+        f"{ASK_AN_ADMIN}._"
     )
 
 
 # Money limits, as members read them: what happened and what to do, never an amount.
 DAILY_SPEND_USED = (
-    ":no_entry: This workspace has reached its spending limit for today, so I won't start a "
-    "run: ask again after 00:00 UTC, or ask a workspace admin."
+    ":no_entry: This workspace has reached its spending limit for today, so I can't start on "
+    "this question: ask again after 00:00 UTC, or ask a workspace admin."
 )
 STOPPED_BY_SPEND = (
-    "_:warning: Stopped by the spending limit for one question: this is the best answer so far._"
+    "_:warning: I stopped at the spending limit for one question: this is the best answer so "
+    "far._"
 )
 STOPPED_BY_DAILY_SPEND = (
-    "_:warning: Stopped by this workspace's spending limit for today: this is the best answer "
-    "so far._"
+    "_:warning: I stopped at this workspace's spending limit for today: this is the best "
+    "answer so far._"
+)
+
+DAILY_LIMIT_REACHED = (
+    ":no_entry: This workspace has reached its daily limit, so I can't start on this "
+    "question: ask again after 00:00 UTC, or ask a workspace admin to raise the limit."
+)
+OUT_OF_TIME = (
+    ":warning: I ran out of time before I could answer: ask something narrower, or ask a "
+    "workspace admin about the time limit."
 )
 
 
-def _dollars(value: float) -> str:
-    return f"${value:,.4f}" if value < 1 else f"${value:,.2f}"
-
-
-def spend_report(*, cost_today: float, daily_cost: float, max_run_cost: float) -> str:
-    """The money lines of `/rlm usage` and App Home, for admins only."""
-    if daily_cost:
-        share = 100 * cost_today / daily_cost
-        spent = f"{_dollars(cost_today)} of {_dollars(daily_cost)} a day ({share:.0f}%)"
-    else:
-        spent = f"{_dollars(cost_today)} (no daily limit)"
-    per_run = _dollars(max_run_cost) if max_run_cost else "no limit"
-    return (
-        f"\n• Spent today (admins only; at list prices, runs over unpriced models not "
-        f"counted): {spent}\n• Each run may spend at most: {per_run}"
-    )
-
-
-def out_of_time(seconds: float) -> str:
-    return (
-        f":warning: This run hit its time limit of {_number(seconds)} s before the model "
-        "could give an answer: ask something narrower, or ask the app's admin to raise "
-        "`RLM_MAX_RUN_SECONDS`."
-    )
-
-
-def _limit(value: float, unit: str) -> str:
-    return f"{_number(value)} {unit}" if value else f"no limit on {unit}"
-
-
-def usage_report(
-    *,
-    tokens_today: int,
-    daily_tokens: int,
-    runs_today: int,
-    in_flight: int,
-    max_iterations: int,
-    max_subcalls: int,
-    max_run_tokens: int,
-    max_run_seconds: float,
-) -> str:
-    if daily_tokens:
-        share = 100 * tokens_today / daily_tokens
-        tokens = f"{tokens_today:,} of {daily_tokens:,} a day ({share:.0f}%)"
-    else:
-        tokens = f"{tokens_today:,} (no daily limit)"
-    runs = "run" if runs_today == 1 else "runs"
-    per_run = ", ".join(
-        (
-            _limit(max_iterations, "iterations"),
-            _limit(max_subcalls, "sub-calls"),
-            _limit(max_run_tokens, "tokens"),
-            _limit(max_run_seconds, "seconds"),
-        )
-    )
-    return (
-        "*This workspace today* (since 00:00 UTC)\n"
-        f"• Tokens used: {tokens}\n"
-        f"• {runs_today:,} {runs} today, {in_flight:,} in flight now\n"
-        f"• Each run may use at most: {per_run}"
-    )
-
-
-INTERRUPTED = (
-    ":warning: This run was interrupted because the app restarted: ask again to start over."
-)
+INTERRUPTED = ":warning: I was interrupted because the app restarted: ask again to start over."
 
 # A question that could not be stored (the app's database is away or its disk is full):
 # said once to the asker, in place of everything else.
@@ -278,11 +196,11 @@ NOTHING_READ = "nothing read yet"
 
 
 def left_out_capped(limit: int) -> str:
-    return f"only the newest {limit:,} messages read (`RLM_HISTORY_MESSAGES`)"
+    return f"only the newest {limit:,} messages read"
 
 
 def left_out_older(days: int) -> str:
-    return f"history older than {days:,} days not read (`RLM_HISTORY_DAYS`)"
+    return f"history older than {days:,} days not read"
 
 
 def read_summary(
@@ -304,28 +222,18 @@ def status_reading(summary: str) -> str:
     return f":books: Read {summary}"
 
 
-def step_line(iteration: int, plan: str, detail: str) -> str:
+def step_line(step: int, plan: str, detail: str) -> str:
     plan = plan or "thinking…"
-    return f"*Step {iteration}:* {plan}" + (f" — {detail}" if detail else "")
+    return f"*Step {step}:* {plan}" + (f" — {detail}" if detail else "")
 
 
 def map_failures(failed: int) -> str:
     return f"{failed:,} failed"
 
 
-_BUDGET_SETTINGS = {
-    "max_subcalls": "the run's sub-call budget (`RLM_MAX_SUBCALLS`)",
-    "max_tokens": "the run's token budget (`RLM_MAX_RUN_TOKENS`)",
-    "max_seconds": "the run's time budget (`RLM_MAX_RUN_SECONDS`)",
-}
-
-
-def budget_name(limit: str) -> str:
-    return _BUDGET_SETTINGS.get(limit, f"the run's {limit} budget")
-
-
 def map_refused(refused: int, limit: str) -> str:
-    return f"{refused:,} skipped: {budget_name(limit)} is used up"
+    parts = f"{refused:,} part{'s' if refused != 1 else ''}"
+    return f"{parts} skipped: {limit_words(limit)} was reached"
 
 
 def code_error() -> str:
@@ -336,54 +244,70 @@ def waiting_for_model(seconds: float) -> str:
     return f":hourglass: still waiting for the model ({seconds:.0f} s)"
 
 
-def summary_finished(
-    *, iterations: int, subcalls: int, seconds: float, read: str, stopped_by: str | None
-) -> str:
-    steps = f"{iterations} step{'s' if iterations != 1 else ''}"
-    calls = f", {subcalls:,} sub-call{'s' if subcalls != 1 else ''}" if subcalls else ""
-    stop = f"; stopped by {budget_name(stopped_by)}" if stopped_by else ""
-    return f":white_check_mark: Answered in {steps}{calls}, {seconds:.1f} s · read {read}{stop}"
+def summary_finished(*, steps: int, seconds: float, read: str, stopped_by: str | None) -> str:
+    shown = f"{steps} step{'s' if steps != 1 else ''}"
+    stop = f"; stopped at {limit_words(stopped_by)}" if stopped_by else ""
+    return f":white_check_mark: Answered in {shown}, {seconds:.1f} s · read {read}{stop}"
 
 
 def cancelled(user_id: str, seconds: float) -> str:
     return f":no_entry_sign: Cancelled by <@{user_id}> after {seconds:.1f} s."
 
 
-CANCEL_NOT_ALLOWED = "Only the person who asked or a workspace admin can cancel this run."
-RUN_NOT_ACTIVE = "This run has already ended, so there is nothing to cancel."
-RUN_GONE = "I can't find that run any more: its record may have been deleted."
-RETRY_NOT_ALLOWED = "Only a failed or cancelled run can be retried."
-RETRY_DONE = "This run has already been retried: see the newer answer in this thread."
-FEEDBACK_THANKS = "Thanks for the feedback: it is stored with this run."
+CANCEL_NOT_ALLOWED = "Only the person who asked or a workspace admin can cancel this."
+RUN_NOT_ACTIVE = "This question has already been answered or stopped: nothing to cancel."
+RUN_GONE = "I can't find that question any more: its record may have been deleted."
+RETRY_NOT_ALLOWED = "Only a question that failed or was cancelled can be retried."
+RETRY_DONE = "This question has already been retried: see the newer answer in this thread."
+RETRIED_BELOW = ":arrow_down: Retried below."
+FEEDBACK_UP_THANKS = "You marked this answer helpful: thanks, it is kept with the answer."
+FEEDBACK_DOWN_THANKS = "You marked this answer not helpful: thanks, it is kept with the answer."
+RECORD_ONLY_ASKER = "Only the person who asked or a workspace admin can get the full record."
+RECORD_SENT = "I sent you the full record of its steps in our DM."
 
 
 # Buttons and the Show steps modal.
 BUTTON_CANCEL = "Cancel"
 BUTTON_RETRY = "Retry"
 BUTTON_SHOW_STEPS = "Show steps"
-BUTTON_TRAJECTORY = "Post the full trajectory (JSON Lines)"
+BUTTON_TRAJECTORY = "Send me the full record"
 BUTTON_CLOSE = "Close"
 NO_PLAN = "(no plan stated)"
-NO_STEPS = "This run has no recorded steps."
+NO_STEPS = "There are no recorded steps."
 OUTPUT_LABEL = "Output:"
+STEPS_TITLE = "How I answered"
+STEPS_PRIVATE_NOTE = "The code and its output are shown to the person who asked and to admins."
+
+
+def feedback_button(emoji: str, count: int) -> str:
+    """A 👍/👎 button's label: the emoji and how many chose it (the choice is shared)."""
+    return f"{emoji} {count}" if count else emoji
+
+
+def steps_read(read: str) -> str:
+    return f":books: Read {read}"
+
+
+def step_heading(step: int, seconds: float, model_calls: int) -> str:
+    calls = (
+        f" · {model_calls:,} part{'s' if model_calls != 1 else ''} read by the helper model"
+        if model_calls
+        else ""
+    )
+    return f"*Step {step}* · {seconds:.1f} s{calls}"
 
 
 def more_steps(count: int) -> str:
-    return f"{count} more steps are in the file."
+    return f"{count} more steps are in the full record."
 
 
-def steps_title(run_id: int) -> str:
-    return f"Run {run_id}: steps"[:24]
-
-
-def trajectory_comment(run_id: int) -> str:
-    return f"The full trajectory of run {run_id}, one JSON object per step."
+TRAJECTORY_COMMENT = "The full record of your question's steps, one JSON object per step."
 
 
 # Failures, told to users in one sentence; the operator's fix goes to the log (and App Home).
 
 PROVIDER_DOWN = (
-    ":warning: The model provider didn't answer, so this run stopped: press Retry to try again."
+    ":warning: The model provider didn't answer, so I stopped: press Retry to try again."
 )
 SETUP_PROBLEM = (
     ":warning: I can't use my model right now because of a setup problem; "
@@ -392,23 +316,7 @@ SETUP_PROBLEM = (
 MISSING_SCOPE_FOR_USER = (
     ":warning: The app is missing a Slack permission it needs; the app's admin has been told."
 )
-CRASHED = ":warning: Something went wrong on my side and this run stopped: press Retry."
-
-# For the log and App Home: what only an operator can fix, and how.
-OPERATOR_FIXES = {
-    "operator:provider_auth": (
-        "the model provider refused the API key: set a valid key (OPENAI_API_KEY, "
-        "ANTHROPIC_API_KEY or GEMINI_API_KEY) and restart the app"
-    ),
-    "operator:unknown_model": (
-        "the model provider does not know the model: check RLM_ROOT_MODEL and RLM_SUB_MODEL"
-    ),
-    "operator:missing_scope": (
-        "the Slack app lacks a permission: add the scope named in the log to manifest.yml's "
-        "bot scopes and reinstall the app"
-    ),
-}
-
+CRASHED = ":warning: Something went wrong on my side and I stopped: press Retry."
 
 # -- stored data -------------------------------------------------------------------------------
 
@@ -436,16 +344,14 @@ def forget_failed(reason: str) -> str:
     return f"I couldn't check that you are a workspace admin ({reason}): nothing was deleted."
 
 
-def provider_limits_report(limits: Sequence[ProviderLimit]) -> str:
-    """The adaptive sub-call limit of each provider key in use, shared by all workspaces."""
-    if not limits:
-        return ""
-    lines = []
-    for limit in limits:
-        held = f", holding {limit.held_for:.1f} s for the provider" if limit.held_for > 0 else ""
-        lines.append(
-            f"• {limit.name}: {limit.width:,} sub-calls at once now (ceiling "
-            f"{limit.ceiling:,}), {limit.in_flight:,} in flight, {limit.throttled:,} "
-            f"rate-limit answers so far{held}"
-        )
-    return "\n*Provider limits* (shared by every workspace on the key)\n" + "\n".join(lines)
+def read_from(counts: dict[str, tuple[int, int]]) -> str:
+    """What a run read, from its stored sources ({kind: (sources, items)}): "" if unknown."""
+    messages = sum(counts.get(kind, (0, 0))[1] for kind in ("channel_history", "thread"))
+    files = counts.get("file", (0, 0))[0]
+    return read_summary(messages, None, None, files, []) if counts else ""
+
+
+def record_intro(question: str) -> str:
+    shown = " ".join(question.split())
+    shown = shown if len(shown) <= 200 else shown[:199] + "…"
+    return f"The full record of the steps I took for your question: _{shown}_"

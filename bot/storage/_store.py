@@ -300,6 +300,17 @@ class Store(DataLifecycle, RunOwnership, RunQueueRecords, FileRecords, UsageReco
         async with self._read() as session:
             return {row.user_id: row.value for row in await session.scalars(query)}
 
+    async def read_counts(self, run_id: int) -> dict[str, tuple[int, int]]:
+        """What the run read, by kind of source: {kind: (sources, items)}."""
+        query = (
+            select(ContextSource.kind, func.count(), func.sum(ContextSource.items))
+            .where(ContextSource.run_id == run_id)
+            .group_by(ContextSource.kind)
+        )
+        async with self._read() as session:
+            rows = (await session.execute(query)).all()
+        return {str(kind): (int(n), int(items or 0)) for kind, n, items in rows}
+
     async def list_iterations(self, run_id: int) -> list[IterationRecord]:
         query = select(Iteration).where(Iteration.run_id == run_id).order_by(Iteration.iteration)
         async with self._read() as session:

@@ -145,10 +145,12 @@ class Tenants:
         )
         base = s.runner
         budget = base.budget
-        if current.daily_tokens != budget.budgets.daily_tokens:
+        daily_chosen = "daily_tokens" in current.chosen
+        if current.daily_tokens != budget.budgets.daily_tokens or daily_chosen:
             budget = BudgetBook(
                 store=s.store,
                 budgets=replace(budget.budgets, daily_tokens=current.daily_tokens),
+                daily_chosen=daily_chosen,
             )
         runner = Runner(
             engine=self._engine(base.engine, current),

@@ -62,5 +62,5 @@ async def test_runs_under_a_thirty_percent_fault_rate_end_cleanly(make_bot, slac
         elif run.stopped_by is None:  # a fault no retry mends within the run's retries
             assert last == messages.PROVIDER_DOWN
         else:
-            assert last == messages.out_of_time(8)
+            assert last == messages.OUT_OF_TIME
     assert any(run.status == "finished" for run in runs)
