@@ -2,8 +2,11 @@
 Home, channel members, permalinks and DMs with the app, strict about required arguments.
 
 `SurfacesMixin` goes before `SlackWorkspace` in `SlackServer`'s bases; it keeps what the app
-did (`reactions`, `home_views`, `pane_statuses`, `suggested_prompts`) for tests to read.
-The event builders at the bottom make what Slack sends for these surfaces.
+did (`reactions`, `home_views`, `pane_statuses`, `loading_messages`, `suggested_prompts`) for
+tests to read. With `agent_view` set the app is on Slack's Agent messaging experience:
+`setSuggestedPrompts` given a `thread_ts` then answers ok and does nothing, as Slack's does.
+The event builders at the bottom make what Slack sends for these surfaces, on either
+experience.
 """
 
 from __future__ import annotations
@@ -26,6 +29,7 @@ MAX_PROMPTS = 4
 MAX_BLOCKS = 100
 MAX_SECTION_TEXT = 3000
 MAX_STATUS = 50
+MAX_LOADING_MESSAGES = 10
 READ_METHODS = ("conversations.history", "conversations.replies", "conversations.members")
 
 
@@ -60,6 +64,8 @@ class SurfacesMixin:
         self.suggested_prompts: list[dict[str, Any]] = []
         self.pane_titles: list[tuple[str, str, str]] = []
         self.members: dict[str, list[str]] = {}  # channel → user ids (default: every user)
+        self.loading_messages: list[tuple[str, str, list[str]]] = []  # (channel, ts, messages)
+        self.agent_view = False  # the app's experience: assistant_view unless set
 
     # -- set-up --------------------------------------------------------------------------------
 
@@ -112,6 +118,11 @@ class SurfacesMixin:
             if "im:history" in self.missing_scopes:
                 raise SlackError("missing_scope", needed="im:history", provided="")
             return
+        if method == "assistant.threads.setStatus":
+            # Slack takes either scope for setStatus "for the time being".
+            if {"assistant:write", "chat:write"} <= self.missing_scopes:
+                raise SlackError("missing_scope", needed="chat:write", provided="")
+            return
         needed = _SURFACE_SCOPES.get(method)
         if needed is not None:
             if channel is not None and channel.get("is_private") and needed == "channels:read":
@@ -151,6 +162,15 @@ class SurfacesMixin:
         status = str(params["status"])
         if len(status) > MAX_STATUS:
             raise SlackError("invalid_arguments", detail="status too long")
+        if params.get("loading_messages") is not None:
+            loading = _json(params["loading_messages"], "loading_messages")
+            if (
+                not isinstance(loading, list)
+                or not 1 <= len(loading) <= MAX_LOADING_MESSAGES
+                or not all(isinstance(m, str) and m.strip() for m in loading)
+            ):
+                raise SlackError("invalid_arguments", detail="loading_messages: 1 to 10 strings")
+            self.loading_messages.append((channel["id"], str(params["thread_ts"]), loading))
         self.pane_statuses.append((channel["id"], str(params["thread_ts"]), status))
         return {}
 
@@ -163,6 +183,8 @@ class SurfacesMixin:
         for prompt in prompts:
             if not (isinstance(prompt, dict) and prompt.get("title") and prompt.get("message")):
                 raise SlackError("invalid_arguments", detail="a prompt needs title and message")
+        if self.agent_view and params.get("thread_ts"):
+            return {}  # Slack's documented silent failure for agent apps
         self.suggested_prompts.append(
             {
                 "channel": channel["id"],
@@ -288,5 +310,35 @@ def context_changed(
     }
 
 
-def home_opened(user: str = "U1", *, channel: str = "D1") -> dict:
-    return {"type": "app_home_opened", "user": user, "channel": channel, "tab": "home"}
+def home_opened(user: str = "U1", *, channel: str = "D1", tab: str = "home") -> dict:
+    """`app_home_opened`; `tab="messages"` is agent_view's start of a conversation."""
+    return {
+        "type": "app_home_opened",
+        "user": user,
+        "channel": channel,
+        "tab": tab,
+        "event_ts": _now(),
+    }
+
+
+def app_context_changed(
+    user: str = "U1",
+    *,
+    channel: str | None = "D1",
+    viewing: str | None = None,
+    team_id: str = "T1",
+    entities: list[dict[str, Any]] | None = None,
+) -> dict:
+    """agent_view's `app_context_changed`: what `user` has open beside the conversation
+    (`viewing` a channel, or the `entities` given; none: an empty context)."""
+    if entities is None and viewing:
+        entities = [{"type": "slack#/types/channel_id", "value": viewing, "team_id": team_id}]
+    event: dict[str, Any] = {
+        "type": "app_context_changed",
+        "user": user,
+        "context": {"entities": entities} if entities else {},
+        "event_ts": _now(),
+    }
+    if channel is not None:
+        event["channel"] = channel
+    return event

@@ -173,13 +173,18 @@ def test_the_manifest_asks_for_what_the_app_uses():
     }  # fmt: skip
     events = {"app_mention", "file_shared", "message.channels", "message.groups"}
     events |= {"app_uninstalled", "tokens_revoked"}  # uninstalls (bot/installs.py)
-    # The assistant pane, DMs and App Home (issue 9).
+    # Conversations with the app (agent_view, issue 19), DMs and App Home (issue 9).
     scopes |= {"assistant:write", "im:history", "reactions:write"}
-    events |= {"app_home_opened", "assistant_thread_started", "assistant_thread_context_changed"}
-    events |= {"message.im"}
+    events |= {"app_home_opened", "app_context_changed", "message.im"}
     events |= {"file_change", "file_deleted"}  # keeping stored file text true to Slack
     assert listed == scopes | events
-    assert re.search(r"^  assistant_view:$", text, re.M)
+    assert re.search(r"^  agent_view:\n    agent_description: \S", text, re.M)
+    assert not re.search(r"assistant_view:|assistant_description", text)
+    # The manifest's suggested prompts are the ones the app sets.
+    from bot.slack.surface_messages import PANE_PROMPTS
+
+    prompts = re.findall(r"^      - title: (.+)\n        message: (.+)$", text, re.M)
+    assert prompts == [tuple(p) for p in PANE_PROMPTS]
     assert re.search(r"^    home_tab_enabled: true", text, re.M)
     assert re.search(r"^\s+- command: /rlm$", text, re.M)
     assert re.search(r"^\s+socket_mode_enabled: true$", text, re.M)

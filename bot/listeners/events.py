@@ -1,14 +1,19 @@
 """Events that bring a question or a file: mentions of the app, files shared in a channel.
 
 A retried delivery (the same event_id) is dropped by `Services.claimed`; the work runs after
-the ack, a mention's as one of its workspace's runs.
+the ack, a mention's as one of its workspace's runs. A mention is first marked seen with a
+👀 reaction (one call, before anything is read; left in place when the answer comes, so the
+mark never flickers and costs no second call).
 """
 
 from __future__ import annotations
 
+import logging
 from typing import TYPE_CHECKING, Any
 
+import aiohttp
 from slack_bolt.async_app import AsyncApp, AsyncBoltContext
+from slack_sdk.errors import SlackApiError
 
 from bot.runs.keeping import database_away
 from bot.runs.runner import Question
@@ -17,6 +22,10 @@ from bot.slack.api import event_team
 
 if TYPE_CHECKING:
     from bot.services import Services
+
+logger = logging.getLogger("bot.events")
+
+SEEN_REACTION = "eyes"  # a mention's first visible sign: the app has it
 
 
 def register_message_events(app: AsyncApp, services: Services) -> None:
@@ -37,6 +46,10 @@ def register_message_events(app: AsyncApp, services: Services) -> None:
                 raise
             await services.poster.try_post(channel, messages.NOT_TAKEN, thread_ts=thread_ts or ts)
             return
+        try:  # a nicety: without it (no reactions:write, say) the run goes on
+            await ws.poster.client.reactions_add(channel=channel, timestamp=ts, name=SEEN_REACTION)
+        except (SlackApiError, aiohttp.ClientError, TimeoutError) as exc:
+            logger.info("could not mark the mention in %s seen: %s", channel, exc)
         await ws.keep_attached(event)
         question = await ws.question_in(event)
         if not question:

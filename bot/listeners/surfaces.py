@@ -4,6 +4,8 @@ Thin like bot.app's: parse, check, hand over to the runner (the same runner as e
 question) or to `Home`. The pane reads the channel its user is viewing only after checking
 that the channel is a channel (never a DM), that the app is in it and that the user is a
 member; otherwise it says why and reads nothing. Its progress is the pane's status line.
+An agent conversation (`agent_view`, bot.listeners.agent) is answered the same way, about
+the channel the member has in view.
 """
 
 from __future__ import annotations
@@ -21,11 +23,13 @@ from slack_bolt.middleware.assistant.async_assistant import AsyncAssistant
 from slack_sdk.errors import SlackApiError
 from slack_sdk.web.async_client import AsyncWebClient
 
+from bot.listeners.agent import agent_view, open_messages, register_agent_view
 from bot.listeners.home import Home
+from bot.presence.pane import pane_status
 from bot.runs.runner import Question
 from bot.slack import surface_messages as text
 from bot.slack.api import event_team
-from bot.storage import Store
+from bot.storage import PaneContext, Store
 
 if TYPE_CHECKING:
     from bot.services import Services
@@ -144,6 +148,8 @@ def register_surfaces(app: AsyncApp, services: Services) -> None:
     async def answer_in_pane(
         body: dict[str, Any], event: dict[str, Any], context: AsyncBoltContext
     ) -> None:
+        """A message in a DM thread: an assistant pane thread's, an agent conversation's or
+        a plain DM thread's."""
         if not await claimed(body):
             return
         team_id, channel, thread_ts = (
@@ -152,13 +158,27 @@ def register_surfaces(app: AsyncApp, services: Services) -> None:
             event["thread_ts"],
         )
         ws = await services.workspace(team_id, context)
-        client = ws.poster.client
-        user = event.get("user") or ""
         await ws.keep_attached(event)
         question = await ws.question_in(event)
         if not question:
             return  # a file alone: kept and acknowledged
         pane = await store.pane_context(channel, thread_ts)
+        if pane is None:
+            pane = await agent_view(store, channel, event.get("user"))
+        await answer_in_view(ws, event, question, thread_ts, pane)
+
+    async def answer_in_view(
+        ws: Workspace,
+        event: dict[str, Any],
+        question: str,
+        thread_ts: str,
+        pane: PaneContext | None,
+    ) -> None:
+        """Answer in the DM thread `thread_ts`: about the channel in view when `pane` names
+        one the asker may read, with the status line as progress; a plain DM (no `pane`)
+        with a status message."""
+        team_id, channel, user = ws.team_id, event["channel"], event.get("user") or ""
+        client = ws.poster.client
         # A question that comes with files is about them, not about the channel in view.
         viewed = pane.viewed_channel_id if pane is not None and not event.get("files") else None
         if pane is not None and viewed is not None:
@@ -167,20 +187,22 @@ def register_surfaces(app: AsyncApp, services: Services) -> None:
                 await ws.poster.try_post(channel, refusal, thread_ts=thread_ts)
                 return
         progress: Literal["replies", "pane"] = "pane" if pane is not None else "replies"
-        if progress == "pane" and await store.claim_event(f"pane-title:{channel}:{thread_ts}"):
-            await _pane_call(  # the first question names the conversation
-                client.assistant_threads_setTitle,
-                channel_id=channel,
-                thread_ts=thread_ts,
-                title=text.pane_title(question),
-            )
         if progress == "pane":
-            await _pane_call(
-                client.assistant_threads_setStatus,
-                channel_id=channel,
-                thread_ts=thread_ts,
-                status=text.PANE_STATUS_THINKING,
+            # Seen at once: the status line, with what Slack rotates under it meanwhile.
+            await pane_status(
+                client,
+                channel,
+                thread_ts,
+                text.PANE_STATUS_THINKING,
+                loading=text.PANE_LOADING_MESSAGES,
             )
+            if await store.claim_event(f"pane-title:{channel}:{thread_ts}"):
+                await _pane_call(  # the first question names the conversation
+                    client.assistant_threads_setTitle,
+                    channel_id=channel,
+                    thread_ts=thread_ts,
+                    title=text.pane_title(question),
+                )
         await ws.runner.ask(
             Question(
                 team_id=team_id,
@@ -217,6 +239,10 @@ def register_surfaces(app: AsyncApp, services: Services) -> None:
         await ws.keep_attached(event)
         question = await ws.question_in(event)
         if not question:
+            return
+        view = await agent_view(store, event["channel"], event.get("user"))
+        if view is not None:  # agent_view: each message starts a conversation thread
+            await answer_in_view(ws, event, question, event["ts"], view)
             return
         await ws.runner.ask(
             Question(
@@ -262,6 +288,10 @@ def register_surfaces(app: AsyncApp, services: Services) -> None:
     ) -> None:
         if event.get("tab", "home") == "home":
             services.spawn(publish_home(body, event, context), name="home")
+        elif event.get("tab") == "messages":  # agent_view's start of a conversation
+            services.spawn(open_messages(services, body, event, context), name="messages")
+
+    register_agent_view(app, services)
 
 
 def home_for(ws: Workspace) -> Home:

@@ -68,6 +68,15 @@ PANE_PROMPTS = (
     ("Action items", "List the action items in this channel, with who owns each."),
 )
 PANE_STATUS_THINKING = "is reading…"
+# What Slack rotates through under the first status of a question (setStatus's
+# `loading_messages`, at most 10), until the run's own progress replaces it.
+PANE_LOADING_MESSAGES = (
+    "Reading the conversation…",
+    "Finding the parts that matter…",
+    "Reading each part closely…",
+    "Putting the answer together…",
+)
+PANE_STATUS_STARTED = "is thinking…"  # read what it needs; no step has begun yet
 PANE_CANNOT_READ = (
     "I can't read the channel you're viewing: add me to it (`/invite @rlm`) and ask again. "
     "Meanwhile I can answer about text or files you share here."
@@ -98,6 +107,10 @@ def pane_step(iteration: int) -> str:
 
 def pane_mapping(done: int, total: int) -> str:
     return f"is reading in parts ({done}/{total})…"
+
+
+def pane_queued(ahead: int) -> str:
+    return f"is waiting its turn ({ahead} ahead)…" if ahead else "is waiting its turn…"
 
 
 # -- helpers ------------------------------------------------------------------------------------
