@@ -106,8 +106,7 @@ DAILY_SPEND_USED = (
     "this question: ask again after 00:00 UTC, or ask a workspace admin."
 )
 STOPPED_BY_SPEND = (
-    "_:warning: I stopped at the spending limit for one question: this is the best answer so "
-    "far._"
+    "_:warning: I stopped at the spending limit for one question: this is the best answer so far._"
 )
 STOPPED_BY_DAILY_SPEND = (
     "_:warning: I stopped at this workspace's spending limit for today: this is the best "
