@@ -229,7 +229,12 @@ def _xml_trick_or(exc: BaseException, kind: str) -> str:
         from defusedxml import DefusedXmlException
     except ImportError:
         return kind
-    return "xml_entities" if isinstance(exc, DefusedXmlException) else kind
+    seen: BaseException | None = exc
+    while seen is not None:  # openpyxl wraps what the parser raised in a ValueError
+        if isinstance(seen, DefusedXmlException):
+            return "xml_entities"
+        seen = seen.__cause__ or seen.__context__
+    return kind
 
 
 # PPTX
