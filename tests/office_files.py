@@ -39,7 +39,12 @@ def make_pptx() -> bytes:
     second = deck.slides.add_slide(deck.slide_layouts[5])
     second.shapes.title.text = "Numbers"
     table = second.shapes.add_table(2, 2, Inches(1), Inches(2), Inches(4), Inches(1)).table
-    for (row, col), text in {(0, 0): "team", (0, 1): "share", (1, 0): "sales", (1, 1): "60"}.items():
+    for (row, col), text in {
+        (0, 0): "team",
+        (0, 1): "share",
+        (1, 0): "sales",
+        (1, 1): "60",
+    }.items():
         table.cell(row, col).text = text
     group = second.shapes.add_group_shape()
     box = group.shapes.add_textbox(Inches(1), Inches(4), Inches(3), Inches(1))

@@ -70,9 +70,7 @@ async def test_a_workbook_in_the_scope_is_read_on_demand(bot, slack, llm_server)
     assert kept.name == "budget.xlsx"
 
 
-async def test_an_unsupported_file_in_the_scope_is_named_without_a_download(
-    bot, slack, llm_server
-):
+async def test_an_unsupported_file_in_the_scope_is_named_without_a_download(bot, slack, llm_server):
     slack.add_message("C1", "Old formats below.", user="U2")
     slack.add_file("F1", "old.xls", b"\xd0\xcf\x11\xe0", channel_id="C1", user="U2",
                    mimetype="application/vnd.ms-excel")  # fmt: skip

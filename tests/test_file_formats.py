@@ -50,7 +50,7 @@ def test_formulas_are_never_evaluated_only_their_saved_values_read():
 
 
 def test_a_workbook_with_macros_is_read_and_its_macros_ignored():
-    macro = b"Attribute VB_Name = \"Module1\"\nSub AutoOpen()\nShell \"calc\"\nEnd Sub\n"
+    macro = b'Attribute VB_Name = "Module1"\nSub AutoOpen()\nShell "calc"\nEnd Sub\n'
     book = rezip(make_xlsx(), add={"xl/vbaProject.bin": macro})
     text = read("budget.xlsm", book)
     assert "sales\t60" in text and "Shell" not in text and "AutoOpen" not in text

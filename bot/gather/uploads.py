@@ -5,7 +5,8 @@ An HTML page where a file should be is Slack's sign-in page: an authorization fa
 content. Each file is handled once, whichever of `file_shared` or the file-share message
 arrives first; a question asked meanwhile waits for it. A file kept is acknowledged with a
 reaction; images are skipped without a word; a problem, an unsupported type included, gets
-one reply naming the file, in its thread, once per file. `text_of` serves files read on demand (bot.gather.scope_files) the same way.
+one reply naming the file, in its thread, once per file. `text_of` serves files read on
+demand (bot.gather.scope_files) the same way.
 """
 
 from __future__ import annotations
