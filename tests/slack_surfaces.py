@@ -11,6 +11,7 @@ experience.
 
 from __future__ import annotations
 
+import base64
 import json
 import time
 from typing import Any
@@ -224,14 +225,18 @@ class SurfacesMixin:
             raise SlackError("channel_not_found")
         self._scope("conversations.members", channel)
         members = self.members.get(channel["id"], list(self.users))
-        limit = max(1, min(int(params.get("limit") or 100), 1000))
-        start = int(params.get("cursor") or 0)
+        # Slack: "a limit value under 1000", 200 or fewer recommended; the default is 100.
+        try:
+            limit = int(params.get("limit") or 100)
+        except ValueError:
+            raise SlackError("invalid_limit") from None
+        if not 1 <= limit <= MAX_MEMBERS_LIMIT:
+            raise SlackError("invalid_limit", detail=f"limit must be 1-{MAX_MEMBERS_LIMIT}")
+        start = _members_cursor_start(params.get("cursor"))
         page = members[start : start + limit]
         more = start + limit < len(members)
-        return {
-            "members": page,
-            "response_metadata": {"next_cursor": str(start + limit) if more else ""},
-        }
+        cursor = _members_cursor(start + limit) if more else ""
+        return {"members": page, "response_metadata": {"next_cursor": cursor}}
 
     def _m_chat_getPermalink(self, params: dict[str, Any]) -> dict[str, Any]:
         _required(params, "channel", "message_ts")
@@ -342,3 +347,23 @@ def app_context_changed(
     if channel is not None:
         event["channel"] = channel
     return event
+
+
+# conversations.members: at most 999 per page (Slack: "under 1000"); cursors are opaque.
+MAX_MEMBERS_LIMIT = 999
+
+
+def _members_cursor(start: int) -> str:
+    return base64.b64encode(f"members:{start}".encode()).decode()
+
+
+def _members_cursor_start(cursor: Any) -> int:
+    if not cursor:
+        return 0
+    try:
+        kind, start = base64.b64decode(str(cursor), validate=True).decode().split(":")
+        if kind != "members":
+            raise ValueError(kind)
+        return int(start)
+    except ValueError:  # binascii.Error and UnicodeDecodeError are ValueErrors
+        raise SlackError("invalid_cursor") from None

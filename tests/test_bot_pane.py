@@ -253,3 +253,51 @@ async def test_a_follow_up_in_the_pane_sees_the_channel_and_the_earlier_answer(
     assert "What else does he own?" not in context  # the question is not its own context
     assert len(slack.posts("D1", thread_ts=thread_ts)) == 2
     assert slack.pane_titles == [("D1", thread_ts, "Who owns the launch?")]  # named once
+
+
+async def test_membership_of_a_large_channel_is_read_200_a_page(bot, slack, llm_server):
+    slack.add_message("C1", "Plans for everyone.", user="U2")
+    crowd = [f"U{n:04d}X" for n in range(449)]
+    slack.set_members("C1", [*crowd[:200], BOT_USER, *crowd[200:]])  # 450 members
+    for user in crowd:
+        slack.add_user(user, f"Member {user}")
+    slack.add_dm("D9", crowd[-1])
+    thread_ts = slack.add_message(
+        "D9", "", user=BOT_USER, bot_id=BOT_ID, subtype="assistant_app_thread"
+    )
+    await bot.events.event(thread_started("D9", thread_ts, viewing="C1", user=crowd[-1]))
+    await bot.settle()
+    ts = slack.add_message("D9", "Summarize this channel", user=crowd[-1], thread_ts=thread_ts)
+    await bot.events.event(
+        dm_message("D9", "Summarize this channel", ts, user=crowd[-1], thread_ts=thread_ts)
+    )
+    await bot.settle()
+
+    pages = slack.calls_to("conversations.members")
+    assert [int(c.params["limit"]) for c in pages] == [200, 200, 200]  # the last one on page 3
+    assert [bool(c.params.get("cursor")) for c in pages] == [False, True, True]
+    assert "Plans for everyone." in sub_prompts(llm_server)
+
+
+def test_the_loopback_slack_refuses_what_slack_refuses_for_members(slack):
+    import asyncio
+
+    from slack_sdk.errors import SlackApiError
+    from slack_sdk.web.async_client import AsyncWebClient
+    from slack_server import BOT_TOKEN
+
+    client = AsyncWebClient(token=BOT_TOKEN, base_url=slack.api_url)
+
+    async def error(**params) -> str:
+        try:
+            await client.conversations_members(channel="C1", **params)
+        except SlackApiError as exc:
+            return str(exc.response["error"])
+        return "ok"
+
+    async def check() -> None:
+        assert await error(limit=1000) == "invalid_limit"
+        assert await error(limit=999) == "ok"
+        assert await error(cursor="not-a-cursor") == "invalid_cursor"
+
+    asyncio.run(check())

@@ -77,7 +77,7 @@ async def test_images_in_the_scope_are_skipped_without_a_call_and_counted(bot, s
     assert slack.calls_to("files.info") == [] and slack.calls_to("files.download") == []
     reading = thread_of(slack)[0]
     assert "2 messages" in reading and "1 file" not in reading  # the share is one
-    assert "Files not read: 1 image or other non-text." in reading
+    assert "Files not read: 1 image." in reading
 
 
 async def test_the_per_question_caps_leave_files_out_and_say_so(make_bot, slack, llm_server):

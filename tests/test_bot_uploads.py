@@ -1,5 +1,6 @@
 """Shared files end to end: download with the bot token from Slack only, extract, keep, and
-acknowledge quietly (a reaction); only a problem gets a reply, once; non-text files get none."""
+acknowledge quietly (a reaction); only a problem gets a reply, once, an unsupported type
+included; images get none."""
 
 from __future__ import annotations
 
@@ -89,20 +90,50 @@ async def test_a_mention_with_a_file_waits_for_the_file_and_reads_it(bot, slack,
     assert len(slack.calls_to("files.download")) == 1
 
 
-async def test_images_and_other_non_text_files_are_skipped_without_a_word(bot, slack):
+async def test_images_are_skipped_without_a_word(bot, slack):
     slack.add_file("F1", "architecture.png", b"\x89PNG\r\n", channel_id="C1", user="U1",
                    mimetype="image/png")  # fmt: skip
-    slack.add_file("F2", "tool.bin", bytes(range(256)) * 8, channel_id="C1", user="U1",
-                   mimetype="application/octet-stream")  # fmt: skip
-    slack.add_file("F3", "data.txt", bytes(range(256)) * 8, channel_id="C1", user="U1")
-    slack.add_file("F4", "clip.dat", b"x", channel_id="C1", user="U1", mimetype="video/mp4")
-    for file_id in ("F1", "F2", "F3", "F4"):
+    slack.add_file("F2", "scan", b"\xff\xd8\xff", channel_id="C1", user="U1",
+                   mimetype="image/jpeg")  # fmt: skip
+    for file_id in ("F1", "F2"):
         await bot.events.event(file_shared("C1", file_id))
     await bot.settle()
     assert slack.posts() == [] and slack.ephemerals() == [] and slack.reactions == []
-    # Judged by name or type alone, without a download; data.txt had to be looked at.
-    assert [c.path.split("/")[2] for c in slack.calls_to("files.download")] == ["F3"]
+    assert slack.calls_to("files.download") == []  # judged by name or type alone
     assert await bot.store.channel_files("T1", "C1") == []
+
+
+async def test_other_unsupported_types_get_one_reply_naming_them_in_their_thread(bot, slack):
+    shared = {
+        "F1": slack.add_file("F1", "tool.bin", bytes(range(256)) * 8, channel_id="C1",
+                             user="U1", mimetype="application/octet-stream"),
+        "F2": slack.add_file("F2", "data.txt", bytes(range(256)) * 8, channel_id="C1",
+                             user="U1"),
+        "F3": slack.add_file("F3", "clip.dat", b"x", channel_id="C1", user="U1",
+                             mimetype="video/mp4"),
+        "F4": slack.add_file("F4", "old.xls", b"\xd0\xcf\x11\xe0", channel_id="C1",
+                             user="U1", mimetype="application/vnd.ms-excel"),
+    }  # fmt: skip
+    for file_id in shared:
+        await bot.events.event(file_shared("C1", file_id))
+        await bot.events.event(file_shared("C1", file_id), event_id=f"Ev-again-{file_id}")
+    await bot.settle()
+    replies = {}
+    for file_id, file in shared.items():
+        share_ts = file["shares"]["public"]["C1"][0]["ts"]
+        [replies[file_id]] = slack.posts("C1", thread_ts=share_ts)  # one each, in its thread
+    assert replies["F1"] == messages.file_rejected(
+        "tool.bin looks like a program or library; I read text, PDF, Word, Excel and "
+        "PowerPoint files."
+    )
+    assert replies["F2"].startswith(":no_entry_sign: data.txt looks like a binary file")
+    assert replies["F3"].startswith(":no_entry_sign: clip.dat looks like an audio or video file")
+    assert replies["F4"].startswith(
+        ":no_entry_sign: old.xls is a spreadsheet format I don't read; save it as .xlsx or CSV"
+    )
+    # Refused by name or type alone, without a download; data.txt had to be looked at.
+    assert [c.path.split("/")[2] for c in slack.calls_to("files.download")] == ["F2"]
+    assert slack.reactions == [] and await bot.store.channel_files("T1", "C1") == []
 
 
 async def test_an_empty_file_is_a_problem_told_once_per_file(bot, slack):

@@ -368,20 +368,20 @@ def test_file_exactly_at_the_limit_is_read():
 def test_binary_content_is_rejected_whatever_the_name(name, data):
     reason = rejection(name, data)
     assert reason == (
-        f"{name} looks like a binary file, and I can only read text, PDF and DOCX files."
+        f"{name} looks like a binary file; I read text, PDF, Word, Excel and PowerPoint files."
     )
 
 
 @pytest.mark.parametrize(
     "name, expected",
     [
-        ("photo.PNG", "photo.PNG is an image, and I cannot read text in images; I can only"),
+        ("photo.PNG", "photo.PNG is an image, and I cannot read text in images."),
         ("old.doc", "old.doc is an old-style Word (.doc) file; save it as DOCX or PDF"),
-        ("budget.xlsx", "budget.xlsx is a spreadsheet; export it as CSV"),
-        ("deck.pptx", "deck.pptx is a presentation; save it as PDF"),
-        ("song.mp3", "song.mp3 looks like an audio or video file, and I can only read"),
-        ("code.zip", "code.zip looks like an archive, and I can only read"),
-        ("tool.exe", "tool.exe looks like a program or library, and I can only read"),
+        ("budget.xls", "budget.xls is a spreadsheet format I don't read; save it as .xlsx or CSV"),
+        ("deck.key", "deck.key is a presentation format I don't read; save it as .pptx or PDF"),
+        ("song.mp3", "song.mp3 looks like an audio or video file; I read text, PDF, Word, Excel"),
+        ("code.zip", "code.zip looks like an archive; I read text"),
+        ("tool.exe", "tool.exe looks like a program or library; I read text"),
     ],
 )
 def test_known_unsupported_types_are_rejected_with_what_to_do(name, expected):

@@ -11,7 +11,7 @@ import pytest
 from slack_sdk.errors import SlackApiError
 from slack_sdk.web.async_slack_response import AsyncSlackResponse
 
-from bot.gather.files import FileRejected, extract_text, is_not_text
+from bot.gather.files import FileRejected, extract_text, refused_by_name
 from bot.gather.scope_files import file_refs
 from bot.gather.uploads import file_changed, shared_in
 from bot.listeners.home import home_view
@@ -90,28 +90,32 @@ async def test_a_files_change_marker_is_kept(store):
 
 
 @pytest.mark.parametrize(
-    "name, mimetype, skipped",
+    "name, mimetype, refused",
     [
-        ("photo.PNG", None, True),
-        ("scan", "image/jpeg", True),
-        ("call.m4a", "", True),
-        ("sheet.xlsx", None, True),
-        ("notes.txt", "text/plain", False),
-        ("report.pdf", "application/pdf", False),
-        ("README", None, False),
+        ("photo.PNG", None, "image"),
+        ("scan", "image/jpeg", "image"),
+        ("call.m4a", "", "binary_kind"),
+        ("clip", "video/mp4", "binary_kind"),
+        ("old.xls", None, "old_spreadsheet"),
+        ("sheet.xlsx", None, None),
+        ("deck.pptx", "image/png", None),  # the name says Office: looked inside
+        ("notes.txt", "text/plain", None),
+        ("report.pdf", "application/pdf", None),
+        ("README", None, None),
     ],
 )
-def test_non_text_files_are_known_by_name_or_type(name, mimetype, skipped):
-    assert is_not_text(name, mimetype) is skipped
+def test_types_refused_by_name_or_type_alone(name, mimetype, refused):
+    refusal = refused_by_name(name, mimetype)
+    assert (refusal.kind if refusal else None) == refused
 
 
-def test_a_refusal_says_whether_it_is_just_not_text():
+def test_a_refusal_says_whether_it_is_an_image():
     with pytest.raises(FileRejected) as image:
         extract_text("a.png", None, b"\x89PNG", max_bytes=100)
     with pytest.raises(FileRejected) as empty:
         extract_text("a.txt", None, b"", max_bytes=100)
-    assert image.value.not_text and image.value.kind == "image"
-    assert not empty.value.not_text and empty.value.kind == "empty"
+    assert image.value.image and image.value.kind == "image"
+    assert not empty.value.image and empty.value.kind == "empty"
 
 
 def test_change_markers_and_shares():

@@ -4,8 +4,8 @@ The messages a question reads carry `files` arrays; each file not already kept (
 since it was kept) is fetched on demand with `files.info` and downloaded with the same host
 and HTML checks as an upload (bot.gather.uploads), then kept by file id and last change. Only files
 shared in the channel being read are used. A question reads at most `max_files` files and
-`max_bytes` of them; images and other non-text files are skipped without a call, and what
-was left out is counted so the run can say so.
+`max_bytes` of them; images are skipped without a call and counted, files of a type not
+read are named (without a download when the name tells), so the run can say what it left out.
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ import aiohttp
 from slack_sdk.errors import SlackApiError
 from slack_sdk.web.async_client import AsyncWebClient
 
-from bot.gather.files import is_not_text
+from bot.gather.files import refused_by_name
 from bot.gather.uploads import Unreadable, Uploads, file_changed, shared_in
 from bot.storage import FileRecord, Store
 
@@ -68,7 +68,7 @@ class FileReading:
 
     records: list[FileRecord] = field(default_factory=list)
     fetched: int = 0  # read on demand for this question
-    not_text: int = 0
+    not_text: int = 0  # images (the name is older than the rule: only images are counted)
     over_cap: int = 0
     unreadable: list[str] = field(default_factory=list)
 
@@ -104,8 +104,9 @@ class ScopeFiles:
             for ref in refs:
                 if ref.mode in _SKIPPED_MODES:  # deleted, or beyond the plan's history
                     continue
-                if is_not_text(ref.name, ref.mimetype):
-                    reading.not_text += 1
+                refusal = refused_by_name(ref.name, ref.mimetype)
+                if refusal is not None:
+                    _count_refused(reading, ref.name, image=refusal.image)
                     continue
                 record = by_id.pop(ref.file_id, None)
                 if record is not None and not _stale(record, ref):
@@ -165,8 +166,11 @@ class ScopeFiles:
             logger.warning("file %s is not shared in %s: not read", ref.file_id, channel_id)
             return None
         name = str(file.get("name") or file.get("title") or ref.name)
-        if file.get("mode") in _SKIPPED_MODES or is_not_text(name, file.get("mimetype")):
-            reading.not_text += 1
+        if file.get("mode") in _SKIPPED_MODES:
+            return None
+        refusal = refused_by_name(name, file.get("mimetype"))
+        if refusal is not None:
+            _count_refused(reading, name, image=refusal.image)
             return None
         return file
 
@@ -185,11 +189,9 @@ class ScopeFiles:
             async with gate:
                 text = await self.uploads.text_of(file, name, size)
         except Unreadable as refusal:
-            if refusal.not_text:
-                reading.not_text += 1
-            else:
+            if not refusal.image:
                 logger.info("file %s unreadable: %s", ref.file_id, refusal)
-                reading.unreadable.append(name)
+            _count_refused(reading, name, image=refusal.image)
             return None
         changed = file_changed(file)
         await self.store.save_file(
@@ -219,6 +221,13 @@ class ScopeFiles:
             created_at=datetime.fromtimestamp(float(created), UTC) if created else _now(),
             changed=changed,
         )
+
+
+def _count_refused(reading: FileReading, name: str, *, image: bool) -> None:
+    if image:
+        reading.not_text += 1
+    else:
+        reading.unreadable.append(name)
 
 
 def _stale(record: FileRecord, ref: FileRef) -> bool:

@@ -4,8 +4,9 @@ The bot token only ever goes to Slack's hosts or SLACK_API_URL's origin, redirec
 An HTML page where a file should be is Slack's sign-in page: an authorization failure, never
 content. Each file is handled once, whichever of `file_shared` or the file-share message
 arrives first; a question asked meanwhile waits for it. A file kept is acknowledged with a
-reaction; images and other non-text files are skipped without a word; only a problem gets a
-reply, once per file. `text_of` serves files read on demand (bot.gather.scope_files) the same way.
+reaction; images are skipped without a word; a problem, an unsupported type included, gets
+one reply naming the file, in its thread, once per file. `text_of` serves files read on
+demand (bot.gather.scope_files) the same way.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ import aiohttp
 from slack_sdk.errors import SlackApiError
 from slack_sdk.web.async_client import AsyncWebClient
 
-from bot.gather.files import FileRejected, extract_text, human_size, is_not_text
+from bot.gather.files import FileRejected, extract_text, human_size, refused_by_name
 from bot.slack import messages
 from bot.slack.api import SlackPoster, error_code, explain, is_slack_host
 from bot.storage import Store
@@ -37,12 +38,12 @@ GONE_ERRORS = frozenset({"file_not_found", "file_deleted"})
 
 
 class Unreadable(Exception):
-    """A file we will not use; `str()` is what the uploader is told. `not_text`: it is an
-    image or another kind of file we do not read, which is no one's problem."""
+    """A file we will not use; `str()` is what the uploader is told. `image`: it is an
+    image, which is no one's problem and gets no word."""
 
-    def __init__(self, reason: str, *, not_text: bool = False) -> None:
+    def __init__(self, reason: str, *, image: bool = False) -> None:
         super().__init__(reason)
-        self.not_text = not_text
+        self.image = image
 
 
 def file_changed(file: dict[str, Any]) -> str | None:
@@ -122,14 +123,11 @@ class Uploads:
         reply_ts = thread_ts or message_ts or _share_thread(file, channel_id)
         name = str(file.get("name") or file.get("title") or file_id)
         size = int(file.get("size") or 0)
-        if is_not_text(name, file.get("mimetype")):
-            logger.info("skipped file %s in %s: not a text file", file_id, channel_id)
-            return
         try:
             text = await self.text_of(file, name, size)
         except Unreadable as refusal:
-            if refusal.not_text:
-                logger.info("skipped file %s in %s: not text inside", file_id, channel_id)
+            if refusal.image:
+                logger.info("skipped file %s in %s: an image", file_id, channel_id)
                 return
             # One reply per file, however many channels it is shared to.
             if await self.store.claim_event(f"file-problem:{file_id}"):
@@ -199,7 +197,10 @@ class Uploads:
 
     async def text_of(self, file: dict[str, Any], name: str, size: int) -> str:
         """The text of `file` (a files.info object): size, host and HTML checks, then
-        extraction; `Unreadable` says why not."""
+        extraction; `Unreadable` says why not. A type refused by name is not downloaded."""
+        refusal = refused_by_name(name, file.get("mimetype"))
+        if refusal is not None:
+            raise Unreadable(messages.file_rejected(refusal.reason), image=refusal.image)
         if size > self.max_file_bytes:
             raise Unreadable(
                 messages.file_too_large(name, human_size(size), human_size(self.max_file_bytes))
@@ -210,12 +211,12 @@ class Uploads:
         mimetype = str(file.get("mimetype") or "")
         data = await self.download(url, name, expect_html=mimetype == "text/html")
         try:
-            # PDF and Word parsing is CPU work: keep it off the loop that acks Slack.
+            # PDF and Office parsing is CPU work: keep it off the loop that acks Slack.
             return await asyncio.to_thread(
                 extract_text, name, mimetype or None, data, max_bytes=self.max_file_bytes
             )
         except FileRejected as exc:
-            raise Unreadable(messages.file_rejected(exc.reason), not_text=exc.not_text) from None
+            raise Unreadable(messages.file_rejected(exc.reason), image=exc.image) from None
 
     async def download(self, url: str, name: str, *, expect_html: bool = False) -> bytes:
         """The file's bytes, fetched with the bot token from Slack only; `Unreadable` otherwise."""

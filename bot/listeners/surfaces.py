@@ -37,7 +37,8 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger("bot.surfaces")
 
-MEMBERS_PAGE = 1000
+# conversations.members: Slack takes under 1,000 a page and recommends no more than 200.
+MEMBERS_PAGE = 200
 Access = Literal["ok", "cannot_read", "not_member"]
 _SLACK_FAILURES = (SlackApiError, aiohttp.ClientError, TimeoutError)
 

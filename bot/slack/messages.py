@@ -46,7 +46,8 @@ def queued(ahead: int, limit: int) -> str:
 
 
 def files_left_out(*, not_text: int, over_cap: int, unreadable: list[str]) -> str:
-    """What a question did not read of its scope's files ("" when it read them all)."""
+    """What a question did not read of its scope's files ("" when it read them all):
+    `not_text` counts images; `unreadable` names the rest, unsupported types included."""
     parts = []
     if over_cap:
         parts.append(f"{over_cap:,} file{'s' if over_cap != 1 else ''} over the per-question limit")
@@ -54,7 +55,7 @@ def files_left_out(*, not_text: int, over_cap: int, unreadable: list[str]) -> st
         shown = ", ".join(unreadable[:3]) + (", …" if len(unreadable) > 3 else "")
         parts.append(f"{len(unreadable):,} I couldn't read ({shown})")
     if not_text:
-        parts.append(f"{not_text:,} image{'s' if not_text != 1 else ''} or other non-text")
+        parts.append(f"{not_text:,} image{'s' if not_text != 1 else ''}")
     return f"Files not read: {'; '.join(parts)}." if parts else ""
 
 
