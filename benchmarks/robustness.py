@@ -34,6 +34,7 @@ sys.path[:0] = [str(ROOT), str(ROOT / "tests"), str(ROOT / "benchmarks")]
 from bot_harness import BotHarness, harness_settings  # noqa: E402
 from fake_llm import HANG, MALFORMED, FakeLLMServer  # noqa: E402
 from sandbox import paired_parallel_query_times, run_attacks, start_times  # noqa: E402
+from slack_runs import ANSWER_FOOTER  # noqa: E402
 from slack_server import BOT_TOKEN, SIGNING_SECRET, SlackServer  # noqa: E402
 from test_bot_containment import INJECTIONS, hunting_code  # noqa: E402
 
@@ -202,7 +203,7 @@ async def _outcomes(bot: BotHarness, slack: SlackServer, asked: int) -> dict[str
         problem = ""
         if not set(reported_steps(slack, run)) <= set(stored):
             problem = f"reported steps {reported_steps(slack, run)} but stored {stored}"
-        elif run.status == "finished" and posts and posts[-1].endswith(f"run {run.id}_"):
+        elif run.status == "finished" and posts and ANSWER_FOOTER.search(posts[-1]):
             finished += 1
             continue
         elif run.status == "failed" and posts and posts[-1].startswith(":warning:"):

@@ -10,6 +10,7 @@ as a member would see it now (edits applied, blocks' text included).
 from __future__ import annotations
 
 import json
+import re
 from typing import Any
 
 from slack_workspace import BOT_ID, BOT_USER, SlackError, SlackWorkspace
@@ -284,3 +285,8 @@ class RunSurfaces(SlackWorkspace):
         if user["id"] in self.admins:  # else what the workspace says (add_user(admin=...))
             user["is_admin"] = user["is_owner"] = True
         return {"user": user}
+
+
+# The line that closes an answer (bot.slack.messages.answer_footer): how to tell an answer
+# from a status in a thread where each run posts its own.
+ANSWER_FOOTER = re.compile(r"_\d+ steps? · \d+\.\d s_$")

@@ -178,7 +178,9 @@ async def test_a_flood_of_strangers_is_counted_and_logged_once(bot, slack, caplo
     assert (stats.counts["unsigned"], stats.counts["bad_signature"]) == (75, 75)
     assert stats.counts["accepted"] == 1
     lines = [r for r in caplog.records if r.name == "bot.http"]
-    assert len(lines) == 1 and "refused a request to /slack/events: unsigned" in lines[0].message
+    assert (
+        len(lines) == 1 and "refused a request to /slack/events: unsigned" in lines[0].getMessage()
+    )
     stats.flush()
     summary = [r.getMessage() for r in caplog.records if r.name == "bot.http"][-1]
     assert "refused 149 request(s)" in summary and "75 bad signature, 74 unsigned" in summary

@@ -28,6 +28,7 @@ from replica_cluster import (
     start_replicas,
     stop_all,
 )
+from slack_runs import ANSWER_FOOTER
 from slack_server import BOT_USER
 from sqlalchemy import text
 
@@ -141,7 +142,7 @@ async def all_final(store: Store, count: int, seconds: float = 120, slack=None) 
 
     def answered(run) -> bool:
         posts = slack.posts(run.channel_id, thread_ts=run.thread_ts)
-        return any(re.search(rf"run {run.id}_$", p) for p in posts)
+        return any(ANSWER_FOOTER.search(p) for p in posts)
 
     async def check() -> bool:
         runs = await store.list_runs()
@@ -199,7 +200,7 @@ async def test_three_replicas_hold_each_workspace_to_its_caps(
     assert llm_server.in_flight_by == {"TA": 0, "TB": 0}
     # Each thread has its answer, once.
     for team in TEAMS:
-        answers = [p for p in slack.posts(f"C{team}") if re.search(r"run \d+_$", p)]
+        answers = [p for p in slack.posts(f"C{team}") if ANSWER_FOOTER.search(p)]
         assert len(answers) == questions // 2
     for replica in three:
         limits = replica.replica_id

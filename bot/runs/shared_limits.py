@@ -256,7 +256,10 @@ class SharedLimits:
                     if semaphore is not None:
                         semaphore.wake()
             except RedisError as exc:  # polling meanwhile
-                self.outage.failed(exc)
+                # Not an outage by itself: a subscription cut by a Redis restart breaks only
+                # after Redis is back. The round trips (take, renew, give back) say when
+                # Redis is away and when it answers again.
+                logger.debug("the slot channel was cut (%s); subscribing again", exc)
                 await asyncio.sleep(RETRY_SECONDS)
             finally:
                 with contextlib.suppress(RedisError):

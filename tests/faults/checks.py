@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import re
 
-from slack_runs import blocks_text
+from slack_runs import ANSWER_FOOTER, blocks_text
 
 from bot.slack import messages
 
@@ -53,8 +53,8 @@ async def check_run_ended_cleanly(bot, slack, run) -> str:
     assert stored == list(range(1, len(stored) + 1)) and run.iterations == len(stored)
     assert set(reported_steps(slack, run)) <= set(stored), (run.id, view)
     if run.status == "finished":
-        assert last.endswith(f"run {run.id}_")
-        plural = "iteration" if len(stored) == 1 else "iterations"
+        assert ANSWER_FOOTER.search(last), last
+        plural = "step" if len(stored) == 1 else "steps"
         assert f"_{len(stored)} {plural} ·" in last
     else:
         assert run.status == "failed", (run.id, run.status)

@@ -12,6 +12,7 @@ import logging
 import pytest
 from bot_harness import BotHarness, harness_settings, wait_until
 from databases import POSTGRES_ONLY
+from slack_runs import ANSWER_FOOTER
 from sqlalchemy.engine import make_url
 
 from bot.slack import messages
@@ -74,7 +75,7 @@ async def test_a_database_outage_mid_run_is_waited_out_and_the_run_answers_once(
         assert run.status == "finished", (run.status, run.error)
         await check_run_ended_cleanly(bot, slack, run)
         assert [i.iteration for i in await bot.store.list_iterations(run.id)] == [1, 2]
-        answers = [t for t in texts if t.endswith(f"run {run.id}_")]
+        answers = [t for t in texts if ANSWER_FOOTER.search(t)]
         assert len(answers) == 1, texts
         assert not [t for t in texts if ":warning:" in t], texts
     finally:
@@ -95,7 +96,7 @@ async def test_an_outage_longer_than_the_retry_budget_ends_as_the_thread_says(
         assert "its end waits to be stored until the database answers" in caplog.text
         assert "its end, kept meanwhile, is stored" in caplog.text
         shown = "\n".join(texts)
-        answers = [t for t in texts if t.endswith(f"run {run.id}_")]
+        answers = [t for t in texts if ANSWER_FOOTER.search(t)]
         if run.status == "finished":
             assert len(answers) == 1 and ":warning:" not in shown, texts
         else:

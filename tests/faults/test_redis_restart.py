@@ -5,11 +5,11 @@ run finishes once, and the caps held before the restart are put back (not exceed
 from __future__ import annotations
 
 import asyncio
-import re
 import shutil
 
 import pytest
 from bot_harness import wait_until
+from slack_runs import ANSWER_FOOTER
 
 from bot.slack import messages
 from tests.faults.servers import OwnRedis
@@ -48,7 +48,7 @@ async def replicas():
 def answers_and_notices(slack, runs):
     for run in runs:
         posts = slack.posts(run.channel_id, thread_ts=run.thread_ts)
-        answers = [p for p in posts if re.search(rf"run {run.id}_$", p)]
+        answers = [p for p in posts if ANSWER_FOOTER.search(p)]
         seen = slack.seen(run.channel_id, thread_ts=run.thread_ts)
         yield run, len(answers), sum(t.count(messages.INTERRUPTED) for t in seen)
 
