@@ -231,10 +231,10 @@ async def test_migrate_to_a_revision_goes_down_and_back_up_keeping_rows(tmp_path
     async with engine.connect() as connection:
         low = await connection.run_sync(snapshot_tables)
         runs = (await connection.execute(text("SELECT count(*) FROM runs"))).scalar_one()
-    assert (
-        low["iterations"] == before["iterations"]
-        and low["context_sources"] == before["context_sources"]
-    )
+    for table in ("iterations", "context_sources"):  # on the columns 0003 has
+        assert len(low[table]) == len(before[table]), table
+        pairs = zip(before[table], low[table], strict=True)
+        assert all(low_row == {k: row[k] for k in low_row} for row, low_row in pairs), table
     assert runs == 1
     up = rlm_bot("migrate", cwd=tmp_path, DATABASE_URL=database_url)
     assert up.stdout.endswith(f"migrated from 0003 to {head}.\n"), up.stderr

@@ -6,6 +6,7 @@ import asyncio
 import itertools
 
 from bot_harness import MAP_EVERY_LINE, wait_until
+from slack_runs import ANSWER_FOOTER
 
 from bot.slack import messages
 
@@ -60,7 +61,7 @@ async def test_runs_beyond_the_workspace_cap_wait_their_turn_and_say_so(
     runs = await bot.store.list_runs()
     assert [r.status for r in runs] == ["finished", "finished"]
     assert runs[1].created_at < runs[0].finished_at  # it was waiting while the first ran
-    assert slack.posts("C1", thread_ts=second)[-1].endswith("run 2_")
+    assert ANSWER_FOOTER.search(slack.posts("C1", thread_ts=second)[-1])
 
 
 async def test_status_edits_are_paced_and_coalesced_and_the_run_posts_twice(

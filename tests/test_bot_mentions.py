@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from bot_harness import file_shared, mention
+from slack_runs import ANSWER_FOOTER
 from slack_server import BOT_USER
 
 from bot.slack import messages
@@ -23,7 +24,7 @@ async def test_a_top_level_mention_reads_the_channel_and_answers_under_it(bot, s
     await bot.settle()
 
     thread = slack.posts("C1", thread_ts=ts)
-    assert thread[-1].startswith("At 10:00.") and thread[-1].endswith("run 1_")
+    assert thread[-1].startswith("At 10:00.") and ANSWER_FOOTER.search(thread[-1])
     assert len(slack.posts("C1")) == len(thread)  # nothing at the top level
     context = sub_prompts(llm_server)
     assert "bob: Standup moved to 10:00." in context
@@ -54,7 +55,7 @@ async def test_a_mention_in_a_thread_reads_only_that_thread_and_its_files(bot, s
     assert "# File: budget.csv" in context and "sales,60" in context
     assert "Unrelated chatter" not in context
     answer = slack.posts("C1", thread_ts=parent)[-1]
-    assert answer.endswith("run 1_")
+    assert ANSWER_FOOTER.search(answer)
     [run] = await bot.store.list_runs()
     assert run.thread_ts == parent and run.status == "finished"
 

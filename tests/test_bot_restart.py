@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 from bot_harness import SlackEvents, harness_settings, wait_until
+from slack_runs import ANSWER_FOOTER
 from slack_server import APP_TOKEN, BOT_TOKEN, SIGNING_SECRET
 
 from bot.__main__ import StartupError, serve
@@ -142,7 +143,7 @@ async def test_a_crash_mid_run_loses_nothing_and_the_question_can_be_asked_again
     first, again = await bot.store.list_runs()
     assert (first.status, again.status, again.question) == ("interrupted", "finished", "anything?")
     second_root = slack.calls_to("chat.postMessage")[-1].params["thread_ts"]
-    assert slack.posts("C1", thread_ts=second_root)[-1].endswith("run 2_")
+    assert ANSWER_FOOTER.search(slack.posts("C1", thread_ts=second_root)[-1])
 
 
 def _steps(slack, thread_ts: str) -> list[int]:
@@ -236,7 +237,9 @@ async def test_socket_mode_receives_commands_and_events_over_the_websocket(
         ask_id = slack.send_socket("slash_commands", command)
         await wait_until(lambda: {help_id, ask_id} <= slack.socket_acks.keys())
         assert slack.socket_acks[help_id]["text"] == messages.USAGE
-        await wait_until(lambda: any(p.endswith("run 1_") for p in slack.posts("C1")), seconds=20)
+        await wait_until(
+            lambda: any(ANSWER_FOOTER.search(p) for p in slack.posts("C1")), seconds=20
+        )
         root = slack.message_with("C1", "*<@U1> asked:*")
         assert slack.posts("C1", thread_ts=root["ts"])[-1].startswith("Friday.")
     finally:

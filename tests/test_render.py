@@ -94,11 +94,13 @@ def _step(i: int, code: str = "x = 1", output: str = "1") -> IterationRecord:
 
 def test_the_steps_modal_stays_within_slack_limits_however_long_the_run():
     steps = [_step(i, code="y = 2\n" * 2000, output="z" * 10_000) for i in range(1, 60)]
-    view = blocks.steps_modal(3, steps)
+    view = blocks.steps_modal(3, steps, full=True)
     assert len(view["blocks"]) <= 100 and len(view["title"]["text"]) <= 24
     check_blocks(view["blocks"], limit=100)
-    assert view["blocks"][0]["text"]["text"] == "*Step 1* · 1 sub-call · 1.5 s\nStep 1 plan."
-    assert view["blocks"][-2]["elements"][0]["text"] == "35 more steps are in the file."
+    assert view["blocks"][0]["text"]["text"] == (
+        "*Step 1* · 1.5 s · 1 part read by the helper model\nStep 1 plan."
+    )
+    assert view["blocks"][-2]["elements"][0]["text"] == "35 more steps are in the full record."
     assert view["blocks"][-1]["elements"][0]["action_id"] == blocks.TRAJECTORY
     lines = blocks.trajectory_jsonl(steps).splitlines()
     assert len(lines) == 59 and json.loads(lines[0])["code"] == "y = 2\n" * 2000

@@ -350,7 +350,7 @@ async def test_a_daily_budget_used_up_on_one_replica_is_used_up_on_all(
     _, refused_ts = await ask(second, slack, "TA", 2)
     await wait_until(lambda: slack.posts("CTA", thread_ts=refused_ts) != [], seconds=30)
     [refusal] = slack.posts("CTA", thread_ts=refused_ts)
-    assert refusal.startswith(":no_entry: This workspace has used its 50 tokens for today")
+    assert refusal == messages.DAILY_LIMIT_REACHED
     assert len(await store.list_runs()) == 1  # no run was started for it
     # Another workspace's day is its own.
     await ask(second, slack, "TB", 3)
